@@ -1,0 +1,3 @@
+from camenn.cli import main
+
+main()

@@ -1,0 +1,45 @@
+"""The `camenn` command: one entry point whose subcommands are the product's verbs.
+
+Each verb lives beside the code it drives, in a `cli.py` with `register(subparsers)`; those modules
+import TensorFlow, Beam and keras only inside the functions a verb runs, so `camenn --help` is instant.
+"""
+import argparse
+import importlib
+import logging
+import sys
+
+# Modules that add verbs, in the order `camenn --help` lists them.
+COMMAND_MODULES = (
+    "camenn.preprocessing.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="camenn",
+        description=(
+            "CameNN ranks grocery listings for same-day local delivery and checks each listing's photo "
+            "against its text (arXiv 2009.09926). Each subcommand below says what it does and writes."
+        ),
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        code = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code or 0)
