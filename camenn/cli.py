@@ -11,6 +11,7 @@ import sys
 # Modules that add verbs, in the order `camenn --help` lists them.
 COMMAND_MODULES = (
     "camenn.preprocessing.cli",
+    "camenn.serving.cli",
 )
 
 

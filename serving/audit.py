@@ -1,0 +1,142 @@
+"""`camenn audit`: finds the listings whose photo and text disagree, so merchants can fix them.
+
+Every listing of a merchant (or of all merchants) is scored through the server with the model's two
+alignment heads: ITA (for this image, is this the right text?) and TIA (for this text, is this the right
+image?). A listing is flagged when either is below the threshold; listings are reported worst first by
+their alignment, min(ITA, TIA). A low ITA points at the text (it may describe another product), a low
+TIA at the photo (vague, cropped, dark, or of something else).
+
+The alignment heads look at the listing, not the shopper; the audit asks with an unknown shopper id
+(the model's out-of-vocabulary shopper), at noon and the client's default distance.
+
+`evaluate_audit` measures the audit against known truth (the embedded sample's data/sample/truth.csv,
+whose `quality` column says ok, inaccurate_text or vague_photo).
+"""
+import csv
+import dataclasses
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from camenn.model import features
+from camenn.serving import examples
+from camenn.serving.client import RankingClient
+
+AUDIT_SHOPPER = ""
+AUDIT_HOUR = 12
+DEFAULT_THRESHOLD = 0.5
+CSV_COLUMNS = ("rank", "merchant_id", "item_id", "category", "ita", "tia", "alignment", "flagged", "issue")
+GOOD_QUALITY = "ok"
+
+
+@dataclasses.dataclass(frozen=True)
+class ListingAudit:
+    item_id: str
+    merchant_id: str
+    category: str
+    ita: float
+    tia: float
+
+    @property
+    def alignment(self) -> float:
+        """How well photo and text agree: the weaker of the two alignment scores."""
+        return min(self.ita, self.tia)
+
+    def issue(self, threshold: float = DEFAULT_THRESHOLD) -> str:
+        low_text, low_photo = self.ita < threshold, self.tia < threshold
+        if low_text and low_photo:
+            return "photo and text disagree: check both"
+        if low_text:
+            return "the text may not describe the photo: check title and description"
+        if low_photo:
+            return "the photo may not show the product described: vague, cropped, dark or another product"
+        return ""
+
+
+def audit_listings(client: RankingClient, merchant_id: Optional[str] = None, batch_size: int = 256
+                   ) -> List[ListingAudit]:
+    """Scores every listing of `merchant_id` (all merchants when None); worst alignment first.
+
+    Raises KeyError when the merchant has no listing in the item features.
+    """
+    item_ids = client.store.item_ids_of(merchant_id)
+    if not item_ids:
+        raise KeyError(f"merchant {merchant_id!r} has no listings in {client.store.source}")
+    audits = []
+    for chunk in examples.iter_chunks(item_ids, batch_size):
+        scores = client.score(AUDIT_SHOPPER, chunk, hour=AUDIT_HOUR)
+        rows = client.store.rows(chunk)
+        for i, item_id in enumerate(chunk):
+            audits.append(ListingAudit(item_id, rows[features.MERCHANT_ID][i].decode(),
+                                       rows[features.CATEGORY][i].decode(),
+                                       float(scores[features.ITA][i]), float(scores[features.TIA][i])))
+    return sorted(audits, key=lambda a: (a.alignment, a.item_id))
+
+
+def flagged(audits: Sequence[ListingAudit], threshold: float = DEFAULT_THRESHOLD) -> List[ListingAudit]:
+    return [a for a in audits if a.issue(threshold)]
+
+
+def write_csv(audits: Sequence[ListingAudit], path: Union[str, Path], threshold: float = DEFAULT_THRESHOLD) -> Path:
+    """Every audited listing, worst first, with its scores and what to check."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        for rank, a in enumerate(audits, 1):
+            issue = a.issue(threshold)
+            writer.writerow([rank, a.merchant_id, a.item_id, a.category, f"{a.ita:.4f}", f"{a.tia:.4f}",
+                             f"{a.alignment:.4f}", int(bool(issue)), issue])
+    return path
+
+
+def format_table(audits: Sequence[ListingAudit], threshold: float = DEFAULT_THRESHOLD) -> str:
+    header = f"{'merchant':<14} {'item':<16} {'category':<18} {'ITA':>6} {'TIA':>6}  issue"
+    lines = [header, "-" * len(header)]
+    for a in audits:
+        lines.append(f"{a.merchant_id:<14} {a.item_id:<16} {a.category:<18} {a.ita:6.3f} {a.tia:6.3f}  "
+                     f"{a.issue(threshold)}")
+    return "\n".join(lines)
+
+
+def read_truth(path: Union[str, Path]) -> Dict[str, str]:
+    """item_id -> quality from a truth file with columns item_id and quality (ok | inaccurate_text | vague_photo | ...)."""
+    with Path(path).open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"item_id", "quality"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path} lacks column(s) {sorted(missing)}")
+        return {row["item_id"]: row["quality"] for row in reader}
+
+
+def evaluate_audit(audits: Sequence[ListingAudit], truth: Mapping[str, str],
+                   threshold: float = DEFAULT_THRESHOLD) -> Dict[str, float]:
+    """How well the audit finds the listings the truth calls inaccurate.
+
+    The score is misalignment, 1 - min(ITA, TIA); positives are listings whose quality is not "ok".
+    Listings missing from the truth (or from the audit) are left out. Returns:
+        auc: ROC AUC of misalignment against "not ok" (0.5 is chance);
+        auc_<quality>: the same, that kind of defect against the ok listings;
+        precision, recall: of the flag (either score under `threshold`);
+        listings, inaccurate: how many were evaluated, and how many of them are not ok.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    scored = [(a, truth[a.item_id]) for a in audits if a.item_id in truth]
+    if not scored:
+        raise ValueError("no audited listing appears in the truth")
+    misalignment = np.array([1.0 - a.alignment for a, _ in scored])
+    quality = np.array([q for _, q in scored])
+    positive = quality != GOOD_QUALITY
+    is_flagged = np.array([bool(a.issue(threshold)) for a, _ in scored])
+    result = {"listings": float(len(scored)), "inaccurate": float(positive.sum())}
+    if 0 < positive.sum() < len(scored):
+        result["auc"] = float(roc_auc_score(positive, misalignment))
+        for kind in sorted(set(quality[positive])):
+            subset = (quality == kind) | ~positive
+            result[f"auc_{kind}"] = float(roc_auc_score(quality[subset] == kind, misalignment[subset]))
+    result["precision"] = float(positive[is_flagged].mean()) if is_flagged.any() else 0.0
+    result["recall"] = float(is_flagged[positive].mean()) if positive.any() else 0.0
+    return result

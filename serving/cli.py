@@ -1,0 +1,194 @@
+"""Verbs `camenn serve`, `camenn rank`, `camenn audit` and `camenn serving-bundle`.
+
+Only argparse here: TensorFlow and gRPC are imported inside the functions the verbs run.
+"""
+import argparse
+import dataclasses
+import sys
+
+from camenn.serving import defaults
+
+
+def _flag_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_server_flags(parser: argparse.ArgumentParser) -> None:
+    """tensorflow_model_server's flags (underscores, as it spells them; dashes work too) plus our limits."""
+    def flag(name, **kwargs):
+        parser.add_argument(f"--{name}", *([f"--{name.replace('_', '-')}"] if "_" in name else []), **kwargs)
+
+    flag("port", type=int, default=defaults.GRPC_PORT, help="gRPC port (default 8500, TF Serving's); 0 picks a free one")
+    flag("host", default="127.0.0.1",
+         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 to serve the network)")
+    flag("rest_api_port", type=int, default=0, help="accepted for TF Serving compatibility; no REST API is served")
+    flag("model_name", default=defaults.MODEL_NAME, help="name of the single model to serve (default camenn)")
+    flag("model_base_path", default=str(defaults.MODEL_BASE_PATH),
+         help="folder whose numbered subfolders are SavedModel versions (default outputs/serving_model/camenn)")
+    flag("model_config_file", default="",
+         help="TF Serving models.config (ModelServerConfig text proto); overrides --model_name/--model_base_path")
+    flag("file_system_poll_wait_seconds", type=float, default=1.0,
+         help="seconds between looks for new versions (default 1; 0 loads once and never looks again)")
+    flag("enable_model_warmup", type=_flag_bool, default=True,
+         help="replay <version>/assets.extra/tf_serving_warmup_requests before serving a version (default true)")
+    flag("max_batch_size", type=int, default=1024, help="rows one Predict may carry (default 1024)")
+    flag("max_concurrent_requests", type=int, default=64,
+         help="requests in flight (running or queued) before new ones get RESOURCE_EXHAUSTED (default 64)")
+    flag("grpc_max_threads", type=int, default=16, help="threads that run requests (default 16)")
+    flag("max_message_bytes", type=int, default=64 << 20,
+         help="largest request or response in bytes (default 64 MiB; 100 candidates of 4x1280 floats ~ 2 MiB)")
+    flag("grace_period_seconds", type=float, default=10.0,
+         help="on SIGTERM, how long requests in flight may take to finish (default 10)")
+
+
+def _client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=defaults.GRPC_PORT, help="server gRPC port (default 8500)")
+    parser.add_argument("--model-name", default=defaults.MODEL_NAME, help="served model (default camenn)")
+    parser.add_argument("--item-features", default=str(defaults.ITEM_FEATURES),
+                        help="`camenn preprocess` output: OUT/items (or OUT) with the listings' cached features "
+                             "(default outputs/preprocessed/items)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+
+
+def _client(args):
+    from camenn.serving.client import RankingClient
+
+    return RankingClient(args.item_features, args.host, args.port, args.model_name, timeout=args.timeout)
+
+
+def _report_failure(args, error) -> int:
+    """One clear line instead of a stack trace for what a user can fix."""
+    from camenn.serving.client import PredictionError, UnknownItemsError
+
+    if isinstance(error, PredictionError) and error.code.name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+        print(f"error: no answer from a server at {args.host}:{args.port} ({error}); is `camenn serve` running?",
+              file=sys.stderr)
+        return 1
+    if isinstance(error, (UnknownItemsError, PredictionError, FileNotFoundError, KeyError, ValueError)):
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    raise error
+
+
+def _serve(args) -> int:
+    from camenn.serving.server import serve
+
+    return serve(args)
+
+
+def _rank(args) -> int:
+    item_ids = [i.strip() for i in args.items.split(",") if i.strip()]
+    try:
+        with _client(args) as client:
+            ranked = client.rank(args.user, item_ids, hour=args.hour, distance_km=args.distance_km)
+    except Exception as error:  # noqa: BLE001 - _report_failure re-raises what is not a user's error
+        return _report_failure(args, error)
+    print(f"{'rank':>4}  {'item':<20} {'CVR':>7} {'ITA':>7} {'TIA':>7}")
+    for rank, item in enumerate(ranked, 1):
+        print(f"{rank:>4}  {item.item_id:<20} {item.cvr:7.4f} {item.ita:7.4f} {item.tia:7.4f}")
+    return 0
+
+
+def _audit(args) -> int:
+    from camenn.serving import audit
+
+    try:
+        with _client(args) as client:
+            audits = audit.audit_listings(client, args.merchant)
+    except Exception as error:  # noqa: BLE001
+        return _report_failure(args, error)
+    output = args.output or defaults.AUDIT_DIR / f"audit_{args.merchant or 'all'}.csv"
+    audit.write_csv(audits, output, args.threshold)
+    bad = audit.flagged(audits, args.threshold)
+    who = f"merchant {args.merchant}" if args.merchant else "all merchants"
+    print(f"{len(bad)} of {len(audits)} listings of {who} have a photo and text that disagree "
+          f"(ITA or TIA under {args.threshold}), worst first:")
+    if bad:
+        print(audit.format_table(bad[: args.limit], args.threshold))
+        if len(bad) > args.limit:
+            print(f"... {len(bad) - args.limit} more in the CSV")
+    print(f"every listing's scores: {output}")
+    if args.truth:
+        result = audit.evaluate_audit(audits, audit.read_truth(args.truth), args.threshold)
+        print("against the truth in", args.truth + ":", ", ".join(f"{k} {v:.3f}" if v % 1 else f"{k} {int(v)}"
+                                                                  for k, v in result.items()))
+    return 0
+
+
+def _serving_bundle(args) -> int:
+    from camenn.serving import bundle, examples
+
+    warmup = []
+    if args.warmup_examples:
+        try:
+            warmup = examples.read_tfrecords(args.warmup_examples)[: args.num_warmup_examples]
+        except FileNotFoundError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    written = bundle.write_serving_bundle(args.serving_base, args.model_name, warmup, args.version,
+                                          image=args.image)
+    for name, path in dataclasses.asdict(written).items():
+        if path is not None:
+            print(f"{name}: {path}")
+    return 0
+
+
+def register(subparsers) -> None:
+    serve = subparsers.add_parser(
+        "serve", help="serve pushed SavedModels over gRPC (TensorFlow Serving's PredictionService)",
+        description="Serves the newest version under --model_base_path (or each model of --model_config_file) "
+                    "over gRPC with TensorFlow Serving's PredictionService (Predict, GetModelMetadata) and "
+                    "ModelService (GetModelStatus), and loads newly pushed versions without a restart. Writes "
+                    "nothing; logs to stderr. Stops cleanly on SIGTERM.")
+    add_server_flags(serve)
+    serve.set_defaults(func=_serve)
+
+    rank = subparsers.add_parser(
+        "rank", help="rank candidate items for a shopper through the server (one gRPC Predict)",
+        description="Attaches the cached item features to the candidates, sends one Predict to the `dense` "
+                    "signature, and prints the items ranked by CVR with their ITA and TIA scores. Writes nothing.")
+    rank.add_argument("--user", required=True, help="shopper id")
+    rank.add_argument("--items", required=True, help="candidate item ids, comma-separated")
+    rank.add_argument("--hour", type=int, default=None, help="local hour of the request, 0-23 (default: now)")
+    rank.add_argument("--distance-km", type=float, default=defaults.DISTANCE_KM,
+                      help=f"shopper-to-store distance for every candidate (default {defaults.DISTANCE_KM} km)")
+    _client_flags(rank)
+    rank.set_defaults(func=_rank)
+
+    audit = subparsers.add_parser(
+        "audit", help="find listings whose photo and text disagree (low ITA or TIA), worst first",
+        description="Scores a merchant's listings (or all) through the server and reports those with a low "
+                    "image-to-text (ITA) or text-to-image (TIA) alignment, worst first, as a table. Writes every "
+                    "audited listing's scores to a CSV (default outputs/audit/audit_<merchant|all>.csv).")
+    who = audit.add_mutually_exclusive_group(required=True)
+    who.add_argument("--merchant", help="audit this merchant's listings")
+    who.add_argument("--all", action="store_true", help="audit every merchant's listings")
+    audit.add_argument("--threshold", type=float, default=0.5, help="flag ITA or TIA under this (default 0.5)")
+    audit.add_argument("--limit", type=int, default=20, help="table rows to print (default 20; the CSV has all)")
+    audit.add_argument("--output", default=None, help="CSV to write")
+    audit.add_argument("--truth", default=None,
+                       help="truth CSV (item_id, quality) to measure the audit against, e.g. data/sample/truth.csv")
+    _client_flags(audit)
+    audit.set_defaults(func=_audit)
+
+    bundle = subparsers.add_parser(
+        "serving-bundle", help="write the TensorFlow Serving bundle beside pushed models",
+        description="Writes into --serving-base: models.config, batching_parameters.txt, docker_run.sh and "
+                    "kubernetes.yaml (ConfigMap, PersistentVolumeClaim, Deployment, Service for the "
+                    "tensorflow/serving image), and warmup requests into the newest version's "
+                    "assets.extra/tf_serving_warmup_requests when --warmup-examples is given.")
+    bundle.add_argument("--serving-base", default=str(defaults.SERVING_BASE),
+                        help="folder holding <model-name>/<version>/ (default outputs/serving_model)")
+    bundle.add_argument("--model-name", default=defaults.MODEL_NAME, help="model folder and name (default camenn)")
+    bundle.add_argument("--version", type=int, default=None, help="version to warm up (default: the newest)")
+    bundle.add_argument("--warmup-examples", default="",
+                        help="glob of GZIP TFRecords of raw tf.Examples, e.g. 'OUT/examples/eval/*.tfrecord.gz'")
+    bundle.add_argument("--num-warmup-examples", type=int, default=100, help="rows to take (default 100)")
+    bundle.add_argument("--image", default=defaults.TF_SERVING_IMAGE,
+                        help=f"TensorFlow Serving image (default {defaults.TF_SERVING_IMAGE})")
+    bundle.set_defaults(func=_serving_bundle)

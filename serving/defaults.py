@@ -1,0 +1,11 @@
+"""Defaults that the serving verbs and the Python APIs share (no heavy imports: `camenn --help` reads them)."""
+from camenn import paths
+
+MODEL_NAME = "camenn"
+SERVING_BASE = paths.DEFAULT_OUTPUTS / "serving_model"  # the Pusher's destination: <base>/<model>/<version>/
+MODEL_BASE_PATH = SERVING_BASE / MODEL_NAME
+ITEM_FEATURES = paths.DEFAULT_OUTPUTS / "preprocessed" / "items"  # `camenn preprocess --output outputs/preprocessed`
+AUDIT_DIR = paths.DEFAULT_OUTPUTS / "audit"
+GRPC_PORT = 8500  # TensorFlow Serving's
+DISTANCE_KM = 2.0  # shopper to store when the caller does not say: a typical same-day delivery distance
+TF_SERVING_IMAGE = "tensorflow/serving:2.16.1"  # matches tensorflow==2.16 and tensorflow-serving-api==2.16.1

@@ -1,0 +1,285 @@
+"""Serving fixtures: a SavedModel with contract 6's signatures, the item features of contract 2, servers.
+
+Until `camenn.model.camenn`'s export lands, the model is a small tf.Module with exactly contract 6's
+signatures: `serving_default` (serialized tf.Examples) and `dense` (raw tensors), outputs `cvr`, `ita`,
+`tia` in [0, 1]. Its ids go through a real hash table (so table tracking on export is exercised) and its
+alignment scores are a real (fixed, untrained) image-text agreement: the cosine between a listing's mean
+token embedding and its patch embeddings. The synthetic catalog plants inaccurate texts (another
+category's tokens), so an audit over it must find them.
+"""
+import os
+import shutil
+import sys
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from camenn.model import features as F
+
+MAX_TEXT_LENGTH = 8
+NUM_PATCHES, PATCH_DIM = 4, 6
+VOCABULARY = 64
+CATEGORIES = ("apple", "banana", "carrot", "milk")
+MERCHANTS = ("m_small", "m_medium", "m_large")
+WITHOUT_KERAS = Path(__file__).with_name("without_keras.py")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def token_embeddings():
+    return np.random.default_rng(7).normal(size=(VOCABULARY, PATCH_DIM)).astype(np.float32)
+
+
+def category_tokens(category_index):
+    """Each category's words: 4 token ids of its own (ids from 4 up; 0 is [PAD])."""
+    return 4 + 4 * category_index + np.arange(4)
+
+
+class ToyCameNN(tf.Module):
+    """Contract 6's serving signatures over a tiny fixed model (see the module docstring)."""
+
+    def __init__(self, item_ids, cvr_bias):
+        super().__init__()
+        keys = tf.constant(list(item_ids))
+        self.item_index = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(keys, tf.range(1, len(item_ids) + 1, dtype=tf.int64)), default_value=0)
+        self.item_bias = tf.Variable(np.linspace(-1, 1, len(item_ids) + 1).astype(np.float32))
+        self.tokens = tf.Variable(token_embeddings())
+        self.cvr_bias = tf.Variable(float(cvr_bias))
+
+    def _scores(self, raw):
+        item = self.item_index.lookup(raw[F.ITEM_ID])
+        mask = tf.cast(raw[F.TEXT_TOKEN_IDS] > 0, tf.float32)[..., None]
+        text = tf.reduce_sum(tf.gather(self.tokens, raw[F.TEXT_TOKEN_IDS]) * mask, 1) / tf.reduce_sum(mask, 1)
+        image = tf.reduce_mean(tf.reshape(raw[F.PATCH_EMBEDDINGS], [-1, NUM_PATCHES, PATCH_DIM]), 1)
+        agreement = tf.reduce_sum(tf.math.l2_normalize(text, -1) * tf.math.l2_normalize(image, -1), -1)
+        context = (0.1 * tf.cast(raw[F.HOUR], tf.float32) / 23.0 - 0.2 * raw[F.DISTANCE_KM]
+                   - 0.01 * raw[F.PRICE] + tf.cast(tf.strings.length(raw[F.SHOPPER_ID]) % 3, tf.float32) * 0.1)
+        return {
+            F.CVR: tf.sigmoid(self.cvr_bias + tf.gather(self.item_bias, item) + context + agreement),
+            F.ITA: tf.sigmoid(4.0 * agreement),
+            F.TIA: tf.sigmoid(4.0 * agreement - 0.5),
+        }
+
+    @tf.function(input_signature=[{
+        **{name: tf.TensorSpec([None], tf.string, name=name) for name in F.ID_FEATURES},
+        F.PRICE: tf.TensorSpec([None], tf.float32, name=F.PRICE),
+        F.DISTANCE_KM: tf.TensorSpec([None], tf.float32, name=F.DISTANCE_KM),
+        F.HOUR: tf.TensorSpec([None], tf.int64, name=F.HOUR),
+        F.TEXT_TOKEN_IDS: tf.TensorSpec([None, MAX_TEXT_LENGTH], tf.int64, name=F.TEXT_TOKEN_IDS),
+        F.PATCH_EMBEDDINGS: tf.TensorSpec([None, NUM_PATCHES * PATCH_DIM], tf.float32, name=F.PATCH_EMBEDDINGS),
+    }])
+    def dense(self, raw):
+        return self._scores(raw)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(self, examples):
+        spec = {name: tf.io.FixedLenFeature([], tf.string) for name in F.ID_FEATURES}
+        spec.update({F.PRICE: tf.io.FixedLenFeature([], tf.float32),
+                     F.DISTANCE_KM: tf.io.FixedLenFeature([], tf.float32),
+                     F.HOUR: tf.io.FixedLenFeature([], tf.int64),
+                     F.TEXT_TOKEN_IDS: tf.io.FixedLenFeature([MAX_TEXT_LENGTH], tf.int64),
+                     F.PATCH_EMBEDDINGS: tf.io.FixedLenFeature([NUM_PATCHES * PATCH_DIM], tf.float32)})
+        return self._scores(tf.io.parse_example(examples, spec))
+
+
+def export_toy_model(directory, item_ids, cvr_bias=0.0):
+    """Writes a toy SavedModel to `directory` (a version folder) and returns it."""
+    module = ToyCameNN(item_ids, cvr_bias)
+    signatures = {"serving_default": module.serve_examples.get_concrete_function(),
+                  "dense": module.dense.get_concrete_function()}
+    tf.saved_model.save(module, str(directory), signatures=signatures)
+    return Path(directory)
+
+
+def _bytes(values):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in values]))
+
+
+def _floats(values):
+    return tf.train.Feature(float_list=tf.train.FloatList(value=list(values)))
+
+
+def _ints(values):
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
+
+
+def make_catalog(num_items=36, seed=3):
+    """Synthetic listings (contract 2's item features) and which of them carry another category's text."""
+    rng = np.random.default_rng(seed)
+    table = token_embeddings()
+    items, truth = [], {}
+    for i in range(num_items):
+        category = i % len(CATEGORIES)
+        inaccurate = i % 6 == 5
+        shown = (category + 1 + rng.integers(len(CATEGORIES) - 1)) % len(CATEGORIES) if inaccurate else category
+        words = category_tokens(shown)
+        tokens = np.zeros(MAX_TEXT_LENGTH, np.int64)
+        tokens[:6] = [1, *rng.choice(words, 4), 2]  # [CLS] ... [SEP]-like
+        image = table[category_tokens(category)].mean(0)
+        patches = image[None, :] + rng.normal(scale=0.3, size=(NUM_PATCHES, PATCH_DIM))
+        item_id = f"item_{i:03d}"
+        items.append({
+            F.ITEM_ID: item_id, F.MERCHANT_ID: MERCHANTS[i % len(MERCHANTS)],
+            F.CATEGORY: CATEGORIES[category], F.COARSE_CATEGORY: CATEGORIES[category][:3],
+            F.MERCHANT_SIZE: MERCHANTS[i % len(MERCHANTS)][2:], F.PRICE: float(10 + i % 7),
+            F.TEXT_TOKEN_IDS: tokens, F.PATCH_EMBEDDINGS: patches.astype(np.float32).ravel(),
+        })
+        truth[item_id] = "inaccurate_text" if inaccurate else "ok"
+    return items, truth
+
+
+def item_example(item, **event):
+    """A raw tf.Example of contract 2: the item's features, plus event features when given."""
+    feature = {
+        F.ITEM_ID: _bytes([item[F.ITEM_ID]]), F.MERCHANT_ID: _bytes([item[F.MERCHANT_ID]]),
+        F.CATEGORY: _bytes([item[F.CATEGORY]]), F.COARSE_CATEGORY: _bytes([item[F.COARSE_CATEGORY]]),
+        F.MERCHANT_SIZE: _bytes([item[F.MERCHANT_SIZE]]), F.PRICE: _floats([item[F.PRICE]]),
+        F.TEXT_TOKEN_IDS: _ints(item[F.TEXT_TOKEN_IDS]), F.PATCH_EMBEDDINGS: _floats(item[F.PATCH_EMBEDDINGS]),
+    }
+    if event:
+        feature.update({F.SHOPPER_ID: _bytes([event["shopper_id"]]), F.HOUR: _ints([event["hour"]]),
+                        F.DISTANCE_KM: _floats([event["distance_km"]]), F.LABEL: _ints([event.get("converted", 0)])})
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def event_examples(items, count=8):
+    """Raw event tf.Examples (as OUT/examples/eval holds) for warmup requests."""
+    return [item_example(items[i % len(items)], shopper_id=f"shopper_{i}", hour=(8 + i) % 24, distance_km=0.5 + i)
+            for i in range(count)]
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    return make_catalog()
+
+
+@pytest.fixture(scope="session")
+def item_features_dir(tmp_path_factory, catalog):
+    """OUT of `camenn preprocess` as serving reads it: OUT/items/*.tfrecord.gz, split over two shards."""
+    items, _ = catalog
+    out = tmp_path_factory.mktemp("preprocessed")
+    (out / "items").mkdir()
+    options = tf.io.TFRecordOptions(compression_type="GZIP")
+    for shard in range(2):
+        with tf.io.TFRecordWriter(str(out / "items" / f"items-{shard:05d}-of-00002.tfrecord.gz"), options) as writer:
+            for item in items[shard::2]:
+                writer.write(item_example(item))
+    return out / "items"
+
+
+@pytest.fixture(scope="session")
+def model_v1(tmp_path_factory, catalog):
+    """A pristine exported version 1, copied into each test's own base path."""
+    items, _ = catalog
+    return export_toy_model(tmp_path_factory.mktemp("export") / "1", [i[F.ITEM_ID] for i in items])
+
+
+@pytest.fixture
+def push(catalog):
+    """push(base, version, source=None, cvr_bias=...): a version appears in base the way a pusher writes it."""
+    items, _ = catalog
+
+    def push_version(base, version, source=None, cvr_bias=0.0):
+        staging = Path(base).parent / f".staging-{Path(base).name}-{version}"
+        if source is not None:
+            shutil.copytree(source, staging)
+        else:
+            export_toy_model(staging, [i[F.ITEM_ID] for i in items], cvr_bias)
+        Path(base).mkdir(parents=True, exist_ok=True)
+        os.replace(staging, Path(base) / str(version))
+        return Path(base) / str(version)
+
+    return push_version
+
+
+@pytest.fixture
+def model_base(tmp_path, model_v1):
+    """A base path (…/camenn) holding version 1."""
+    base = tmp_path / "serving_model" / "camenn"
+    base.mkdir(parents=True)
+    shutil.copytree(model_v1, base / "1")
+    return base
+
+
+def start_server_process(args, env=None, timeout=120):
+    """`python -m camenn.serving.server ARGS` with keras & co. unimportable; returns (process, port) once it serves."""
+    command = [sys.executable, str(WITHOUT_KERAS), "-m", "camenn.serving.server", "--port", "0", *args]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
+    deadline = time.monotonic() + timeout
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "serving gRPC on" in line:
+            return process, int(line.rsplit(":", 1)[1].split()[0]), lines
+        if time.monotonic() > deadline:
+            break
+    process.kill()
+    raise AssertionError("server did not start:\n" + "".join(lines))
+
+
+def dense_inputs(items, n=5, shopper="shopper_1"):
+    """The `dense` signature's inputs for the first n catalog items, as numpy arrays."""
+    rows = [items[i % len(items)] for i in range(n)]
+    arrays = {name: np.array([r[name].encode() for r in rows], dtype=object)
+              for name in (F.ITEM_ID, F.MERCHANT_ID, F.CATEGORY, F.COARSE_CATEGORY)}
+    arrays[F.SHOPPER_ID] = np.array([shopper.encode()] * n, dtype=object)
+    arrays[F.PRICE] = np.array([r[F.PRICE] for r in rows], np.float32)
+    arrays[F.DISTANCE_KM] = np.linspace(0.5, 3.0, n).astype(np.float32)
+    arrays[F.HOUR] = np.arange(n, dtype=np.int64) % 24
+    arrays[F.TEXT_TOKEN_IDS] = np.stack([r[F.TEXT_TOKEN_IDS] for r in rows])
+    arrays[F.PATCH_EMBEDDINGS] = np.stack([r[F.PATCH_EMBEDDINGS] for r in rows])
+    return arrays
+
+
+def predict_request(arrays, signature="dense", model="camenn", version=None):
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature
+    if version is not None:
+        request.model_spec.version.value = version
+    for name, value in arrays.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    return request
+
+
+class Stubs:
+    """PredictionService and ModelService stubs on one channel to localhost:port."""
+
+    def __init__(self, port):
+        import grpc
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}",
+                                             options=[("grpc.max_send_message_length", 256 << 20)])
+        self.predict = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.model = model_service_pb2_grpc.ModelServiceStub(self.channel)
+
+    def status(self, model="camenn"):
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = model
+        return {s.version: s for s in self.model.GetModelStatus(request, timeout=10).model_version_status}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, model_v1):
+    """An in-process `camenn serve` over its own base path holding version 1; yields (server, stubs)."""
+    from camenn.serving.servables import ModelConfig
+    from camenn.serving.server import ModelServer
+
+    base = tmp_path_factory.mktemp("served") / "camenn"
+    base.mkdir()
+    shutil.copytree(model_v1, base / "1")
+    server = ModelServer([ModelConfig("camenn", str(base))], port=0, poll_seconds=0.1, max_batch_size=64).start()
+    stubs = Stubs(server.port)
+    yield server, stubs
+    stubs.channel.close()
+    server.stop(0)
