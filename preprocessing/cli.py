@@ -1,0 +1,93 @@
+"""Verbs `camenn sample` and `camenn preprocess`; heavy imports happen inside the functions they run."""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    from camenn import paths
+    from camenn.preprocessing import defaults
+
+    sample = subparsers.add_parser(
+        "sample",
+        help="build the embedded sample dataset from the Grocery Store Dataset",
+        description=(
+            "Builds a dataset folder from the Grocery Store Dataset's real photos and product texts, with "
+            "simulated merchants, prices and stores, and a seeded shopper simulator's clicks and orders. "
+            "Writes OUTPUT/items.csv, events.csv, images/*.jpg, truth.csv (which listings have an "
+            "inaccurate text or a vague photo; never read by training), LICENSE and README.md. The same "
+            "seed gives byte-identical files."),
+    )
+    sample.add_argument("--source", type=Path, required=True,
+                        help="the Grocery Store Dataset's dataset/ folder (github.com/marcusklasson/"
+                             "GroceryStoreDataset), e.g. ../shared/data/grocery_store")
+    sample.add_argument("--output", type=Path, required=True, help=f"folder to write, e.g. {paths.SAMPLE_DATASET}")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sample.add_argument("--listings", type=int, default=480, help="number of listings (default 480)")
+    sample.add_argument("--merchants", type=int, default=40, help="number of merchants (default 40)")
+    sample.add_argument("--shoppers", type=int, default=200, help="number of shoppers (default 200)")
+    sample.add_argument("--events", type=int, default=6000, help="number of simulated clicks (default 6000)")
+    sample.add_argument("--no-bad-rows", dest="bad_rows", action="store_false",
+                        help="leave out the deliberately bad rows that show preprocessing's quarantine")
+    sample.set_defaults(func=_sample)
+
+    preprocess = subparsers.add_parser(
+        "preprocess",
+        help="Beam: dataset folder -> tf.Examples for TFX (tokens, cached patch embeddings), quarantine",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Runs the Apache Beam preprocessing over a dataset folder (README: 'Dataset format'): tokenises "
+            "each listing's title and description, decodes its photo, splits it into a grid of patches and "
+            "embeds them with a frozen image encoder (cached by image content, so a second run over an "
+            "unchanged catalog skips that work), joins the clicks to their listings and splits them by time.\n"
+            "Writes OUTPUT/examples/{train,eval}/*.tfrecord.gz (one tf.Example per click, for a TFX "
+            "ImportExampleGen), OUTPUT/items/*.tfrecord.gz (one per listing, the serving cache), "
+            "OUTPUT/quarantine/{items,events}.csv (every bad row with its reason) and OUTPUT/summary.json "
+            "(counts and the feature summary); prints the summary.\n\n"
+            "Beam pipeline options go after `--`, e.g.:\n"
+            "  camenn preprocess --dataset D --output O -- --direct_num_workers=2 "
+            "--direct_running_mode=multi_processing"),
+    )
+    preprocess.add_argument("--dataset", type=Path, required=True, help="dataset folder (items.csv, events.csv, images/)")
+    preprocess.add_argument("--output", type=Path, required=True, help="output folder")
+    preprocess.add_argument("--image-encoder", default=defaults.IMAGE_ENCODER,
+                            help=f"patch encoder (default {defaults.IMAGE_ENCODER})")
+    preprocess.add_argument("--image-preset", default=defaults.IMAGE_PRESET,
+                            help=f"the encoder's preset (default {defaults.IMAGE_PRESET})")
+    preprocess.add_argument("--grid", default="2x2", help="patch grid ROWSxCOLS (default 2x2)")
+    preprocess.add_argument("--max-text-length", type=int, default=defaults.MAX_TEXT_LENGTH,
+                            help=f"token ids per listing, special tokens included (default {defaults.MAX_TEXT_LENGTH})")
+    preprocess.add_argument("--cache-dir", type=Path, default=None,
+                            help="patch-embedding cache (default: $CAMENN_CACHE_DIR or <venv>/share/camenn, "
+                                 "then patch_embeddings/)")
+    preprocess.add_argument("beam_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    preprocess.set_defaults(func=_preprocess)
+
+
+def _sample(args) -> int:
+    from camenn.preprocessing.sample import build_sample
+
+    stats = build_sample(args.source, args.output, seed=args.seed, num_listings=args.listings,
+                         num_merchants=args.merchants, num_shoppers=args.shoppers, num_events=args.events,
+                         include_bad_rows=args.bad_rows)
+    print(f"wrote {args.output}:")
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+def _preprocess(args) -> int:
+    from camenn.preprocessing.dataset import DatasetFormatError
+    from camenn.preprocessing.images import parse_grid
+    from camenn.preprocessing.pipeline import format_summary, preprocess
+
+    try:
+        grid = parse_grid(args.grid)
+        summary = preprocess(args.dataset, args.output, image_encoder=args.image_encoder,
+                             image_preset=args.image_preset, grid=grid, max_text_length=args.max_text_length,
+                             beam_args=[a for a in args.beam_args if a != "--"], cache_dir=args.cache_dir)
+    except (DatasetFormatError, ValueError) as error:
+        print(f"camenn preprocess: {error}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    return 0

@@ -1,0 +1,9 @@
+"""Defaults of `camenn preprocess`, importable without TensorFlow or Beam (the CLI reads them for --help)."""
+
+# The demo encoder: ImageNet-pretrained EfficientNet-Lite0 (contract 3); `inception_v4` is the paper's.
+IMAGE_ENCODER = "efficientnet_lite0"
+IMAGE_PRESET = "efficientnet_lite0_imagenet"
+GRID = (2, 2)
+MAX_TEXT_LENGTH = 64
+# The last EVAL_FRACTION of the events' time range is the eval split.
+EVAL_FRACTION = 0.2

@@ -1,0 +1,598 @@
+"""`camenn preprocess`: the Beam pipeline from a dataset folder to ExampleGen-ready tf.Examples (contract 2).
+
+    items.csv -> checked rows -> one row per item_id -> photo read and content-hashed -> WordPiece ids
+        photos not in the cache -> decoded -> patches -> EmbedPatches (issue 4) -> written to the cache
+        -> OUT/items/*.tfrecord.gz (features.ITEM_FEATURES, merchant_size from listings kept per merchant)
+    events.csv -> checked rows -> joined to their listing -> split by time
+        -> OUT/examples/{train,eval}/*.tfrecord.gz (item features + event features + label)
+    every rejected row -> OUT/quarantine/{items,events}.csv with its reason; counts -> OUT/summary.json
+
+Patch embeddings are cached under `cache_dir` by sha256(image bytes, encoder, preset, grid, CACHE_VERSION):
+a second run over an unchanged catalog reads and hashes each photo but neither decodes nor embeds it.
+On a distributed runner, `cache_dir` must be a path every worker reaches (e.g. gs://...).
+"""
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import time
+import uuid
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from camenn import paths
+from camenn.model import features
+from camenn.preprocessing import dataset, defaults, images
+from camenn.preprocessing.dataset import Rejected, RowError
+
+log = logging.getLogger(__name__)
+
+# Part of every cache key: bump it when decoding or splitting changes what an image's patches are.
+CACHE_VERSION = "1"
+REJECTED = "rejected"
+MISS = "miss"
+EXAMPLE_SUFFIX = ".tfrecord.gz"
+PROGRESS_EVERY = 100
+
+
+def default_cache_dir() -> str:
+    return str(paths.cache_dir() / "patch_embeddings")
+
+
+@dataclasses.dataclass(frozen=True)
+class Listing:
+    """A good items.csv row on its way through the pipeline."""
+    row: int
+    fields: Dict[str, str]
+    item: dataset.Item
+    image_key: str = ""
+    token_ids: Optional[np.ndarray] = None
+    truncated: bool = False
+    patch_embeddings: Optional[np.ndarray] = None
+
+
+def _rejected_listing(listing: Listing, reason: str, detail: str) -> Rejected:
+    return Rejected(dataset.ITEMS_FILE, listing.row, reason, detail, listing.fields)
+
+
+def _count(pcoll, name: str, label: str):
+    return pcoll | f"Count{label}" >> beam.combiners.Count.Globally() | f"Name{label}" >> beam.Map(
+        lambda n: (name, n))
+
+
+def _count_reasons(rejected, prefix: str, label: str):
+    return (rejected
+            | f"Reason{label}" >> beam.Map(lambda r: (f"{prefix}/{r.reason}", 1))
+            | f"SumReasons{label}" >> beam.CombinePerKey(sum))
+
+
+class ReadCsv(beam.DoFn):
+    """A dataset CSV -> (row, fields) for each record, Rejected (tagged) for records that are not rows."""
+
+    def __init__(self, columns, file_name: str):
+        self.columns, self.file_name = columns, file_name
+
+    def process(self, path: str):
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+            for row, record in dataset.read_rows(stream, self.columns, self.file_name):
+                if isinstance(record, Rejected):
+                    yield beam.pvalue.TaggedOutput(REJECTED, record)
+                else:
+                    yield row, record
+
+
+def _parse_items(element):
+    row, fields = element
+    try:
+        yield Listing(row, fields, dataset.parse_item(fields))
+    except RowError as error:
+        yield beam.pvalue.TaggedOutput(REJECTED, Rejected(dataset.ITEMS_FILE, row, error.reason, error.detail, fields))
+
+
+def _parse_events(element):
+    row, fields = element
+    try:
+        event = dataset.parse_event(fields)
+        yield event.item_id, (row, fields, event)
+    except RowError as error:
+        yield beam.pvalue.TaggedOutput(REJECTED, Rejected(dataset.EVENTS_FILE, row, error.reason, error.detail, fields))
+
+
+def _first_per_item_id(element):
+    """Keeps the first row of each item_id; later rows are `duplicate_item_id`."""
+    _, listings = element
+    first, *others = sorted(listings, key=lambda listing: listing.row)
+    yield first
+    for listing in others:
+        yield beam.pvalue.TaggedOutput(REJECTED, _rejected_listing(
+            listing, "duplicate_item_id", f"row {first.row} has item_id {first.item.item_id!r}"))
+
+
+class HashImage(beam.DoFn):
+    """Listing -> (cache key, listing with image_key); `missing_image` if the photo cannot be read."""
+
+    def __init__(self, dataset_dir: str, salt: str):
+        self.dataset_dir, self.salt = dataset_dir, salt
+
+    def process(self, listing: Listing):
+        path = FileSystems.join(self.dataset_dir, listing.item.image_path)
+        digest = hashlib.sha256()
+        try:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+                for chunk in iter(lambda: stream.read(1 << 20), b""):
+                    digest.update(chunk)
+        except Exception as error:  # FileSystems raises BeamIOError, IOError, ... by backend.
+            yield beam.pvalue.TaggedOutput(REJECTED, _rejected_listing(
+                listing, "missing_image", f"{listing.item.image_path}: {error}"))
+            return
+        digest.update(self.salt.encode())
+        key = digest.hexdigest()
+        yield key, (path, dataclasses.replace(listing, image_key=key))
+
+
+class Tokenize(beam.DoFn):
+    """Batches of listings -> listings with token_ids (the tokenizer is built once per worker)."""
+
+    def __init__(self, max_text_length: int):
+        self.max_text_length = max_text_length
+
+    def setup(self):
+        from camenn.preprocessing.text import TextTokenizer
+
+        self.tokenizer = TextTokenizer(self.max_text_length)
+
+    def process(self, batch: List[Listing]):
+        token_ids, truncated = self.tokenizer([(l.item.title, l.item.description) for l in batch])
+        for listing, ids, cut in zip(batch, token_ids, truncated):
+            yield dataclasses.replace(listing, token_ids=ids, truncated=bool(cut))
+
+
+def _cache_path(cache_dir: str, key: str) -> str:
+    return FileSystems.join(cache_dir, key[:2], f"{key}.npy")
+
+
+class LookupCache(beam.DoFn):
+    """(key, image path) -> (key, cached [P, D] embeddings), or tagged MISS (key, path)."""
+
+    def __init__(self, cache_dir: str, num_patches: int):
+        self.cache_dir, self.num_patches = cache_dir, num_patches
+
+    def process(self, element):
+        key, path = element
+        cached = _cache_path(self.cache_dir, key)
+        if FileSystems.exists(cached):
+            try:
+                with FileSystems.open(cached, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+                    embeddings = np.load(io.BytesIO(stream.read()), allow_pickle=False)
+                if embeddings.ndim == 2 and embeddings.shape[0] == self.num_patches:
+                    yield key, embeddings.astype(np.float32, copy=False)
+                    return
+            except (OSError, ValueError) as error:
+                log.warning("unreadable cache entry %s (%s): embedding again", cached, error)
+        yield beam.pvalue.TaggedOutput(MISS, (key, path))
+
+
+class DecodeAndSplit(beam.DoFn):
+    """(key, image path) -> (key, uint8 [P, h, w, 3] patches), or tagged REJECTED (key, (reason, detail))."""
+
+    def __init__(self, grid: images.Grid):
+        self.grid = grid
+
+    def process(self, element):
+        key, path = element
+        try:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+                data = stream.read()
+            yield key, images.split_into_patches(images.decode_image(data, self.grid), self.grid)
+        except RowError as error:
+            yield beam.pvalue.TaggedOutput(REJECTED, (key, (error.reason, error.detail)))
+        except Exception as error:  # the file vanished since it was hashed
+            yield beam.pvalue.TaggedOutput(REJECTED, (key, ("missing_image", str(error))))
+
+
+class WriteCache(beam.DoFn):
+    """(key, [P, D]) -> written to the cache (atomically: temp file, then rename), passed on; logs progress."""
+
+    def __init__(self, cache_dir: str):
+        self.cache_dir = cache_dir
+
+    def start_bundle(self):
+        self.written, self.started = 0, time.time()
+
+    def process(self, element):
+        key, embeddings = element
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        buffer = io.BytesIO()
+        np.save(buffer, embeddings, allow_pickle=False)
+        final = _cache_path(self.cache_dir, key)
+        temporary = f"{final}.tmp-{uuid.uuid4().hex}"
+        with FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+            stream.write(buffer.getvalue())
+        FileSystems.rename([temporary], [final])
+        self.written += 1
+        if self.written % PROGRESS_EVERY == 0:
+            log.info("embedded %d photos in this bundle (%.1f/s)", self.written,
+                     self.written / (time.time() - self.started))
+        yield key, embeddings
+
+
+def _attach_embeddings(element):
+    """CoGroupByKey by image key -> listings with patch_embeddings, or Rejected with the image's reason."""
+    _, grouped = element
+    embeddings = list(grouped["embeddings"])
+    errors = list(grouped["errors"])
+    for _, listing in grouped["listings"]:
+        if embeddings:
+            yield dataclasses.replace(listing, patch_embeddings=embeddings[0])
+        elif errors:
+            yield beam.pvalue.TaggedOutput(REJECTED, _rejected_listing(listing, *errors[0]))
+        else:
+            yield beam.pvalue.TaggedOutput(REJECTED, _rejected_listing(
+                listing, "embedding_missing", f"{listing.item.image_path}: the encoder returned nothing"))
+
+
+def _feature(values, kind: str):
+    import tensorflow as tf
+
+    if kind == "bytes":
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode("utf-8") for v in values]))
+    if kind == "float":
+        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def _item_example(listing: Listing, merchant_listings: Dict[str, int]) -> Tuple[str, bytes]:
+    """(item_id, serialized tf.Example with features.ITEM_FEATURES)."""
+    import tensorflow as tf
+
+    item = listing.item
+    example = tf.train.Example(features=tf.train.Features(feature={
+        features.ITEM_ID: _feature([item.item_id], "bytes"),
+        features.MERCHANT_ID: _feature([item.merchant_id], "bytes"),
+        features.CATEGORY: _feature([item.category], "bytes"),
+        features.COARSE_CATEGORY: _feature([item.coarse_category], "bytes"),
+        features.MERCHANT_SIZE: _feature(
+            [dataset.merchant_size_label(merchant_listings.get(item.merchant_id, 0))], "bytes"),
+        features.PRICE: _feature([item.price], "float"),
+        features.TEXT_TOKEN_IDS: _feature(listing.token_ids.tolist(), "int64"),
+        features.PATCH_EMBEDDINGS: _feature(listing.patch_embeddings.reshape(-1).tolist(), "float"),
+    }))
+    return item.item_id, example.SerializeToString()
+
+
+def _join_events(element):
+    """CoGroupByKey by item_id -> (timestamp, serialized event tf.Example), or Rejected events."""
+    import tensorflow as tf
+
+    item_id, grouped = element
+    items = list(grouped["items"])
+    item_errors = list(grouped["item_errors"])
+    for row, fields, event in grouped["events"]:
+        if not items:
+            if item_errors:
+                error = min(item_errors, key=lambda r: r.row)
+                reason, detail = "item_quarantined", f"{error.reason}: {error.detail} (items.csv row {error.row})"
+            else:
+                reason, detail = "unknown_item", f"item_id {item_id!r} is not in {dataset.ITEMS_FILE}"
+            yield beam.pvalue.TaggedOutput(REJECTED, Rejected(dataset.EVENTS_FILE, row, reason, detail, fields))
+            continue
+        example = tf.train.Example.FromString(items[0])
+        feature = example.features.feature
+        feature[features.REQUEST_ID].CopyFrom(_feature([event.request_id], "bytes"))
+        feature[features.SHOPPER_ID].CopyFrom(_feature([event.shopper_id], "bytes"))
+        feature[features.TIMESTAMP].CopyFrom(_feature([event.timestamp], "int64"))
+        feature[features.HOUR].CopyFrom(_feature([event.hour], "int64"))
+        feature[features.DISTANCE_KM].CopyFrom(_feature([event.distance_km], "float"))
+        feature[features.LABEL].CopyFrom(_feature([event.converted], "int64"))
+        yield event.timestamp, example.SerializeToString()
+
+
+class TimeRange(beam.CombineFn):
+    """(first, last) timestamp, or None for no events."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, accumulator, timestamp):
+        return (timestamp, timestamp) if accumulator is None else (
+            min(accumulator[0], timestamp), max(accumulator[1], timestamp))
+
+    def merge_accumulators(self, accumulators):
+        present = [a for a in accumulators if a is not None]
+        return (min(a[0] for a in present), max(a[1] for a in present)) if present else None
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def eval_cutoff(time_range, eval_fraction: float = defaults.EVAL_FRACTION) -> Optional[float]:
+    """Events with timestamp > cutoff are eval: the last `eval_fraction` of the time range."""
+    if time_range is None:
+        return None
+    first, last = time_range
+    return first + (1.0 - eval_fraction) * (last - first)
+
+
+def _quarantine_line(rejected: Rejected, header: Sequence[str]) -> str:
+    import csv
+
+    text = io.StringIO()
+    csv.writer(text, lineterminator="").writerow(
+        [rejected.reason, rejected.detail, rejected.row] + [rejected.fields.get(name, "") for name in header])
+    return text.getvalue()
+
+
+def _quarantine_header(header: Sequence[str]) -> str:
+    return ",".join(["reason", "detail", "row"] + [f'"{h}"' if "," in h else h for h in header])
+
+
+def feature_summary(max_text_length: int, num_patches: int, patch_dim: Optional[int]) -> Dict[str, dict]:
+    """Each raw tf.Example feature's dtype and length (contract 2)."""
+    summary = {}
+    for name in (features.ITEM_ID, features.MERCHANT_ID, features.CATEGORY, features.COARSE_CATEGORY,
+                 features.MERCHANT_SIZE, features.REQUEST_ID, features.SHOPPER_ID):
+        summary[name] = {"dtype": "bytes", "length": 1}
+    for name in (features.PRICE, features.DISTANCE_KM):
+        summary[name] = {"dtype": "float", "length": 1}
+    for name in (features.TIMESTAMP, features.HOUR, features.LABEL):
+        summary[name] = {"dtype": "int64", "length": 1}
+    summary[features.TEXT_TOKEN_IDS] = {"dtype": "int64", "length": max_text_length}
+    summary[features.PATCH_EMBEDDINGS] = {
+        "dtype": "float", "length": num_patches * patch_dim if patch_dim else None}
+    return summary
+
+
+def _clear_outputs(output_dir: str) -> None:
+    """Removes what an earlier run wrote here (stale shards would mix into this run's output)."""
+    patterns = [FileSystems.join(output_dir, *parts) for parts in (
+        ("examples", "train", "*"), ("examples", "eval", "*"), ("items", "*"), ("quarantine", "*"),
+        (".stats",), ("summary.json",))]
+    stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+    if stale:
+        FileSystems.delete(stale)
+
+
+def _read_header(path: str, columns, file_name: str) -> List[str]:
+    if not FileSystems.exists(path):
+        raise dataset.DatasetFormatError(f"{path} does not exist; a dataset folder holds {dataset.ITEMS_FILE}, "
+                                         f"{dataset.EVENTS_FILE} and {dataset.IMAGES_DIR}/ (README 'Dataset format')")
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+        return dataset.read_header(stream, columns, file_name)
+
+
+def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCODER,
+               image_preset: str = defaults.IMAGE_PRESET,
+               grid: Union[images.Grid, str] = defaults.GRID, max_text_length: int = defaults.MAX_TEXT_LENGTH,
+               beam_args: Optional[Sequence[str]] = None, cache_dir=None) -> dict:
+    """Runs the preprocessing pipeline and returns the summary it writes to OUTPUT/summary.json.
+
+    The entry point of `camenn preprocess` and of the TFX pipeline's preprocessing component (contract 2).
+
+    Args:
+        dataset_dir: dataset folder (items.csv, events.csv, images/); local or any Beam filesystem.
+        output_dir: where examples/, items/, quarantine/ and summary.json go; earlier outputs are replaced.
+        image_encoder, image_preset: the patch encoder (`camenn.model.patch_encoders`).
+        grid: (rows, cols) or "ROWSxCOLS": each photo's patches.
+        max_text_length: token ids per listing.
+        beam_args: Beam pipeline options (e.g. ["--runner=DataflowRunner", ...]); DirectRunner by default.
+        cache_dir: patch-embedding cache; default `camenn.paths.cache_dir() / "patch_embeddings"`.
+
+    Example:
+    >>> summary = preprocess("data/sample", "/tmp/out", "inception_v4", "inception_v4_tiny")  # doctest: +SKIP
+    >>> summary["events"]["train"], summary["patch_dim"]  # doctest: +SKIP
+    """
+    from camenn.preprocessing.patch_embedding import EmbedPatches
+
+    dataset_dir, output_dir = str(dataset_dir), str(output_dir)
+    grid = images.parse_grid(grid) if isinstance(grid, str) else tuple(grid)
+    cache_dir = str(cache_dir) if cache_dir is not None else default_cache_dir()
+    num_patches = grid[0] * grid[1]
+    items_path = FileSystems.join(dataset_dir, dataset.ITEMS_FILE)
+    events_path = FileSystems.join(dataset_dir, dataset.EVENTS_FILE)
+    item_header = _read_header(items_path, dataset.ITEM_COLUMNS, dataset.ITEMS_FILE)
+    event_header = _read_header(events_path, dataset.EVENT_COLUMNS, dataset.EVENTS_FILE)
+    _clear_outputs(output_dir)
+    salt = f"|{image_encoder}|{image_preset}|{images.format_grid(grid)}|v{CACHE_VERSION}"
+    stats_prefix = FileSystems.join(output_dir, ".stats", "stats")
+    log.info("preprocessing %s -> %s (image encoder %s/%s, grid %s, cache %s)", dataset_dir, output_dir,
+             image_encoder, image_preset, images.format_grid(grid), cache_dir)
+
+    started = time.time()
+    options = PipelineOptions(list(beam_args or []))
+    with beam.Pipeline(options=options) as pipeline:
+        # --- Items: row checks, one row per item_id, photo hash, tokens.
+        item_records = (pipeline
+                        | "ItemsPath" >> beam.Create([items_path])
+                        | "ReadItems" >> beam.ParDo(ReadCsv(dataset.ITEM_COLUMNS, dataset.ITEMS_FILE)).with_outputs(
+                            REJECTED, main="rows"))
+        parsed_items = (item_records.rows
+                        | "ShuffleItems" >> beam.Reshuffle()
+                        | "ParseItems" >> beam.FlatMap(_parse_items).with_outputs(REJECTED, main="listings"))
+        unique = (parsed_items.listings
+                  | "ByItemId" >> beam.Map(lambda listing: (listing.item.item_id, listing))
+                  | "GroupItemId" >> beam.GroupByKey()
+                  | "FirstPerItemId" >> beam.FlatMap(_first_per_item_id).with_outputs(REJECTED, main="listings"))
+        tokenized = (unique.listings
+                     | "BatchTexts" >> beam.BatchElements(min_batch_size=16, max_batch_size=256)
+                     | "Tokenize" >> beam.ParDo(Tokenize(max_text_length)))
+        hashed = tokenized | "HashImages" >> beam.ParDo(HashImage(dataset_dir, salt)).with_outputs(
+            REJECTED, main="keyed")
+
+        # --- Photos: each distinct image once, from the cache or decoded and embedded.
+        distinct = (hashed.keyed
+                    | "ImagePath" >> beam.Map(lambda kv: (kv[0], kv[1][0]))
+                    | "DistinctImages" >> beam.CombinePerKey(min))
+        looked_up = distinct | "LookupCache" >> beam.ParDo(LookupCache(cache_dir, num_patches)).with_outputs(
+            MISS, main="hits")
+        decoded = looked_up[MISS] | "DecodeAndSplit" >> beam.ParDo(DecodeAndSplit(grid)).with_outputs(
+            REJECTED, main="patches")
+        embedded = (decoded.patches
+                    | "EmbedPatches" >> EmbedPatches(image_encoder, image_preset)
+                    | "WriteCache" >> beam.ParDo(WriteCache(cache_dir)))
+        embeddings = (looked_up.hits, embedded) | "AllEmbeddings" >> beam.Flatten()
+        attached = ({"listings": hashed.keyed, "embeddings": embeddings, "errors": decoded[REJECTED]}
+                    | "JoinImages" >> beam.CoGroupByKey()
+                    | "AttachEmbeddings" >> beam.FlatMap(_attach_embeddings).with_outputs(REJECTED, main="listings"))
+        good = attached.listings
+
+        # --- Item examples, merchant_size from the listings kept per merchant.
+        merchant_listings = (good
+                             | "MerchantOf" >> beam.Map(lambda listing: listing.item.merchant_id)
+                             | "ListingsPerMerchant" >> beam.combiners.Count.PerElement())
+        item_examples = good | "ItemExamples" >> beam.Map(
+            _item_example, merchant_listings=beam.pvalue.AsDict(merchant_listings))
+        _ = (item_examples
+             | "ItemBytes" >> beam.Values()
+             | "WriteItems" >> beam.io.WriteToTFRecord(
+                 FileSystems.join(output_dir, "items", "items"), file_name_suffix=EXAMPLE_SUFFIX))
+        rejected_items = ((item_records[REJECTED], parsed_items[REJECTED], unique[REJECTED], hashed[REJECTED],
+                           attached[REJECTED])
+                          | "RejectedItems" >> beam.Flatten())
+
+        # --- Events: row checks, join to their listing, split by time.
+        event_records = (pipeline
+                         | "EventsPath" >> beam.Create([events_path])
+                         | "ReadEvents" >> beam.ParDo(ReadCsv(dataset.EVENT_COLUMNS, dataset.EVENTS_FILE))
+                         .with_outputs(REJECTED, main="rows"))
+        parsed_events = (event_records.rows
+                         | "ShuffleEvents" >> beam.Reshuffle()
+                         | "ParseEvents" >> beam.FlatMap(_parse_events).with_outputs(REJECTED, main="events"))
+        item_errors = (rejected_items
+                       | "ErrorByItemId" >> beam.Map(lambda r: (r.fields.get(features.ITEM_ID, "").strip(), r))
+                       | "WithItemId" >> beam.Filter(lambda kv: kv[0]))
+        joined = ({"items": item_examples, "item_errors": item_errors, "events": parsed_events.events}
+                  | "JoinEvents" >> beam.CoGroupByKey()
+                  | "EventExamples" >> beam.FlatMap(_join_events).with_outputs(REJECTED, main="examples"))
+        time_range = (joined.examples
+                      | "Timestamps" >> beam.Keys()
+                      | "TimeRange" >> beam.CombineGlobally(TimeRange()))
+        train, evaluation = joined.examples | "SplitByTime" >> beam.Partition(
+            lambda kv, _, time_range: int(time_range is not None and kv[0] > eval_cutoff(time_range)), 2,
+            time_range=beam.pvalue.AsSingleton(time_range))
+        for name, split in (("train", train), ("eval", evaluation)):
+            _ = (split
+                 | f"{name}Bytes" >> beam.Values()
+                 | f"Write{name}" >> beam.io.WriteToTFRecord(
+                     FileSystems.join(output_dir, "examples", name, name), file_name_suffix=EXAMPLE_SUFFIX))
+        rejected_events = ((event_records[REJECTED], parsed_events[REJECTED], joined[REJECTED])
+                           | "RejectedEvents" >> beam.Flatten())
+
+        # --- Quarantine and counts.
+        for name, rejected, header in (("items", rejected_items, item_header),
+                                       ("events", rejected_events, event_header)):
+            _ = (rejected
+                 | f"Format{name}" >> beam.Map(_quarantine_line, header=header)
+                 | f"Quarantine{name}" >> beam.io.WriteToText(
+                     FileSystems.join(output_dir, "quarantine", name), file_name_suffix=".csv",
+                     shard_name_template="", header=_quarantine_header(header)))
+        stats = [
+            _count(item_records.rows, "items/in", "ItemRows"),
+            _count(item_records[REJECTED], "items/in", "ItemBadRecords"),
+            _count(item_examples, "items/out", "ItemsOut"),
+            _count_reasons(rejected_items, "items/quarantined", "Items"),
+            _count(tokenized | "Truncated" >> beam.Filter(lambda l: l.truncated), "text/truncated", "Truncated"),
+            _count(distinct, "images/distinct", "Distinct"),
+            _count(looked_up.hits, "images/cache_hits", "Hits"),
+            _count(embedded, "images/embedded", "Embedded"),
+            _count(event_records.rows, "events/in", "EventRows"),
+            _count(event_records[REJECTED], "events/in", "EventBadRecords"),
+            _count(train, "events/train", "Train"),
+            _count(evaluation, "events/eval", "Eval"),
+            _count_reasons(rejected_events, "events/quarantined", "Events"),
+            time_range | "NameTimeRange" >> beam.Map(lambda r: ("split/time_range", r)),
+            (embeddings
+             | "PatchDim" >> beam.Map(lambda kv: kv[1].shape[1])
+             | "DistinctPatchDim" >> beam.Distinct()
+             | "NamePatchDim" >> beam.Map(lambda d: ("patch_dim", int(d)))),
+        ]
+        _ = (stats
+             | "AllStats" >> beam.Flatten()
+             | "StatsJson" >> beam.Map(json.dumps)
+             | "WriteStats" >> beam.io.WriteToText(stats_prefix, shard_name_template=""))
+
+    summary = _summarize(stats_prefix, dataset_dir, output_dir, image_encoder, image_preset, grid,
+                         max_text_length, cache_dir, time.time() - started)
+    with FileSystems.create(FileSystems.join(output_dir, "summary.json")) as stream:
+        stream.write(json.dumps(summary, indent=2).encode())
+    FileSystems.delete([FileSystems.join(output_dir, ".stats")])
+    for kind in ("items", "events"):
+        counts = summary[kind]
+        if counts["in"] != counts["out"] + counts["quarantined"]:
+            raise RuntimeError(f"{kind}: {counts['in']} rows in but {counts['out']} out + "
+                               f"{counts['quarantined']} quarantined: a bug lost rows")
+    return summary
+
+
+def _summarize(stats_path, dataset_dir, output_dir, image_encoder, image_preset, grid, max_text_length,
+               cache_dir, seconds) -> dict:
+    counts: Dict[str, int] = {}
+    values: Dict[str, list] = {}
+    with FileSystems.open(stats_path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+        for line in stream.read().decode().splitlines():
+            name, value = json.loads(line)
+            if name in ("split/time_range", "patch_dim"):
+                values.setdefault(name, []).append(value)
+            else:
+                counts[name] = counts.get(name, 0) + value
+    patch_dims = values.get("patch_dim", [])
+    if len(patch_dims) > 1:
+        raise RuntimeError(f"patch embeddings of different widths {patch_dims}: clear the cache {cache_dir}")
+    patch_dim = patch_dims[0] if patch_dims else None
+    time_range = (values.get("split/time_range") or [None])[0]
+    num_patches = grid[0] * grid[1]
+
+    def by_reason(prefix):
+        return {name[len(prefix) + 1:]: n for name, n in sorted(counts.items()) if name.startswith(prefix + "/")}
+
+    items_quarantined = by_reason("items/quarantined")
+    events_quarantined = by_reason("events/quarantined")
+    return {
+        "dataset": dataset_dir,
+        "output": output_dir,
+        "seconds": round(seconds, 1),
+        "items": {"in": counts.get("items/in", 0), "out": counts.get("items/out", 0),
+                  "quarantined": sum(items_quarantined.values()), "quarantined_by_reason": items_quarantined},
+        "events": {"in": counts.get("events/in", 0),
+                   "out": counts.get("events/train", 0) + counts.get("events/eval", 0),
+                   "train": counts.get("events/train", 0), "eval": counts.get("events/eval", 0),
+                   "quarantined": sum(events_quarantined.values()), "quarantined_by_reason": events_quarantined},
+        "split": {"eval_fraction": defaults.EVAL_FRACTION,
+                  "first_timestamp": time_range[0] if time_range else None,
+                  "last_timestamp": time_range[1] if time_range else None,
+                  "eval_after_timestamp": eval_cutoff(time_range)},
+        "text": {"truncated": counts.get("text/truncated", 0)},
+        "images": {"distinct": counts.get("images/distinct", 0), "cache_hits": counts.get("images/cache_hits", 0),
+                   "embedded": counts.get("images/embedded", 0), "cache_dir": cache_dir},
+        "image_encoder": image_encoder,
+        "image_preset": image_preset,
+        "grid": images.format_grid(grid),
+        "num_patches": num_patches,
+        "patch_dim": patch_dim,
+        "max_text_length": max_text_length,
+        "features": feature_summary(max_text_length, num_patches, patch_dim),
+        "item_features": list(features.ITEM_FEATURES),
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """The run's summary as a few lines for the terminal."""
+    lines = [f"preprocessed {summary['dataset']} -> {summary['output']} in {summary['seconds']} s"]
+    for kind in ("items", "events"):
+        c = summary[kind]
+        extra = f" (train {c['train']}, eval {c['eval']})" if kind == "events" else ""
+        lines.append(f"  {kind}: {c['in']} in, {c['out']} out{extra}, {c['quarantined']} quarantined")
+        for reason, n in c["quarantined_by_reason"].items():
+            lines.append(f"    {reason}: {n}")
+    i = summary["images"]
+    lines.append(f"  photos: {i['distinct']} distinct, {i['cache_hits']} from the cache, {i['embedded']} embedded "
+                 f"({summary['image_encoder']}/{summary['image_preset']}, grid {summary['grid']}, "
+                 f"{summary['num_patches']} x {summary['patch_dim']})")
+    lines.append(f"  texts truncated to {summary['max_text_length']} tokens: {summary['text']['truncated']}")
+    lines.append(f"  quarantined rows: {summary['output']}/quarantine/; summary: {summary['output']}/summary.json")
+    return "\n".join(lines)
