@@ -115,8 +115,9 @@ def _audit(args) -> int:
     print(f"every listing's scores: {output}")
     if args.truth:
         result = audit.evaluate_audit(audits, audit.read_truth(args.truth), args.threshold)
-        print("against the truth in", args.truth + ":", ", ".join(f"{k} {v:.3f}" if v % 1 else f"{k} {int(v)}"
-                                                                  for k, v in result.items()))
+        counts = ("listings", "inaccurate")
+        print(f"against the truth in {args.truth}:",
+              ", ".join(f"{k} {int(v)}" if k in counts else f"{k} {v:.3f}" for k, v in result.items()))
     return 0
 
 

@@ -29,13 +29,17 @@ WITHOUT_KERAS = Path(__file__).with_name("without_keras.py")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def token_embeddings():
-    return np.random.default_rng(7).normal(size=(VOCABULARY, PATCH_DIM)).astype(np.float32)
-
-
 def category_tokens(category_index):
     """Each category's words: 4 token ids of its own (ids from 4 up; 0 is [PAD])."""
     return 4 + 4 * category_index + np.arange(4)
+
+
+def token_embeddings():
+    """The toy's fixed word vectors: a category's words point along that category's own axis."""
+    table = np.random.default_rng(7).normal(scale=0.3, size=(VOCABULARY, PATCH_DIM))
+    for category in range(len(CATEGORIES)):
+        table[category_tokens(category), category] += 1.0
+    return table.astype(np.float32)
 
 
 class ToyCameNN(tf.Module):
