@@ -47,3 +47,8 @@ CVR = "cvr"  # will the click convert?
 ITA = "ita"  # image-to-text alignment: for this image, is this the right text?
 TIA = "tia"  # text-to-image alignment: for this text, is this the right image?
 TASKS = (CVR, ITA, TIA)
+
+# --- Evaluation only (the pipeline's AlignmentEvalExamples writes them; never model inputs).
+LISTING_QUALITY = "listing_quality"  # a slice: the listing's known quality where a truth file gives it
+EVAL_LABELS = {CVR: LABEL, ITA: "ita_label", TIA: "tia_label"}  # 1 for the true pair, 0 for a negative
+EVAL_WEIGHTS = {CVR: "cvr_weight", ITA: "ita_weight", TIA: "tia_weight"}  # which rows count for which task

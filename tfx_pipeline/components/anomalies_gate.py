@@ -1,0 +1,47 @@
+"""`AnomaliesGate`: stops the run when ExampleValidator found anomalies, before anything trains.
+
+ExampleValidator records anomalies but lets the pipeline go on; Transform runs only after this gate, so a
+dataset that breaks the schema (a changed column type, a missing feature, an out-of-range value) fails the
+run here, naming each anomaly, and nothing downstream of it runs or gets pushed.
+"""
+import os
+
+import tensorflow as tf
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tfx import v1 as tfx
+from tfx.types import artifact_utils
+
+
+class DataAnomaliesError(RuntimeError):
+    """The examples do not match the schema; the message lists every anomaly by feature."""
+
+
+def describe_anomalies(anomalies_uri: str, split_names) -> list:
+    problems = []
+    for split in split_names:
+        path = os.path.join(anomalies_uri, f"Split-{split}", "SchemaDiff.pb")
+        if not tf.io.gfile.exists(path):
+            continue
+        anomalies = anomalies_pb2.Anomalies()
+        anomalies.ParseFromString(tf.io.gfile.GFile(path, "rb").read())
+        for feature, info in sorted(anomalies.anomaly_info.items()):
+            reasons = "; ".join(r.description or anomalies_pb2.AnomalyInfo.Type.Name(r.type) for r in info.reason)
+            problems.append(f"{split}: feature '{feature}': {info.short_description}: {reasons}")
+        if anomalies.HasField("dataset_anomaly_info"):
+            info = anomalies.dataset_anomaly_info
+            reasons = "; ".join(r.description for r in info.reason)
+            problems.append(f"{split}: dataset: {info.short_description}: {reasons}")
+    return problems
+
+
+@tfx.dsl.components.component
+def AnomaliesGate(
+    anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
+) -> None:
+    """Raises DataAnomaliesError listing every anomaly ExampleValidator found (module docstring)."""
+    blessed = anomalies.get_json_value_custom_property("blessed") or {}
+    problems = describe_anomalies(anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
+    if problems or not all(blessed.values()):
+        raise DataAnomaliesError(
+            "ExampleValidator found anomalies; the run stops before Transform and Trainer:\n  "
+            + "\n  ".join(problems or [f"splits not blessed: {blessed}"]))

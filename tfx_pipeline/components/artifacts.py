@@ -1,0 +1,16 @@
+"""Artifact types CameNN's own components emit beside TFX's standard ones."""
+from tfx.types import artifact
+
+
+class ItemFeatures(artifact.Artifact):
+    """One tf.Example per good listing (features.ITEM_FEATURES), as `*.tfrecord.gz` under the uri.
+
+    The serving client's item cache and the Evaluator's pool of ITA/TIA negatives.
+    """
+    TYPE_NAME = "CameNNItemFeatures"
+
+
+class PreprocessingReport(artifact.Artifact):
+    """`summary.json` (rows in, out and quarantined by reason; the schema-like summary) and
+    `quarantine/*.csv` (every bad row with its reason) of one preprocessing run."""
+    TYPE_NAME = "CameNNPreprocessingReport"

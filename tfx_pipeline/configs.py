@@ -1,0 +1,150 @@
+"""Every knob of the CameNN pipeline, with its default, in one place (the TFX template's `configs.py`).
+
+A `PipelineConfig` is built from a named preset (`tiny` for tests and CI, `small` for a CPU, `base` for
+GPUs) plus overrides; `camenn pipeline run` and `compile` take `--preset` and `--set KEY=VALUE`.
+"""
+import dataclasses
+import json
+import os
+from typing import Optional, Tuple
+
+from camenn import paths
+from camenn.model import features as F
+
+PIPELINE_NAME = "camenn"
+MODEL_NAME = "camenn"  # the serving name: <serving base>/camenn/<version>/
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    # --- Where things are. Everything a run writes goes under `outputs_dir`.
+    dataset_dir: str = str(paths.SAMPLE_DATASET)
+    outputs_dir: str = str(paths.DEFAULT_OUTPUTS)
+    pipeline_name: str = PIPELINE_NAME
+    # Optional per-listing quality file (the sample's simulator truth): used ONLY by the Evaluator to
+    # slice metrics by listing quality; never a model input. Empty: `<dataset>/truth.csv` if present.
+    listing_quality_file: str = ""
+
+    # --- Preprocessing (Beam: tokens and cached patch embeddings per listing, events joined to items).
+    image_encoder: str = "efficientnet_lite0"
+    image_preset: str = "efficientnet_lite0_imagenet"
+    grid: Tuple[int, int] = (2, 2)
+    max_text_length: int = 64
+    # Content-hash cache of patch embeddings; empty: camenn's cache dir (see camenn.paths.cache_dir).
+    image_cache_dir: str = ""
+
+    # --- Transform.
+    num_oov_buckets: int = 8  # per id feature: unseen shoppers, items, merchants share these buckets
+    vocabulary_min_frequency: int = 1
+    numeric_buckets: int = 16  # quantile buckets per numeric feature
+
+    # --- Model and training.
+    model_preset: str = "camenn_small"
+    batch_size: int = 64
+    epochs: int = 3
+    steps_per_epoch: int = 0  # 0: one pass over the training split per epoch
+    learning_rate: float = 0.0  # 0: the preset's
+    hard_negatives: bool = True  # ITA/TIA negatives from the same coarse category where the batch has one
+    mixed_precision: str = "auto"  # auto: mixed_float16 on GPU, float32 on CPU; or "float32" / "mixed_float16"
+    checkpoint_every_steps: int = 50  # BackupAndRestore frequency inside an epoch
+    seed: int = 1234
+
+    # --- Evaluation and blessing (TFMA). A model is pushed only if every bound holds AND it is no worse
+    # than the last blessed model by more than `max_regression` on each AUC.
+    min_cvr_auc: float = 0.55
+    min_ita_auc: float = 0.6
+    min_tia_auc: float = 0.6
+    max_cvr_log_loss: float = 0.8
+    max_regression: float = 0.0
+    slice_features: Tuple[str, ...] = (F.CATEGORY, F.MERCHANT_SIZE, F.LISTING_QUALITY)
+
+    # --- Beam (every Beam-based component). DirectRunner locally with several worker processes;
+    # `extra_beam_args` selects Dataflow, Flink or Spark (see README).
+    beam_direct_running_mode: str = "multi_processing"
+    beam_num_workers: int = 0  # 0: one per CPU
+    extra_beam_args: Tuple[str, ...] = ()
+
+    # --- Orchestration.
+    enable_cache: bool = True
+
+    # Derived paths.
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.outputs_dir, "pipelines", self.pipeline_name)
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.outputs_dir, "metadata", self.pipeline_name, "metadata.db")
+
+    @property
+    def serving_model_dir(self) -> str:
+        """Serving base: pushed versions land in `<this>/camenn/<version>/`."""
+        return os.path.join(self.outputs_dir, "serving_model")
+
+    @property
+    def checkpoint_dir(self) -> str:
+        """Trainer checkpoints, keyed by the Trainer's inputs, so a killed run resumes on the next."""
+        return os.path.join(self.outputs_dir, "checkpoints", self.pipeline_name)
+
+    @property
+    def schema_dir(self) -> str:
+        return os.path.join(self.outputs_dir, "schema", self.pipeline_name)
+
+    def resolved_listing_quality_file(self) -> Optional[str]:
+        if self.listing_quality_file:
+            return self.listing_quality_file
+        default = os.path.join(self.dataset_dir, "truth.csv")
+        return default if os.path.exists(default) else None
+
+    def beam_pipeline_args(self):
+        if self.extra_beam_args and any(a.startswith("--runner") for a in self.extra_beam_args):
+            return list(self.extra_beam_args)
+        workers = self.beam_num_workers or os.cpu_count() or 1
+        return [
+            f"--direct_running_mode={self.beam_direct_running_mode}",
+            f"--direct_num_workers={workers}",
+            *self.extra_beam_args,
+        ]
+
+    def replace(self, **overrides) -> "PipelineConfig":
+        return dataclasses.replace(self, **overrides)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+PRESETS = {
+    # CI and tests: the tiny model and image encoder, a couple of short epochs.
+    "tiny": dict(model_preset="camenn_tiny", image_encoder="inception_v4", image_preset="inception_v4_tiny",
+                 max_text_length=32, batch_size=32, epochs=2, checkpoint_every_steps=5),
+    # A CPU: the demo on the embedded sample.
+    "small": dict(model_preset="camenn_small"),
+    # GPUs: the base model, bigger batches.
+    "base": dict(model_preset="camenn_base", image_encoder="inception_v4", image_preset="inception_v4",
+                 batch_size=256, epochs=10, checkpoint_every_steps=200),
+}
+
+
+def from_preset(name: str = "small", **overrides) -> PipelineConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown pipeline preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PipelineConfig(**{**PRESETS[name], **overrides})
+
+
+def parse_override(config: PipelineConfig, assignment: str) -> PipelineConfig:
+    """Applies one `KEY=VALUE` (as `--set` gives it), converting VALUE to the field's type."""
+    key, sep, value = assignment.partition("=")
+    fields = {f.name: f for f in dataclasses.fields(PipelineConfig)}
+    if not sep or key not in fields:
+        raise ValueError(f"--set takes KEY=VALUE with KEY one of: {', '.join(sorted(fields))}; got {assignment!r}")
+    current = getattr(config, key)
+    if isinstance(current, bool):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{key} takes true or false, got {value!r}")
+        parsed = value.lower() in ("true", "1")
+    elif isinstance(current, tuple):
+        items = [v for v in value.split(",") if v]
+        parsed = tuple(int(v) for v in items) if key == "grid" else tuple(items)
+    else:
+        parsed = type(current)(value)
+    return config.replace(**{key: parsed})

@@ -1,0 +1,105 @@
+"""GAUC as a TFMA custom metric: the AUC of each shopper's events, averaged with each shopper weighted by
+their number of events (weighted events where the eval config has example weights).
+
+A ranking serves one shopper at a time, so what matters is ordering each shopper's own candidates; the
+global AUC also rewards telling shoppers apart. Shoppers whose events are all positive or all negative
+have no AUC and are left out of the average. Loaded by TFMA on the Beam workers through
+`tfma.MetricConfig(class_name="GAUC", module="camenn.tfx_pipeline.metrics", config='{"group_key": ...}')`.
+"""
+from collections import defaultdict
+from typing import Dict, Iterable, Optional
+
+import apache_beam as beam
+import numpy as np
+import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.metrics import metric_types
+from tensorflow_model_analysis.metrics import metric_util
+from tensorflow_model_analysis.utils import util
+
+from camenn.model import features as F
+
+GAUC_NAME = "gauc"
+
+
+def weighted_auc(labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray) -> float:
+    """Exact weighted ROC AUC (ties count one half); NaN when only one class is present."""
+    positive = labels > 0.5
+    total_pos, total_neg = weights[positive].sum(), weights[~positive].sum()
+    if total_pos <= 0 or total_neg <= 0:
+        return float("nan")
+    order = np.argsort(predictions, kind="mergesort")
+    predictions, positive, weights = predictions[order], positive[order], weights[order]
+    # Group tied predictions: each positive beats the negatives below its group and half of its own group's.
+    _, starts = np.unique(predictions, return_index=True)
+    ends = np.append(starts[1:], len(predictions))
+    neg_below, area = 0.0, 0.0
+    for start, end in zip(starts, ends):
+        w, pos = weights[start:end], positive[start:end]
+        group_pos, group_neg = w[pos].sum(), w[~pos].sum()
+        area += group_pos * (neg_below + 0.5 * group_neg)
+        neg_below += group_neg
+    return float(area / (total_pos * total_neg))
+
+
+class GAUC(tfma.metrics.Metric):
+    """Group AUC: per-group (shopper) AUC averaged with weights equal to each group's (weighted) events.
+
+    Args:
+        name: metric name.
+        group_key: the feature that defines a group (default: the shopper id).
+    """
+
+    def __init__(self, name: str = GAUC_NAME, group_key: str = F.SHOPPER_ID):
+        super().__init__(metric_util.merge_per_key_computations(_gauc), name=name, group_key=group_key)
+
+
+metric_types.register_metric(GAUC)
+
+
+def _gauc(name: str = GAUC_NAME, group_key: str = F.SHOPPER_ID, eval_config=None, model_name: str = "",
+          output_name: str = "", sub_key=None, example_weighted: bool = False):
+    key = metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name, sub_key=sub_key,
+                                 example_weighted=example_weighted)
+    return [metric_types.MetricComputation(
+        keys=[key],
+        preprocessors=[metric_types.FeaturePreprocessor(feature_keys=[group_key])],
+        combiner=_GAUCCombiner(key, eval_config, group_key, example_weighted))]
+
+
+class _GAUCCombiner(beam.CombineFn):
+    """Accumulates (label, prediction, weight) lists per group; exact per-group AUCs at the end."""
+
+    def __init__(self, key, eval_config, group_key: str, example_weighted: bool):
+        self._key, self._eval_config = key, eval_config
+        self._group_key, self._example_weighted = group_key, example_weighted
+
+    def create_accumulator(self) -> Dict[bytes, list]:
+        return defaultdict(list)
+
+    def add_input(self, accumulator, element: metric_types.StandardMetricInputs):
+        groups = util.get_by_keys(element.features, [self._group_key]).flatten()
+        values = metric_util.to_label_prediction_example_weight(
+            element, eval_config=self._eval_config, model_name=self._key.model_name,
+            output_name=self._key.output_name, example_weighted=self._example_weighted, flatten=True)
+        for group, (label, prediction, weight) in zip(groups, values):
+            weight = float(weight)
+            if weight > 0:
+                accumulator[group].append((float(label), float(prediction), weight))
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[Dict[bytes, list]]):
+        merged = defaultdict(list)
+        for accumulator in accumulators:
+            for group, rows in accumulator.items():
+                merged[group].extend(rows)
+        return merged
+
+    def extract_output(self, accumulator) -> Dict[metric_types.MetricKey, Optional[float]]:
+        total, weighted = 0.0, 0.0
+        for rows in accumulator.values():
+            labels, predictions, weights = (np.asarray(column, dtype=np.float64) for column in zip(*rows))
+            auc = weighted_auc(labels, predictions, weights)
+            if not np.isnan(auc):
+                total += weights.sum()
+                weighted += weights.sum() * auc
+        return {self._key: weighted / total if total else float("nan")}
