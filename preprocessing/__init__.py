@@ -1,0 +1,14 @@
+"""Dataset reading, the embedded sample, and the Beam preprocessing (`camenn sample`, `camenn preprocess`).
+
+`camenn.preprocessing.preprocess(dataset_dir, output_dir, image_encoder, image_preset, grid, max_text_length,
+beam_args, cache_dir) -> summary dict` is the entry point for the TFX pipeline's component (contract 2);
+it is imported on first use so that importing this package stays free of Beam and TensorFlow.
+"""
+
+
+def __getattr__(name):
+    if name == "preprocess":
+        from camenn.preprocessing.pipeline import preprocess
+
+        return preprocess
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -37,15 +37,15 @@ def register(subparsers) -> None:
         help="Beam: dataset folder -> tf.Examples for TFX (tokens, cached patch embeddings), quarantine",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Runs the Apache Beam preprocessing over a dataset folder (README: 'Dataset format'): tokenises "
-            "each listing's title and description, decodes its photo, splits it into a grid of patches and "
-            "embeds them with a frozen image encoder (cached by image content, so a second run over an "
-            "unchanged catalog skips that work), joins the clicks to their listings and splits them by time.\n"
-            "Writes OUTPUT/examples/{train,eval}/*.tfrecord.gz (one tf.Example per click, for a TFX "
-            "ImportExampleGen), OUTPUT/items/*.tfrecord.gz (one per listing, the serving cache), "
-            "OUTPUT/quarantine/{items,events}.csv (every bad row with its reason) and OUTPUT/summary.json "
-            "(counts and the feature summary); prints the summary.\n\n"
-            "Beam pipeline options go after `--`, e.g.:\n"
+            "Runs the Apache Beam preprocessing over a dataset folder (README: 'Dataset format'): tokenises\n"
+            "each listing's title and description, decodes its photo, splits it into a grid of patches and\n"
+            "embeds them with a frozen image encoder (cached by image content: a second run over an unchanged\n"
+            "catalog skips that work), joins the clicks to their listings and splits them by time.\n\n"
+            "Writes OUTPUT/examples/{train,eval}/*.tfrecord.gz  one tf.Example per click (TFX ImportExampleGen)\n"
+            "       OUTPUT/items/*.tfrecord.gz               one tf.Example per listing (the serving cache)\n"
+            "       OUTPUT/quarantine/{items,events}.csv     every bad row with its reason\n"
+            "       OUTPUT/summary.json                      counts and the feature summary (also printed)\n\n"
+            "Beam pipeline options go after `--`, e.g.\n"
             "  camenn preprocess --dataset D --output O -- --direct_num_workers=2 "
             "--direct_running_mode=multi_processing"),
     )
@@ -61,16 +61,21 @@ def register(subparsers) -> None:
     preprocess.add_argument("--cache-dir", type=Path, default=None,
                             help="patch-embedding cache (default: $CAMENN_CACHE_DIR or <venv>/share/camenn, "
                                  "then patch_embeddings/)")
-    preprocess.add_argument("beam_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    preprocess.add_argument("beam_args", nargs=argparse.REMAINDER, metavar="-- BEAM_OPTION",
+                            help="Apache Beam pipeline options (runner, workers, ...), after `--`")
     preprocess.set_defaults(func=_preprocess)
 
 
 def _sample(args) -> int:
     from camenn.preprocessing.sample import build_sample
 
-    stats = build_sample(args.source, args.output, seed=args.seed, num_listings=args.listings,
-                         num_merchants=args.merchants, num_shoppers=args.shoppers, num_events=args.events,
-                         include_bad_rows=args.bad_rows)
+    try:
+        stats = build_sample(args.source, args.output, seed=args.seed, num_listings=args.listings,
+                             num_merchants=args.merchants, num_shoppers=args.shoppers, num_events=args.events,
+                             include_bad_rows=args.bad_rows)
+    except ValueError as error:
+        print(f"camenn sample: {error}", file=sys.stderr)
+        return 2
     print(f"wrote {args.output}:")
     print(json.dumps(stats, indent=2))
     return 0

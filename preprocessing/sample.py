@@ -173,6 +173,13 @@ def build_sample(source: Path, output: Path, seed: int = 0, num_listings: int = 
     rates by listing quality).
     """
     source, output = Path(source), Path(output)
+    if not (source / "classes.csv").is_file():
+        raise ValueError(f"{source} is not the Grocery Store Dataset's dataset/ folder (no classes.csv); get it "
+                         "from github.com/marcusklasson/GroceryStoreDataset")
+    requested = {"listings": num_listings, "merchants": num_merchants, "shoppers": num_shoppers, "events": num_events}
+    for name, value in requested.items():
+        if value < 1:
+            raise ValueError(f"the number of {name} must be at least 1, got {value}")
     rng = np.random.default_rng(seed)
     classes = read_classes(source)
     coarse_names = sorted({c.coarse for c in classes})

@@ -8,9 +8,10 @@ the description takes what is left, so a long description never pushes the title
 length are truncated and counted, not rejected.
 """
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
+import tensorflow as tf
 
 from camenn.preprocessing.defaults import MAX_TEXT_LENGTH
 # [CLS], [SEP] after the title, [SEP] after the description.
@@ -52,14 +53,18 @@ class TextTokenizer:
             pad_value=self.tokenizer.pad_token_id,
             truncate="waterfall",
         )
+        # In a tf.function the tokenizer returns ragged tensors (eagerly it returns Python lists).
+        strings = tf.TensorSpec([None], tf.string)
+        self._pack = tf.function(self._pack_graph, input_signature=[strings, strings])
+
+    def _pack_graph(self, titles, descriptions):
+        title_ids, description_ids = self.tokenizer(titles), self.tokenizer(descriptions)
+        token_ids, _ = self.packer((title_ids, description_ids))
+        return token_ids, title_ids.row_lengths() + description_ids.row_lengths()
 
     def __call__(self, texts: Sequence[Tuple[str, str]]) -> Tuple[np.ndarray, np.ndarray]:
-        titles: List[str] = [title for title, _ in texts]
-        descriptions: List[str] = [description for _, description in texts]
-        title_ids = self.tokenizer(titles)
-        description_ids = self.tokenizer(descriptions)
-        token_ids, _ = self.packer((title_ids, description_ids))
-        # Eager keras-hub tokenizers return Python lists of ids.
-        lengths = np.array([len(t) + len(d) for t, d in zip(title_ids, description_ids)], dtype=np.int64)
-        truncated = lengths + NUM_SPECIAL_TOKENS > self.max_length
-        return np.asarray(token_ids, dtype=np.int64), truncated
+        """[(title, description)] -> (int64 [B, max_length] ids, bool [B] truncated)."""
+        token_ids, lengths = self._pack(tf.constant([title for title, _ in texts], tf.string),
+                                        tf.constant([description for _, description in texts], tf.string))
+        truncated = lengths.numpy() + NUM_SPECIAL_TOKENS > self.max_length
+        return token_ids.numpy().astype(np.int64), truncated
