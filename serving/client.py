@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from camenn.model import features
@@ -107,6 +108,17 @@ class ItemFeatureStore:
             raise UnknownItemsError(unknown, self.source)
         index = np.fromiter((self._row[i] for i in item_ids), dtype=np.int64, count=len(item_ids))
         return {name: column[index] for name, column in self.columns.items()}
+
+
+def tensor_proto(value: np.ndarray) -> tensor_pb2.TensorProto:
+    """tf.make_tensor_proto, with a direct path for byte strings: it checks every element one by one,
+    which for a request's five id columns costs more than the rest of the request together."""
+    if value.dtype != object:
+        return tf.make_tensor_proto(value)
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in value.shape])
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape)
+    proto.string_val.extend(value.ravel().tolist())
+    return proto
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +208,7 @@ class RankingClient:
         self._model_spec(request.model_spec)
         request.model_spec.signature_name = DENSE_SIGNATURE
         for name, value in arrays.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+            request.inputs[name].CopyFrom(tensor_proto(value))
         return request
 
     def score(self, shopper_id: str, item_ids: Sequence[str], hour: Optional[int] = None,
