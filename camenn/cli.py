@@ -12,6 +12,7 @@ import sys
 COMMAND_MODULES = (
     "camenn.preprocessing.cli",
     "camenn.serving.cli",
+    "camenn.model.presets_cli",
 )
 
 

@@ -57,3 +57,5 @@ else
   fi
   echo "$inputs_hash" > "$stamp"
 fi
+# Encoder presets (keras-hub folders under <venv>/share/camenn/presets): built once, checksummed, reused.
+"$venv/bin/camenn" presets build
