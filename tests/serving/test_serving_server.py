@@ -222,3 +222,21 @@ def _code(call):
         return grpc.StatusCode.OK
     except grpc.RpcError as error:
         return error.code()
+
+
+def test_a_version_still_changing_waits_until_it_stops(tmp_path, model_v1):
+    from camenn.serving.servables import ModelManager
+
+    base = tmp_path / "camenn"
+    shutil.copytree(model_v1, base / "1")
+    manager = ModelManager([ModelConfig("camenn", str(base))], poll_seconds=0)
+    manager.poll()
+    shutil.copytree(model_v1, base / "2")
+    manager.poll(require_stable=True)  # first sight: not loaded yet
+    assert manager.get("camenn").version == 1
+    (base / "2" / "assets" / "still-copying").write_bytes(b"x")
+    manager.poll(require_stable=True)  # changed since the last look: still waiting
+    assert manager.get("camenn").version == 1
+    manager.poll(require_stable=True)  # unchanged for one poll: loaded, and it replaces version 1
+    assert manager.get("camenn").version == 2
+    assert set(manager.status("camenn")) == {1, 2}
