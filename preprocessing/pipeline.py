@@ -39,6 +39,7 @@ REJECTED = "rejected"
 MISS = "miss"
 EXAMPLE_SUFFIX = ".tfrecord.gz"
 PROGRESS_EVERY = 100
+TIME_RANGE = "split/time_range"
 
 
 def default_cache_dir() -> str:
@@ -61,15 +62,13 @@ def _rejected_listing(listing: Listing, reason: str, detail: str) -> Rejected:
     return Rejected(dataset.ITEMS_FILE, listing.row, reason, detail, listing.fields)
 
 
-def _count(pcoll, name: str, label: str):
-    return pcoll | f"Count{label}" >> beam.combiners.Count.Globally() | f"Name{label}" >> beam.Map(
-        lambda n: (name, n))
+def _tally(pcoll, name: str, label: str):
+    """(name, 1) per element; every tally goes into one CombinePerKey (one stage, not one per count)."""
+    return pcoll | f"Tally{label}" >> beam.Map(lambda _: (name, 1))
 
 
-def _count_reasons(rejected, prefix: str, label: str):
-    return (rejected
-            | f"Reason{label}" >> beam.Map(lambda r: (f"{prefix}/{r.reason}", 1))
-            | f"SumReasons{label}" >> beam.CombinePerKey(sum))
+def _tally_reasons(rejected, prefix: str, label: str):
+    return rejected | f"Tally{label}" >> beam.Map(lambda r: (f"{prefix}/{r.reason}", 1))
 
 
 class ReadCsv(beam.DoFn):
@@ -358,6 +357,18 @@ def _clear_outputs(output_dir: str) -> None:
         FileSystems.delete(stale)
 
 
+def _check_encoder(image_encoder: str, image_preset: str) -> None:
+    """Fails before any work on an unknown encoder, or on a named preset of another encoder."""
+    from camenn.model.patch_encoders import ENCODER_PRESETS
+
+    if image_encoder not in ENCODER_PRESETS:
+        raise ValueError(f"unknown image encoder {image_encoder!r}; choose one of {', '.join(ENCODER_PRESETS)}")
+    named = {preset for presets in ENCODER_PRESETS.values() for preset in presets}
+    if image_preset in named and image_preset not in ENCODER_PRESETS[image_encoder]:
+        raise ValueError(f"preset {image_preset!r} is not a preset of {image_encoder!r} "
+                         f"(its presets: {', '.join(ENCODER_PRESETS[image_encoder])})")
+
+
 def _read_header(path: str, columns, file_name: str) -> List[str]:
     if not FileSystems.exists(path):
         raise dataset.DatasetFormatError(f"{path} does not exist; a dataset folder holds {dataset.ITEMS_FILE}, "
@@ -389,6 +400,7 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
     """
     from camenn.preprocessing.patch_embedding import EmbedPatches
 
+    _check_encoder(image_encoder, image_preset)
     dataset_dir, output_dir = str(dataset_dir), str(output_dir)
     grid = images.parse_grid(grid) if isinstance(grid, str) else tuple(grid)
     cache_dir = str(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -491,27 +503,23 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
                  | f"Quarantine{name}" >> beam.io.WriteToText(
                      FileSystems.join(output_dir, "quarantine", name), file_name_suffix=".csv",
                      shard_name_template="", header=_quarantine_header(header)))
-        stats = [
-            _count(item_records.rows, "items/in", "ItemRows"),
-            _count(item_records[REJECTED], "items/in", "ItemBadRecords"),
-            _count(item_examples, "items/out", "ItemsOut"),
-            _count_reasons(rejected_items, "items/quarantined", "Items"),
-            _count(tokenized | "Truncated" >> beam.Filter(lambda l: l.truncated), "text/truncated", "Truncated"),
-            _count(distinct, "images/distinct", "Distinct"),
-            _count(looked_up.hits, "images/cache_hits", "Hits"),
-            _count(embedded, "images/embedded", "Embedded"),
-            _count(event_records.rows, "events/in", "EventRows"),
-            _count(event_records[REJECTED], "events/in", "EventBadRecords"),
-            _count(train, "events/train", "Train"),
-            _count(evaluation, "events/eval", "Eval"),
-            _count_reasons(rejected_events, "events/quarantined", "Events"),
-            time_range | "NameTimeRange" >> beam.Map(lambda r: ("split/time_range", r)),
-            (embeddings
-             | "PatchDim" >> beam.Map(lambda kv: kv[1].shape[1])
-             | "DistinctPatchDim" >> beam.Distinct()
-             | "NamePatchDim" >> beam.Map(lambda d: ("patch_dim", int(d)))),
-        ]
-        _ = (stats
+        counts = ((
+            _tally(item_records.rows, "items/in", "ItemRows"),
+            _tally(item_records[REJECTED], "items/in", "ItemBadRecords"),
+            _tally(item_examples, "items/out", "ItemsOut"),
+            _tally_reasons(rejected_items, "items/quarantined", "ItemReasons"),
+            _tally(tokenized | "Truncated" >> beam.Filter(lambda l: l.truncated), "text/truncated", "Truncated"),
+            _tally(distinct, "images/distinct", "Distinct"),
+            _tally(looked_up.hits, "images/cache_hits", "Hits"),
+            _tally(embedded, "images/embedded", "Embedded"),
+            embeddings | "PatchDim" >> beam.Map(lambda kv: (f"patch_dim/{kv[1].shape[1]}", 1)),
+            _tally(event_records.rows, "events/in", "EventRows"),
+            _tally(event_records[REJECTED], "events/in", "EventBadRecords"),
+            _tally(train, "events/train", "Train"),
+            _tally(evaluation, "events/eval", "Eval"),
+            _tally_reasons(rejected_events, "events/quarantined", "EventReasons"),
+        ) | "AllCounts" >> beam.Flatten() | "SumCounts" >> beam.CombinePerKey(sum))
+        _ = ((counts, time_range | "NameTimeRange" >> beam.Map(lambda r: (TIME_RANGE, r)))
              | "AllStats" >> beam.Flatten()
              | "StatsJson" >> beam.Map(json.dumps)
              | "WriteStats" >> beam.io.WriteToText(stats_prefix, shard_name_template=""))
@@ -532,19 +540,18 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
 def _summarize(stats_path, dataset_dir, output_dir, image_encoder, image_preset, grid, max_text_length,
                cache_dir, seconds) -> dict:
     counts: Dict[str, int] = {}
-    values: Dict[str, list] = {}
+    time_range = None
     with FileSystems.open(stats_path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
         for line in stream.read().decode().splitlines():
             name, value = json.loads(line)
-            if name in ("split/time_range", "patch_dim"):
-                values.setdefault(name, []).append(value)
+            if name == TIME_RANGE:
+                time_range = value
             else:
                 counts[name] = counts.get(name, 0) + value
-    patch_dims = values.get("patch_dim", [])
+    patch_dims = sorted(int(name.split("/")[1]) for name in counts if name.startswith("patch_dim/"))
     if len(patch_dims) > 1:
         raise RuntimeError(f"patch embeddings of different widths {patch_dims}: clear the cache {cache_dir}")
     patch_dim = patch_dims[0] if patch_dims else None
-    time_range = (values.get("split/time_range") or [None])[0]
     num_patches = grid[0] * grid[1]
 
     def by_reason(prefix):
