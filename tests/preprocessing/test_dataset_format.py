@@ -3,6 +3,7 @@ import io
 
 import pytest
 
+from camenn import paths
 from camenn.model import features
 from camenn.preprocessing import dataset
 from camenn.preprocessing.dataset import DatasetFormatError, Rejected, RowError
@@ -106,3 +107,11 @@ def test_byte_order_mark_and_quoted_newlines():
 def test_merchant_size_thresholds():
     assert [dataset.merchant_size_label(n) for n in (1, 9, 10, 29, 30, 500)] == [
         "small", "small", "medium", "medium", "large", "large"]
+
+
+def test_readme_documents_every_column_and_reason():
+    readme = (paths.REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    for column in dataset.ITEM_COLUMNS + dataset.EVENT_COLUMNS:
+        assert f"| `{column.name}` | {column.type} | {'yes' if column.required else 'no'} | {column.meaning} |" in readme
+    for reason in {**dataset.ITEM_REASONS, **dataset.EVENT_REASONS}:
+        assert f"`{reason}`" in readme
