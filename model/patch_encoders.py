@@ -24,9 +24,9 @@ def _backbone_class(encoder):
         from camenn.model.inception_v4.inception_v4_backbone import InceptionV4Backbone
 
         return InceptionV4Backbone
-    import keras_hub
+    from camenn.model.efficientnet_lite.efficientnet_lite_backbone import EfficientNetLiteBackbone
 
-    return keras_hub.models.EfficientNetBackbone
+    return EfficientNetLiteBackbone
 
 
 def load_parts(encoder: str, preset: str):
@@ -37,6 +37,7 @@ def load_parts(encoder: str, preset: str):
 
     from camenn.model import preset_store
     # Importing the model modules registers their classes, so keras-hub can deserialise their presets.
+    from camenn.model.efficientnet_lite import efficientnet_lite_image_classifier  # noqa: F401
     from camenn.model.inception_v4 import inception_v4_image_converter  # noqa: F401
 
     if encoder not in ENCODER_PRESETS:

@@ -53,6 +53,7 @@ class Recipe(NamedTuple):
 def _recipes() -> dict:
     # Each family lists its presets in a plain-data module; the builders live beside the models.
     from camenn.model.bert import bert_presets
+    from camenn.model.efficientnet_lite import efficientnet_lite_presets
     from camenn.model.inception_v4 import inception_v4_presets
 
     recipes = {}
@@ -60,6 +61,7 @@ def _recipes() -> dict:
         recipes[name] = Recipe("camenn.model.inception_v4.convert_inception_v4:build_random_preset",
                                {k: preset[k] for k in ("config", "image_size", "seed")})
     recipes.update(bert_presets.recipes())
+    recipes.update(efficientnet_lite_presets.recipes())
     return recipes
 
 

@@ -1,0 +1,31 @@
+"""Resizing and normalisation for EfficientNet-Lite inputs."""
+import keras
+import keras_hub
+
+from camenn.model import preset_store
+from camenn.model.efficientnet_lite.efficientnet_lite_backbone import EfficientNetLiteBackbone
+
+
+@keras.saving.register_keras_serializable(package="camenn")
+class EfficientNetLiteImageConverter(keras_hub.layers.ImageConverter):
+    """keras-hub `ImageConverter` for EfficientNet-Lite: resize to the preset's input size, then
+    (RGB - 127) / 128, the "inception-style" normalisation the TF Lite models were trained with.
+
+    Example:
+    ```python
+    converter = EfficientNetLiteImageConverter.from_preset("efficientnet_lite0_imagenet")
+    converter(np.zeros((1, 300, 400, 3), "uint8")).shape  # (1, 224, 224, 3)
+    ```
+    """
+
+    backbone_cls = EfficientNetLiteBackbone
+
+    def __init__(self, image_size=(224, 224), scale=1.0 / 128.0, offset=-127.0 / 128.0, crop_to_aspect_ratio=False,
+                 antialias=True, **kwargs):
+        super().__init__(image_size=image_size, scale=scale, offset=offset,
+                         crop_to_aspect_ratio=crop_to_aspect_ratio, antialias=antialias, **kwargs)
+
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        """keras-hub's `from_preset`; CameNN's preset names are built on first use if set-up has not."""
+        return super().from_preset(preset_store.resolve(preset), **kwargs)
