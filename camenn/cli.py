@@ -12,6 +12,7 @@ import sys
 COMMAND_MODULES = (
     "camenn.preprocessing.cli",
     "camenn.serving.cli",
+    "camenn.tfx_pipeline.cli",
     "camenn.model.presets_cli",
 )
 

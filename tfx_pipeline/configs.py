@@ -66,6 +66,9 @@ class PipelineConfig:
 
     # --- Orchestration.
     enable_cache: bool = True
+    # Kubeflow: the container image (CameNN and its pins installed, tfx_pipeline/Dockerfile) every
+    # component runs in.
+    kubeflow_image: str = "gcr.io/YOUR_PROJECT/camenn:latest"
 
     # Derived paths.
     @property

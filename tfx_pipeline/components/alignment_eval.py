@@ -3,7 +3,8 @@
 The eval split holds only true (image, text) pairs, which are all positives for ITA and TIA. This Beam
 component writes, for every eval event, three rows:
 - the event itself: CVR label as is, ITA and TIA labels 1;
-- an ITA negative: the event with another listing's text (same coarse category where there is one);
+- an ITA negative: the event with another listing's text, of another fine category but the same coarse
+  category where there is one (a hard negative, as in training);
 - a TIA negative: the event with another listing's photo (patch embeddings), chosen the same way;
 exactly the pairs the model trains its alignment heads on. Per-task example weights say which rows count
 for which task (CVR: only true pairs; ITA: true pairs and ITA negatives; TIA: true pairs and TIA
@@ -59,9 +60,11 @@ class _MakePairs(beam.DoFn):
         for event in groups["events"]:
             item = _bytes(event, F.ITEM_ID)
             key = _bytes(event, F.REQUEST_ID) + b"/" + item
-            candidates = [e for e in listings if _bytes(e, F.ITEM_ID) != item]
+            category = _bytes(event, F.CATEGORY)
+            # As in training: a partner of the same fine category would show the same product, no negative.
+            candidates = [e for e in listings if _bytes(e, F.CATEGORY) != category]
             if not candidates:
-                candidates = [e for e in fallback if _bytes(e, F.ITEM_ID) != item]
+                candidates = [e for e in fallback if _bytes(e, F.CATEGORY) != category]
             if not candidates:
                 beam.metrics.Metrics.counter("camenn", "events_without_negative_partner").inc()
             partner = candidates[_stable_index(key, len(candidates))] if candidates else None

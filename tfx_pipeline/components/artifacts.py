@@ -7,10 +7,10 @@ class ItemFeatures(artifact.Artifact):
 
     The serving client's item cache and the Evaluator's pool of ITA/TIA negatives.
     """
-    TYPE_NAME = "CameNNItemFeatures"
+    TYPE_NAME = "camenn.ItemFeatures"  # KFP wants <namespace>.<Name>
 
 
 class PreprocessingReport(artifact.Artifact):
     """`summary.json` (rows in, out and quarantined by reason; the schema-like summary) and
     `quarantine/*.csv` (every bad row with its reason) of one preprocessing run."""
-    TYPE_NAME = "CameNNPreprocessingReport"
+    TYPE_NAME = "camenn.PreprocessingReport"

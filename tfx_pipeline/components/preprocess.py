@@ -66,14 +66,13 @@ def PreprocessDataset(
     `dataset_fingerprint` and `code_version` are not read here: they are part of the cache key, so a run
     over a changed dataset or changed code does not reuse an old output.
     """
-    from camenn.tfx_pipeline import _standins  # TODO(phase 2): camenn.preprocessing entry point
+    from camenn.preprocessing import preprocess
 
     del dataset_fingerprint, code_version
-    rows, cols = (int(v) for v in grid.split("x"))
     staging = report.uri
-    summary = _standins.preprocess(
+    summary = preprocess(
         dataset_dir=dataset_dir, output_dir=staging, image_encoder=image_encoder, image_preset=image_preset,
-        grid=(rows, cols), max_text_length=max_text_length, beam_args=json.loads(beam_args),
+        grid=grid, max_text_length=max_text_length, beam_args=json.loads(beam_args),
         cache_dir=image_cache_dir or None)
     examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
     for split in SPLITS:
