@@ -11,16 +11,15 @@
 All presets share the all-MiniLM-L6-v2 (BERT uncased) vocabulary, so token ids do not depend on the
 preset. This package imports no TensorFlow until a preset has to be built.
 """
-from pathlib import Path
-
 from camenn.model import preset_store
 from camenn.model.bert.bert_presets import backbone_presets
 
 PRESETS = tuple(backbone_presets)
 
 
-def preset_dir(name: str) -> Path:
-    """The keras-hub preset folder of BERT preset `name` (built and checksummed on first use)."""
+def preset_dir(name: str) -> str:
+    """The keras-hub preset folder of BERT preset `name` (built and checksummed on first use), as the
+    string keras-hub's `from_preset` takes."""
     if name not in backbone_presets:
         raise KeyError(f"unknown BERT preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return preset_store.ensure(name)
+    return str(preset_store.ensure(name))
