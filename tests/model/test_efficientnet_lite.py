@@ -1,6 +1,7 @@
 """EfficientNet-Lite0: the torch-free checkpoint reader, the converter, and ImageNet classification of
 real grocery photos with the converted weights."""
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from camenn.model.efficientnet_lite.efficientnet_lite_backbone import EfficientN
 from camenn.model.efficientnet_lite.efficientnet_lite_presets import WEIGHTS_FILE, WEIGHTS_PACKAGE
 from camenn.model.preset_store import package_file
 
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "efficientnet_lite0_reference.npz"
 # Grocery Store Dataset test folders whose ImageNet-1k class is unambiguous (indices checked against
 # keras_hub.utils.imagenet_id_to_name).
 IMAGENET_CLASSES = {
@@ -61,6 +63,23 @@ def test_converter_uses_every_tensor_and_refuses_strangers(state):
         v.size for k, v in state.items() if not k.startswith("_fc") and "running" not in k and "num_batches" not in k)
     with pytest.raises(ValueError, match="no place"):
         load_efficientnet_pytorch_weights(backbone, {**state, "_blocks.16._bn1.weight": np.ones(8, np.float32)})
+
+
+def test_outputs_equal_the_reference_implementation(state):
+    """Same function as timm's tf_efficientnet_lite0 with these weights (tests/fixtures, made by
+    scripts/reference/make_efficientnet_lite0_reference.py); 1e-4 of the output scale."""
+    from camenn.model.efficientnet_lite.efficientnet_lite_image_classifier import EfficientNetLiteImageClassifier
+
+    reference = np.load(FIXTURE)
+    backbone = EfficientNetLiteBackbone()
+    classifier = EfficientNetLiteImageClassifier(backbone=backbone, num_classes=1000)
+    load_efficientnet_pytorch_weights(backbone, state, classifier)
+    for name in ("photo", "noise"):  # 224x224, and 100x100 (odd grids: TF "SAME" pads after, not before)
+        images = (reference[name][None].astype(np.float32) - 127.0) / 128.0
+        features = np.asarray(classifier.pooler(backbone(images)))
+        logits = np.asarray(classifier.output_dense(features))
+        for ours, theirs in ((features, reference[f"{name}_features"]), (logits, reference[f"{name}_logits"])):
+            assert np.abs(ours - theirs).max() <= 1e-4 * np.abs(theirs).max(), name
 
 
 def test_classifies_real_grocery_photos(grocery_store_dir):
