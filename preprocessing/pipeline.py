@@ -151,6 +151,9 @@ class Tokenize(beam.DoFn):
         for listing, ids, cut in zip(batch, token_ids, truncated):
             yield dataclasses.replace(listing, token_ids=ids, truncated=bool(cut))
 
+    def teardown(self):
+        del self.tokenizer  # its tf.function is freed now, not noisily at interpreter exit
+
 
 def _cache_path(cache_dir: str, key: str) -> str:
     return FileSystems.join(cache_dir, key[:2], f"{key}.npy")
@@ -201,7 +204,7 @@ class WriteCache(beam.DoFn):
     def __init__(self, cache_dir: str):
         self.cache_dir = cache_dir
 
-    def start_bundle(self):
+    def setup(self):
         self.written, self.started = 0, time.time()
 
     def process(self, element):
@@ -216,7 +219,7 @@ class WriteCache(beam.DoFn):
         FileSystems.rename([temporary], [final])
         self.written += 1
         if self.written % PROGRESS_EVERY == 0:
-            log.info("embedded %d photos in this bundle (%.1f/s)", self.written,
+            log.info("embedded %d photos (%.1f/s on this worker)", self.written,
                      self.written / (time.time() - self.started))
         yield key, embeddings
 

@@ -1,116 +1,11 @@
-"""Preprocessing fixtures: a tiny sample, and the same sample with every kind of awkward or bad row added.
-
-`AWKWARD_*` list what `awkward_dataset` adds to the tiny sample and what preprocessing must make of it, so
-the tests can check the quarantine arithmetic exactly.
-"""
-import csv
-import io
-import struct
-import zlib
+"""Preprocessing fixtures: a tiny sample, and the same sample with every kind of awkward or bad row added."""
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from camenn.preprocessing import sample
 from camenn.preprocessing.sample import build_sample
 
-TINY = dict(seed=0, num_listings=24, num_merchants=4, num_shoppers=8, num_events=120)
-# Awkward photos that preprocessing converts and keeps (their item_ids).
-KEPT_PHOTOS = ("gray", "rgba", "cmyk", "png16", "huge")
-# Added items.csv rows that must be quarantined, by reason.
-AWKWARD_ITEM_REASONS = {"image_too_large": 1, "duplicate_item_id": 1, "bad_image_path": 1, "malformed_row": 1,
-                        "missing_field": 1}
-CLICKS_PER_KEPT_PHOTO = 1
-CLICKS_ON_BOMB = 2
-AWKWARD_EVENT_REASONS = {"item_quarantined": CLICKS_ON_BOMB, "bad_timestamp": 1, "malformed_row": 1}
-
-
-def jpeg(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=85)
-    return buffer.getvalue()
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def photo(seed: int = 0, size=(96, 80)) -> np.ndarray:
-    """A smooth colour photo-like array (uint8 [H, W, 3])."""
-    y, x = np.mgrid[0:size[1], 0:size[0]]
-    rgb = np.stack([x * 255 // size[0], y * 255 // size[1], (x + y + 40 * seed) % 256], -1)
-    return rgb.astype(np.uint8)
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height but holds 1 KiB of pixel data (a decompression bomb's shape)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(bytes(1024))) + chunk(b"IEND", b""))
-
-
-def awkward_photos() -> dict:
-    """File bytes of the awkward photos preprocessing must convert and keep."""
-    rgb = Image.fromarray(photo(1))
-    gray16 = (photo(2)[..., 0].astype(np.uint16) * 257)
-    rgba = np.dstack([photo(3), np.full(photo(3).shape[:2], 128, np.uint8)])
-    return {
-        "gray": jpeg(rgb.convert("L")),
-        "rgba": png(Image.fromarray(rgba, "RGBA")),
-        "cmyk": jpeg(rgb.convert("CMYK")),
-        "png16": png(Image.fromarray(gray16)),
-        "huge": jpeg(Image.new("RGB", (8000, 8000), (200, 120, 40))),
-    }
-
-
-def _read_csv(path: Path):
-    return list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8", "surrogateescape"), newline="")))
-
-
-def _write_csv(path: Path, rows) -> None:
-    text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows(rows)
-    path.write_bytes(text.getvalue().encode("utf-8", "surrogateescape"))
-
-
-def add_awkward_rows(folder: Path) -> None:
-    """Appends KEPT_PHOTOS listings, the AWKWARD_ITEM_REASONS rows and the AWKWARD_EVENT_REASONS rows."""
-    items, events = _read_csv(folder / "items.csv"), _read_csv(folder / "events.csv")
-    template = dict(zip(items[0], items[1]))
-
-    def item_row(**changes):
-        return list({**template, **changes}.values())
-
-    new_items = []
-    for name, data in awkward_photos().items():
-        (folder / "images" / f"{name}.img").write_bytes(data)
-        new_items.append(item_row(item_id=name, title=f"Awkward {name}", description="",
-                                  image_path=f"images/{name}.img"))
-    (folder / "images" / "bomb.png").write_bytes(png_header_only(20000, 20000))
-    new_items += [
-        item_row(item_id="bomb", image_path="images/bomb.png"),
-        item_row(),  # the same item_id as the first listing: duplicate_item_id
-        item_row(item_id="escape", image_path="../outside.jpg"),
-        ["malformed", "only-two-fields"],
-        item_row(item_id="no-merchant", merchant_id=""),
-    ]
-    # A simulated click (the sample's bad events have request ids rb.../rx...).
-    click = dict(zip(events[0], next(row for row in events[1:] if row[0][1].isdigit())))
-
-    def event_row(**changes):
-        return list({**click, **changes}.values())
-
-    new_events = [event_row(request_id=f"q-{name}", item_id=name) for name in KEPT_PHOTOS]
-    new_events += [event_row(request_id=f"q-bomb-{k}", item_id="bomb") for k in range(CLICKS_ON_BOMB)]
-    new_events += [event_row(request_id="q-time", timestamp="yesterday"), ["q-malformed", "s0001"]]
-    _write_csv(folder / "items.csv", items + new_items)
-    _write_csv(folder / "events.csv", events + new_events)
+from awkward_data import TINY, add_awkward_rows
 
 
 @pytest.fixture(scope="session")
@@ -126,21 +21,3 @@ def awkward_dataset(grocery_store_dir, tmp_path_factory) -> Path:
     build_sample(grocery_store_dir, folder, **TINY)
     add_awkward_rows(folder)
     return folder
-
-
-def expected_item_reasons() -> dict:
-    reasons = {}
-    for _, reason in sample.BAD_ITEMS:
-        reasons[reason] = reasons.get(reason, 0) + 1
-    for reason, n in AWKWARD_ITEM_REASONS.items():
-        reasons[reason] = reasons.get(reason, 0) + n
-    return reasons
-
-
-def expected_event_reasons() -> dict:
-    reasons = {"item_quarantined": len(sample.BAD_ITEMS) * sample.BAD_CLICKS_PER_ITEM}
-    for _, reason in sample.BAD_EVENTS:
-        reasons[reason] = reasons.get(reason, 0) + 1
-    for reason, n in AWKWARD_EVENT_REASONS.items():
-        reasons[reason] = reasons.get(reason, 0) + n
-    return reasons

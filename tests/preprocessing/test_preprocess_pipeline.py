@@ -19,7 +19,7 @@ from camenn.model import features
 from camenn.preprocessing import dataset, pipeline
 from camenn.preprocessing.dataset import DatasetFormatError
 
-from conftest import KEPT_PHOTOS, expected_event_reasons, expected_item_reasons
+from awkward_data import KEPT_PHOTOS, expected_event_reasons, expected_item_reasons
 
 ENCODER, PRESET, PATCH_DIM = "inception_v4", "inception_v4_tiny", 192
 MAX_TEXT_LENGTH = 24

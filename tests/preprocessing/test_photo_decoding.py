@@ -8,7 +8,7 @@ from PIL import Image
 from camenn.preprocessing import images
 from camenn.preprocessing.dataset import RowError
 
-from conftest import awkward_photos, jpeg, photo, png, png_header_only
+from awkward_data import awkward_photos, jpeg, photo, png, png_header_only
 
 
 def decoded(data: bytes, grid=(2, 2)) -> np.ndarray:

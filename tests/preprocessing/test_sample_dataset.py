@@ -10,7 +10,7 @@ from camenn import paths
 from camenn.preprocessing import dataset, sample
 from camenn.preprocessing.sample import build_sample
 
-from conftest import TINY
+from awkward_data import TINY
 
 
 def files(folder: Path) -> dict:
