@@ -12,6 +12,7 @@ stock TensorFlow Serving would.
 import dataclasses
 import logging
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -21,7 +22,6 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import text_format
-from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
@@ -50,6 +50,16 @@ def _invalid(message: str) -> ServingError:
 
 def _dtype_name(enum: int) -> str:
     return tf.dtypes.as_dtype(enum).name
+
+
+# What eager TensorFlow wraps around a failing op's own message: where it was, and the node names.
+_GRAPH_ERROR_WRAPPING = re.compile(r"^Graph execution error:\s*Detected at node .*?<stack traces unavailable>\s*"
+                                   r"|\s*\[\[\{\{node .*$", re.S)
+
+
+def _graph_error_text(message: str) -> str:
+    """The op's own words (e.g. an export's "assertion failed: [feature 'hour' must ...]")."""
+    return _GRAPH_ERROR_WRAPPING.sub("", message).replace("\\'", "'").strip() or message
 
 
 def _shape_text(dims: Sequence[int]) -> str:
@@ -168,7 +178,9 @@ class Signature:
                 raise _invalid(
                     f"input {name!r} has shape {_shape_text(dims)}; signature {self.name!r} expects "
                     f"{_shape_text(info.dims)}")
-            if info.dims and info.dims[0] < 0:
+            # The batch is the first dimension of what the signature batches: a leading None, or any
+            # dimension of an input of unknown rank (exports that check shapes in the graph declare those).
+            if dims and (info.dims is None or (info.dims and info.dims[0] < 0)):
                 batch_sizes[name] = dims[0]
             try:
                 arrays[name] = tf.make_ndarray(proto)
@@ -196,7 +208,8 @@ class Signature:
             outputs = self.function(**arrays)
         except tf.errors.OpError as error:
             raise ServingError(_GRPC_CODE_BY_NUMBER.get(error.error_code, grpc.StatusCode.INTERNAL),
-                               f"signature {self.name!r} failed: {error.message}") from error
+                               f"signature {self.name!r} refused the input: {_graph_error_text(error.message)}"
+                               ) from error
         names = output_filter or list(self.outputs)
         return {name: outputs[name].numpy() for name in names}
 

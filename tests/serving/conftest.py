@@ -1,11 +1,14 @@
-"""Serving fixtures: a SavedModel with contract 6's signatures, the item features of contract 2, servers.
+"""Serving fixtures: SavedModels with contract 6's signatures, the item features of contract 2, servers.
 
-Until `camenn.model.camenn`'s export lands, the model is a small tf.Module with exactly contract 6's
-signatures: `serving_default` (serialized tf.Examples) and `dense` (raw tensors), outputs `cvr`, `ita`,
-`tia` in [0, 1]. Its ids go through a real hash table (so table tracking on export is exercised) and its
-alignment scores are a real (fixed, untrained) image-text agreement: the cosine between a listing's mean
-token embedding and its patch embeddings. The synthetic catalog plants inaccurate texts (another
-category's tokens), so an audit over it must find them.
+`model_v1` is a real CameNN export (`camenn.model.camenn.export.export_saved_model`) of the tiny preset
+with random weights, behind a raw-feature transform that maps ids through real hash tables with an OOV
+row, as tf.Transform's vocabularies do in the pipeline's export: what tests of the protocol, the limits,
+the keras-free load and the bundle run against.
+
+`ToyCameNN` is a small tf.Module with exactly the same signatures whose alignment scores are a real
+(fixed, untrained) image-text agreement: the cosine between a listing's mean token embedding and its
+patch embeddings. The synthetic catalog plants inaccurate texts (another category's tokens), so an audit
+over it must find them, which an untrained CameNN cannot show. Its versions are also cheap to push.
 """
 import os
 import shutil
@@ -175,11 +178,65 @@ def item_features_dir(tmp_path_factory, catalog):
     return out / "items"
 
 
+class RawToModelInputs(tf.Module):
+    """Raw features -> model inputs (contract 5): ids through hash tables, unknown ids to a last OOV row."""
+
+    def __init__(self, vocabularies):
+        super().__init__()
+        self.tables = {
+            name: tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+                tf.constant(values), tf.range(len(values), dtype=tf.int64)), default_value=len(values))
+            for name, values in vocabularies.items()}
+
+    def __call__(self, raw):
+        return {**raw, **{name: table.lookup(raw[name]) for name, table in self.tables.items()}}
+
+
+RAW_FEATURE_SPEC = {
+    **{name: tf.io.FixedLenFeature([], tf.string) for name in F.ID_FEATURES},
+    F.PRICE: tf.io.FixedLenFeature([], tf.float32),
+    F.DISTANCE_KM: tf.io.FixedLenFeature([], tf.float32),
+    F.HOUR: tf.io.FixedLenFeature([], tf.int64),
+    F.TEXT_TOKEN_IDS: tf.io.FixedLenFeature([MAX_TEXT_LENGTH], tf.int64),
+    F.PATCH_EMBEDDINGS: tf.io.FixedLenFeature([NUM_PATCHES * PATCH_DIM], tf.float32),
+}
+
+
+def export_camenn_model(directory, items, seed=0):
+    """The tiny CameNN preset (random weights) exported by camenn.model.camenn.export to `directory`."""
+    import keras
+    from camenn.model.camenn import CameNNMultiTask
+    from camenn.model.camenn.export import export_saved_model
+
+    vocabularies = {
+        F.SHOPPER_ID: [f"shopper_{i}" for i in range(10)],
+        F.ITEM_ID: [item[F.ITEM_ID] for item in items],
+        F.MERCHANT_ID: list(MERCHANTS),
+        F.CATEGORY: list(CATEGORIES),
+        F.COARSE_CATEGORY: sorted({item[F.COARSE_CATEGORY] for item in items}),
+    }
+    keras.utils.set_random_seed(seed)
+    model = CameNNMultiTask.from_preset(
+        "camenn_tiny", vocabulary_sizes={name: len(values) + 1 for name, values in vocabularies.items()},
+        num_patches=NUM_PATCHES, patch_dim=PATCH_DIM, max_text_length=MAX_TEXT_LENGTH)
+    lookup = RawToModelInputs(vocabularies)
+    export_saved_model(model, str(directory), transform=lookup, raw_feature_spec=RAW_FEATURE_SPEC,
+                       transform_trackables=[lookup])
+    return Path(directory)
+
+
 @pytest.fixture(scope="session")
 def model_v1(tmp_path_factory, catalog):
-    """A pristine exported version 1, copied into each test's own base path."""
+    """A pristine CameNN export (version 1), copied into each test's own base path."""
     items, _ = catalog
-    return export_toy_model(tmp_path_factory.mktemp("export") / "1", [i[F.ITEM_ID] for i in items])
+    return export_camenn_model(tmp_path_factory.mktemp("camenn_export") / "1", items)
+
+
+@pytest.fixture(scope="session")
+def toy_v1(tmp_path_factory, catalog):
+    """A ToyCameNN export (version 1): alignment scores that mean something."""
+    items, _ = catalog
+    return export_toy_model(tmp_path_factory.mktemp("toy_export") / "1", [i[F.ITEM_ID] for i in items])
 
 
 @pytest.fixture
@@ -200,13 +257,23 @@ def push(catalog):
     return push_version
 
 
-@pytest.fixture
-def model_base(tmp_path, model_v1):
-    """A base path (…/camenn) holding version 1."""
+def _base_with(tmp_path, version_dir):
     base = tmp_path / "serving_model" / "camenn"
     base.mkdir(parents=True)
-    shutil.copytree(model_v1, base / "1")
+    shutil.copytree(version_dir, base / "1")
     return base
+
+
+@pytest.fixture
+def model_base(tmp_path, model_v1):
+    """A base path (…/serving_model/camenn) holding the CameNN export as version 1."""
+    return _base_with(tmp_path, model_v1)
+
+
+@pytest.fixture
+def toy_base(tmp_path, toy_v1):
+    """A base path holding the ToyCameNN export as version 1 (loads in a second: for tests of mechanics)."""
+    return _base_with(tmp_path, toy_v1)
 
 
 def start_server_process(args, env=None, timeout=120):
@@ -273,16 +340,30 @@ class Stubs:
         return {s.version: s for s in self.model.GetModelStatus(request, timeout=10).model_version_status}
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, model_v1):
-    """An in-process `camenn serve` over its own base path holding version 1; yields (server, stubs)."""
+def _serve(base_root, version_dir):
     from camenn.serving.servables import ModelConfig
     from camenn.serving.server import ModelServer
 
-    base = tmp_path_factory.mktemp("served") / "camenn"
+    base = base_root / "camenn"
     base.mkdir()
-    shutil.copytree(model_v1, base / "1")
-    server = ModelServer([ModelConfig("camenn", str(base))], port=0, poll_seconds=0.1, max_batch_size=64).start()
+    shutil.copytree(version_dir, base / "1")
+    return ModelServer([ModelConfig("camenn", str(base))], port=0, poll_seconds=0.1, max_batch_size=64).start()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, model_v1):
+    """An in-process `camenn serve` over its own base path holding the CameNN export; yields (server, stubs)."""
+    server = _serve(tmp_path_factory.mktemp("served"), model_v1)
+    stubs = Stubs(server.port)
+    yield server, stubs
+    stubs.channel.close()
+    server.stop(0)
+
+
+@pytest.fixture(scope="module")
+def served_toy(tmp_path_factory, toy_v1):
+    """The same over the ToyCameNN export."""
+    server = _serve(tmp_path_factory.mktemp("served_toy"), toy_v1)
     stubs = Stubs(server.port)
     yield server, stubs
     stubs.channel.close()

@@ -84,15 +84,15 @@ def test_warmup_requests_parse_and_succeed_against_the_server(written, model_bas
         stubs.channel.close()
 
 
-def test_a_failing_warmup_request_fails_the_load(model_base, catalog):
+def test_a_failing_warmup_request_fails_the_load(toy_base, catalog):
     items, _ = catalog
-    path = bundle.write_warmup_requests(model_base / "1", event_examples(items, 2))
+    path = bundle.write_warmup_requests(toy_base / "1", event_examples(items, 2))
     logs = [prediction_log_pb2.PredictionLog.FromString(r) for r in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
     del logs[0].predict_log.request.inputs["examples" if "examples" in logs[0].predict_log.request.inputs else "price"]
     with tf.io.TFRecordWriter(str(path)) as writer:
         for log in logs:
             writer.write(log.SerializeToString())
-    with ModelServer([ModelConfig("camenn", str(model_base))], port=0, poll_seconds=0) as server:
+    with ModelServer([ModelConfig("camenn", str(toy_base))], port=0, poll_seconds=0) as server:
         stubs = Stubs(server.port)
         status = stubs.status()[1]
         assert status.state != AVAILABLE and "warmup request 0 failed" in status.status.error_message

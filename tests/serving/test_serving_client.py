@@ -76,10 +76,10 @@ def test_rank_without_a_server_says_so(item_features_dir, capsys):
     assert code == 1 and "is `camenn serve` running?" in capsys.readouterr().err
 
 
-def test_audit_verb_reports_a_merchants_listings_worst_first(served, item_features_dir, tmp_path, capsys):
+def test_audit_verb_reports_a_merchants_listings_worst_first(served_toy, item_features_dir, tmp_path, capsys):
     output = tmp_path / "audit.csv"
     code = run_verb("audit", "--merchant", MERCHANTS[2], "--output", str(output), "--threshold", "0.8",
-                    *client_flags(served, item_features_dir))
+                    *client_flags(served_toy, item_features_dir))
     out = capsys.readouterr().out
     assert code == 0 and str(output) in out
     with output.open() as f:
@@ -95,9 +95,9 @@ def test_audit_verb_reports_a_merchants_listings_worst_first(served, item_featur
     assert all(item_id in out for item_id in flagged)
 
 
-def test_audit_finds_the_planted_inaccurate_listings(served, item_features_dir, catalog, tmp_path, capsys):
+def test_audit_finds_the_planted_inaccurate_listings(served_toy, item_features_dir, catalog, tmp_path, capsys):
     _, truth = catalog
-    server, _ = served
+    server, _ = served_toy
     with RankingClient(item_features_dir, port=server.port) as client:
         audits = audit.audit_listings(client, batch_size=10)  # several requests
     assert len(audits) == len(truth)
@@ -109,7 +109,7 @@ def test_audit_finds_the_planted_inaccurate_listings(served, item_features_dir, 
     truth_csv.write_text("item_id,quality,detail\n" + "".join(f"{k},{v},\n" for k, v in truth.items()))
     assert audit.read_truth(truth_csv) == truth
     code = run_verb("audit", "--all", "--truth", str(truth_csv), "--output", str(tmp_path / "all.csv"),
-                    *client_flags(served, item_features_dir))
+                    *client_flags(served_toy, item_features_dir))
     out = capsys.readouterr().out
     assert code == 0 and f"auc {result['auc']:.3f}" in out and f"inaccurate {int(result['inaccurate'])}" in out
 

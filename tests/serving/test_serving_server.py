@@ -71,7 +71,8 @@ def _without(arrays, name):
 
 
 BAD_REQUESTS = {
-    # case: (how to spoil a good request, expected code, words the message must contain)
+    # case: (how to spoil a good request, expected code, words the message must contain). The export checks
+    # shapes and values in its graph; the server checks names, dtypes, declared shapes and batch sizes first.
     "unknown model": (lambda a: predict_request(a, model="nope"), grpc.StatusCode.NOT_FOUND, "no model named 'nope'"),
     "unknown version": (lambda a: predict_request(a, version=99), grpc.StatusCode.NOT_FOUND, "no version 99"),
     "unknown signature": (lambda a: predict_request(a, signature="sideways"), grpc.StatusCode.NOT_FOUND,
@@ -83,9 +84,9 @@ BAD_REQUESTS = {
     "wrong dtype": (lambda a: predict_request({**a, F.PRICE: a[F.PRICE].astype(np.float64)}),
                     grpc.StatusCode.INVALID_ARGUMENT, "'price' has dtype float64"),
     "wrong shape": (lambda a: predict_request({**a, F.TEXT_TOKEN_IDS: a[F.TEXT_TOKEN_IDS][:, :5]}),
-                    grpc.StatusCode.INVALID_ARGUMENT, "'text_token_ids' has shape [4, 5]"),
+                    grpc.StatusCode.INVALID_ARGUMENT, ("'text_token_ids'", "shape", "[4 5]")),
     "wrong rank": (lambda a: predict_request({**a, F.HOUR: a[F.HOUR][:, None]}),
-                   grpc.StatusCode.INVALID_ARGUMENT, "'hour' has shape [4, 1]"),
+                   grpc.StatusCode.INVALID_ARGUMENT, ("'hour'", "shape", "[4 1]")),
     "batch sizes disagree": (lambda a: predict_request({**a, F.PRICE: a[F.PRICE][:3]}),
                              grpc.StatusCode.INVALID_ARGUMENT, "disagree on the batch size"),
     "empty batch": (lambda a: predict_request({k: v[:0] for k, v in a.items()}), grpc.StatusCode.INVALID_ARGUMENT,
@@ -94,7 +95,10 @@ BAD_REQUESTS = {
                              grpc.StatusCode.INVALID_ARGUMENT, "over this server's limit of 64"),
     "malformed tf.Example": (lambda a: predict_request({"examples": np.array([b"\x08garbage"], dtype=object)},
                                                        signature="serving_default"),
-                             grpc.StatusCode.INVALID_ARGUMENT, "signature 'serving_default' failed"),
+                             grpc.StatusCode.INVALID_ARGUMENT, ("signature 'serving_default' refused the input",
+                                                                "Could not parse example input")),
+    "value out of range": (lambda a: predict_request({**a, F.HOUR: a[F.HOUR] + 24}), grpc.StatusCode.INVALID_ARGUMENT,
+                           ("signature 'dense' refused the input", "'hour'")),
     "unknown output": (lambda a: _with_filter(predict_request(a), "price"), grpc.StatusCode.INVALID_ARGUMENT,
                        "unknown output(s) ['price']"),
 }
@@ -113,8 +117,18 @@ def test_bad_request_gets_its_code_and_the_server_goes_on(served, catalog, case)
     with pytest.raises(grpc.RpcError) as caught:
         stubs.predict.Predict(spoil(good), timeout=10)
     assert caught.value.code() == code, caught.value.details()
-    assert words in caught.value.details()
+    for word in (words,) if isinstance(words, str) else words:
+        assert word in caught.value.details()
     assert stubs.predict.Predict(predict_request(good), timeout=10).outputs[F.CVR].tensor_shape.dim[0].size == 4
+
+
+def test_declared_shapes_are_checked_before_the_graph_runs(served_toy, catalog):
+    _, stubs = served_toy  # its signature declares [None, 8] token ids (CameNN's export checks in its graph)
+    good = dense_inputs(catalog[0], n=4)
+    with pytest.raises(grpc.RpcError) as caught:
+        stubs.predict.Predict(predict_request({**good, F.TEXT_TOKEN_IDS: good[F.TEXT_TOKEN_IDS][:, :5]}), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input 'text_token_ids' has shape [4, 5]; signature 'dense' expects [None, 8]" in caught.value.details()
 
 
 def test_unimplemented_methods_say_so(served):
@@ -126,9 +140,9 @@ def test_unimplemented_methods_say_so(served):
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED and "Predict" in caught.value.details()
 
 
-def test_new_version_is_picked_up_and_half_written_ones_are_not(tmp_path, model_v1, catalog, push):
+def test_new_version_is_picked_up_and_half_written_ones_are_not(tmp_path, toy_v1, catalog, push):
     base = tmp_path / "camenn"
-    push(base, 1, source=model_v1)
+    push(base, 1, source=toy_v1)
     good = predict_request(dense_inputs(catalog[0], n=4))
     with ModelServer([ModelConfig("camenn", str(base))], port=0, poll_seconds=0.1) as server:
         stubs = Stubs(server.port)
@@ -137,7 +151,7 @@ def test_new_version_is_picked_up_and_half_written_ones_are_not(tmp_path, model_
 
         # A folder mid-copy: a graph but no variables index yet; and one whose files are broken.
         (base / "7").mkdir()
-        shutil.copy(model_v1 / "saved_model.pb", base / "7")
+        shutil.copy(toy_v1 / "saved_model.pb", base / "7")
         (base / "7" / "variables").mkdir()
         (base / "8").mkdir()
         (base / "8" / "saved_model.pb").write_bytes(b"not a graph")
@@ -166,10 +180,10 @@ def _wait_for(condition, what, timeout=30.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_model_config_file_serves_each_model_by_its_policy(tmp_path, model_v1, push):
-    push(tmp_path / "a", 1, source=model_v1)
-    push(tmp_path / "a", 2, source=model_v1)
-    push(tmp_path / "b", 5, source=model_v1)
+def test_model_config_file_serves_each_model_by_its_policy(tmp_path, toy_v1, push):
+    push(tmp_path / "a", 1, source=toy_v1)
+    push(tmp_path / "a", 2, source=toy_v1)
+    push(tmp_path / "b", 5, source=toy_v1)
     config = tmp_path / "models.config"
     config.write_text(f"""
 model_config_list {{
@@ -197,9 +211,9 @@ def test_bad_model_config_file_is_refused_with_its_reason(tmp_path):
         read_model_config_file(str(config))
 
 
-def test_limits_answer_resource_exhausted(model_base, catalog):
+def test_limits_answer_resource_exhausted(toy_base, catalog):
     items, _ = catalog
-    with ModelServer([ModelConfig("camenn", str(model_base))], port=0, poll_seconds=0, max_message_bytes=64 << 10,
+    with ModelServer([ModelConfig("camenn", str(toy_base))], port=0, poll_seconds=0, max_message_bytes=64 << 10,
                      max_concurrent_requests=1, grpc_max_threads=4) as server:
         stubs = Stubs(server.port)
         too_big = predict_request(dense_inputs(items, n=60, shopper="s" * 2000))
@@ -224,14 +238,14 @@ def _code(call):
         return error.code()
 
 
-def test_a_version_still_changing_waits_until_it_stops(tmp_path, model_v1):
+def test_a_version_still_changing_waits_until_it_stops(tmp_path, toy_v1):
     from camenn.serving.servables import ModelManager
 
     base = tmp_path / "camenn"
-    shutil.copytree(model_v1, base / "1")
+    shutil.copytree(toy_v1, base / "1")
     manager = ModelManager([ModelConfig("camenn", str(base))], poll_seconds=0)
     manager.poll()
-    shutil.copytree(model_v1, base / "2")
+    shutil.copytree(toy_v1, base / "2")
     manager.poll(require_stable=True)  # first sight: not loaded yet
     assert manager.get("camenn").version == 1
     (base / "2" / "assets" / "still-copying").write_bytes(b"x")
