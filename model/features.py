@@ -36,6 +36,9 @@ ID_FEATURES = (SHOPPER_ID, ITEM_ID, MERCHANT_ID, CATEGORY, COARSE_CATEGORY)
 NUMERIC_FEATURES = (PRICE, DISTANCE_KM)
 # Small integer features the model embeds directly (no vocabulary needed).
 INTEGER_FEATURES = {HOUR: 24}
+# What the model takes (contract 5), after Transform: the id, integer and numeric features, the text's
+# token ids and the image's patch embeddings.
+MODEL_INPUTS = ID_FEATURES + tuple(INTEGER_FEATURES) + NUMERIC_FEATURES + (TEXT_TOKEN_IDS, PATCH_EMBEDDINGS)
 # Item-level features attached by id at serving time (the ranking client's cache).
 ITEM_FEATURES = (ITEM_ID, MERCHANT_ID, CATEGORY, COARSE_CATEGORY, MERCHANT_SIZE, PRICE, TEXT_TOKEN_IDS,
                  PATCH_EMBEDDINGS)

@@ -1,0 +1,252 @@
+"""CameNN's backbone: every input becomes a token, a shared transformer, a mixture of transformer
+experts gated per task, and one transformer tower per task (DESIGN.md section 1).
+
+TensorFlow backend only (the mixture's sparse dispatch; see `transformer_expert_mixture`).
+"""
+import keras
+import keras_hub
+from keras import ops
+
+from camenn.model import features
+from camenn.model.camenn.camenn_layers import ModalityEmbedding, NumericFeatureEmbedding, TaskTokens
+from camenn.model.camenn.camenn_presets import backbone_presets
+from camenn.model.camenn.transformer_expert_mixture import TransformerExpertMixture
+
+# Settings a preset cannot know: the data decides them.
+DATA_ARGUMENTS = ("vocabulary_sizes", "num_patches", "patch_dim")
+
+
+def load_text_encoder(preset, load_weights=True, dtype=None):
+    """A `keras_hub.models.BertBackbone` from a `camenn.model.bert` preset name or a preset folder."""
+    from camenn.model import preset_store
+
+    return keras_hub.models.BertBackbone.from_preset(preset_store.resolve(preset), load_weights=load_weights,
+                                                     dtype=dtype)
+
+
+@keras.saving.register_keras_serializable(package="camenn")
+class CameNNBackbone(keras_hub.models.Backbone):
+    """CameNN's backbone, from model inputs (contract 5) to one pooled vector per task.
+
+    Tokens, all of width `hidden_dim`, in this order: one learned token per task; the listing text's
+    BERT token embeddings (the `text_encoder`'s sequence output, projected); one token per image patch
+    (the cached patch embeddings, projected, plus a patch-position embedding); one token per id
+    feature (`features.ID_FEATURES`, embedded with `vocabulary_sizes`), per integer feature
+    (`features.INTEGER_FEATURES`: the hour, 24 values) and per numeric feature
+    (`features.NUMERIC_FEATURES`, a small per-feature MLP). A modality embedding (task, text, image,
+    other) is added, then layer normalisation and dropout. Padding text tokens (id 0) are masked.
+
+    Then `num_shared_layers` transformer encoder layers (the shared bottom), a
+    `TransformerExpertMixture` with one gate per task, and per task one transformer encoder layer (its
+    tower) over that task's mixed sequence, pooled at the task's token after a final layer norm.
+
+    Args:
+        text_encoder: a `keras_hub.models.BertBackbone` (see `load_text_encoder`), fine-tuned with the
+            rest unless `freeze_text_encoder`.
+        vocabulary_sizes: dict from each of `features.ID_FEATURES` to its vocabulary size (OOV buckets
+            included), as Transform made it.
+        num_patches: int. Image patches per listing.
+        patch_dim: int. Width of each cached patch embedding.
+        hidden_dim: int. Width of every token.
+        num_heads: int. Attention heads of every transformer layer.
+        intermediate_dim: int. Feed-forward width of every transformer layer.
+        num_shared_layers: int. Transformer layers of the shared bottom.
+        num_experts: int. Experts in the mixture.
+        top_k: int. Experts each task keeps per example.
+        capacity_factor: float. Training capacity of each expert (see `TransformerExpertMixture`).
+        load_balance_loss_weight: float. Weight of the mixture's load-balancing loss.
+        router_z_loss_weight: float. Weight of the mixture's router z-loss.
+        dropout: float. Dropout on the embeddings and in every transformer layer (attention
+            probabilities and residual branches).
+        max_text_length: int. Token ids per listing text.
+        freeze_text_encoder: bool. Keep the text encoder's weights fixed (and run it in inference mode).
+        task_names: sequence of str. The tasks, each with a gate, a token, a tower and an output.
+        layer_norm_epsilon: float.
+        dtype: str or `keras.DTypePolicy`, e.g. "mixed_bfloat16".
+        **kwargs: base `keras_hub.models.Backbone` arguments (`name`, `trainable`).
+
+    Example:
+    ```python
+    import numpy as np
+    from camenn.model import features
+    from camenn.model.camenn import CameNNBackbone
+
+    backbone = CameNNBackbone.from_preset(
+        "camenn_tiny",
+        vocabulary_sizes={name: 50 for name in features.ID_FEATURES},
+        num_patches=4,
+        patch_dim=16,
+    )
+    batch = {name: np.zeros((2,), "int64") for name in features.ID_FEATURES}
+    batch[features.HOUR] = np.array([8, 20])
+    batch.update({name: np.zeros((2,), "float32") for name in features.NUMERIC_FEATURES})
+    batch[features.TEXT_TOKEN_IDS] = np.full((2, 64), 101)
+    batch[features.PATCH_EMBEDDINGS] = np.random.normal(size=(2, 4 * 16)).astype("float32")
+    pooled = backbone(batch)  # {"cvr": (2, 32), "ita": (2, 32), "tia": (2, 32)}
+    ```
+    """
+
+    def __init__(self, text_encoder, vocabulary_sizes, num_patches, patch_dim, hidden_dim, num_heads,
+                 intermediate_dim, num_shared_layers, num_experts, top_k, capacity_factor=1.25,
+                 load_balance_loss_weight=1e-2, router_z_loss_weight=1e-3, dropout=0.1, max_text_length=64,
+                 freeze_text_encoder=False, task_names=features.TASKS, layer_norm_epsilon=1e-6, dtype=None,
+                 **kwargs):
+        missing = sorted(set(features.ID_FEATURES) - set(vocabulary_sizes))
+        if missing:
+            raise ValueError(f"vocabulary_sizes lacks {missing}: give a size for each of {features.ID_FEATURES}")
+        task_names = tuple(task_names)
+        transformer_args = dict(intermediate_dim=intermediate_dim, num_heads=num_heads, dropout=dropout,
+                                activation="gelu", layer_norm_epsilon=layer_norm_epsilon, normalize_first=True,
+                                dtype=dtype)
+
+        # === Layers ===
+        self.text_encoder = text_encoder
+        self.text_encoder.trainable = not freeze_text_encoder
+        # CameNN reads BERT's token embeddings, not its pooled [CLS] output.
+        self.text_encoder.get_layer("pooled_dense").trainable = False
+        self.text_projection = keras.layers.Dense(hidden_dim, dtype=dtype, name="text_projection")
+        self.patch_projection = keras.layers.Dense(hidden_dim, dtype=dtype, name="patch_projection")
+        self.patch_position_embedding = keras_hub.layers.PositionEmbedding(
+            sequence_length=num_patches, dtype=dtype, name="patch_position_embedding")
+        self.id_embeddings = [keras.layers.Embedding(int(vocabulary_sizes[name]), hidden_dim, dtype=dtype,
+                                                     name=f"{name}_embedding") for name in features.ID_FEATURES]
+        self.integer_embeddings = [keras.layers.Embedding(size, hidden_dim, dtype=dtype, name=f"{name}_embedding")
+                                   for name, size in features.INTEGER_FEATURES.items()]
+        self.numeric_embedding = NumericFeatureEmbedding(hidden_dim, dtype=dtype, name="numeric_embedding")
+        self.task_tokens = TaskTokens(len(task_names), hidden_dim, dtype=dtype, name="task_tokens")
+        num_other = len(features.ID_FEATURES) + len(features.INTEGER_FEATURES) + len(features.NUMERIC_FEATURES)
+        segment_lengths = [len(task_names), max_text_length, num_patches, num_other]
+        self.modality_embedding = ModalityEmbedding(segment_lengths, dtype=dtype, name="modality_embedding")
+        self.embeddings_layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=dtype, name="embeddings_layer_norm")
+        self.embeddings_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")
+        self.shared_layers = [keras_hub.layers.TransformerEncoder(**transformer_args, name=f"shared_layer_{i}")
+                              for i in range(num_shared_layers)]
+        self.expert_mixture = TransformerExpertMixture(
+            num_experts=num_experts, top_k=top_k, task_names=task_names, capacity_factor=capacity_factor,
+            load_balance_loss_weight=load_balance_loss_weight, router_z_loss_weight=router_z_loss_weight,
+            **transformer_args, name="expert_mixture")
+        self.task_towers = [keras_hub.layers.TransformerEncoder(**transformer_args, name=f"{task}_tower")
+                            for task in task_names]
+        self.tower_layer_norms = [keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=dtype,
+                                                                  name=f"{task}_tower_layer_norm")
+                                  for task in task_names]
+
+        # === Functional Model ===
+        inputs = {name: keras.Input(shape=(), dtype="int64", name=name) for name in features.ID_FEATURES}
+        inputs.update({name: keras.Input(shape=(), dtype="int64", name=name) for name in features.INTEGER_FEATURES})
+        inputs.update({name: keras.Input(shape=(), dtype="float32", name=name) for name in features.NUMERIC_FEATURES})
+        inputs[features.TEXT_TOKEN_IDS] = keras.Input(shape=(max_text_length,), dtype="int64",
+                                                      name=features.TEXT_TOKEN_IDS)
+        inputs[features.PATCH_EMBEDDINGS] = keras.Input(shape=(num_patches * patch_dim,), dtype="float32",
+                                                        name=features.PATCH_EMBEDDINGS)
+
+        token_ids = ops.cast(inputs[features.TEXT_TOKEN_IDS], "int32")
+        text_mask = ops.cast(ops.not_equal(token_ids, 0), "int32")
+        text_encoding = self.text_encoder(
+            {"token_ids": token_ids, "segment_ids": ops.zeros_like(token_ids), "padding_mask": text_mask},
+            training=False if freeze_text_encoder else None)["sequence_output"]
+        text_tokens = self.text_projection(text_encoding)
+
+        patches = ops.reshape(inputs[features.PATCH_EMBEDDINGS], (-1, num_patches, patch_dim))
+        patch_tokens = self.patch_projection(patches)
+        patch_tokens = patch_tokens + self.patch_position_embedding(patch_tokens)
+
+        id_tokens = [embed(inputs[name]) for embed, name in zip(self.id_embeddings, features.ID_FEATURES)]
+        id_tokens += [embed(inputs[name]) for embed, name in zip(self.integer_embeddings,
+                                                                 features.INTEGER_FEATURES)]
+        numeric = ops.stack([inputs[name] for name in features.NUMERIC_FEATURES], axis=-1)
+        other_tokens = ops.concatenate([ops.stack(id_tokens, axis=1), self.numeric_embedding(numeric)], axis=1)
+
+        tokens = ops.concatenate([self.task_tokens(token_ids), text_tokens, patch_tokens, other_tokens], axis=1)
+        tokens = self.modality_embedding(tokens)
+        x = self.embeddings_dropout(self.embeddings_layer_norm(tokens))
+        padding_mask = ops.pad(text_mask, [[0, 0], [len(task_names), num_patches + num_other]], constant_values=1)
+
+        for layer in self.shared_layers:
+            x = layer(x, padding_mask=padding_mask)
+        mixed = self.expert_mixture(x, padding_mask=padding_mask)
+        outputs = {}
+        for t, task in enumerate(task_names):
+            tower = self.task_towers[t](mixed[t], padding_mask=padding_mask)
+            outputs[task] = self.tower_layer_norms[t](tower[:, t, :])
+
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.vocabulary_sizes = {name: int(vocabulary_sizes[name]) for name in features.ID_FEATURES}
+        self.num_patches = num_patches
+        self.patch_dim = patch_dim
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.num_shared_layers = num_shared_layers
+        self.num_experts = num_experts
+        self.top_k = top_k
+        self.capacity_factor = capacity_factor
+        self.load_balance_loss_weight = load_balance_loss_weight
+        self.router_z_loss_weight = router_z_loss_weight
+        self.dropout = dropout
+        self.max_text_length = max_text_length
+        self.freeze_text_encoder = freeze_text_encoder
+        self.task_names = task_names
+        self.layer_norm_epsilon = layer_norm_epsilon
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "text_encoder": keras.layers.serialize(self.text_encoder),
+            "vocabulary_sizes": self.vocabulary_sizes,
+            "num_patches": self.num_patches,
+            "patch_dim": self.patch_dim,
+            "hidden_dim": self.hidden_dim,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "num_shared_layers": self.num_shared_layers,
+            "num_experts": self.num_experts,
+            "top_k": self.top_k,
+            "capacity_factor": self.capacity_factor,
+            "load_balance_loss_weight": self.load_balance_loss_weight,
+            "router_z_loss_weight": self.router_z_loss_weight,
+            "dropout": self.dropout,
+            "max_text_length": self.max_text_length,
+            "freeze_text_encoder": self.freeze_text_encoder,
+            "task_names": list(self.task_names),
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config["text_encoder"], dict):
+            config["text_encoder"] = keras.layers.deserialize(config["text_encoder"])
+        return cls(**config)
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Builds a CameNN preset (`camenn_tiny`, `camenn_small`, `camenn_base`), or loads a preset folder.
+
+        For a CameNN preset name, `kwargs` override the preset's configuration and must include what
+        the data decides: `vocabulary_sizes`, `num_patches` and `patch_dim`. `load_weights` loads the
+        text encoder's pre-trained weights; everything else starts random. A `text_encoder` argument
+        replaces the preset's. Anything else (a folder written by `save_to_preset`) goes to
+        keras-hub's loader.
+
+        Example:
+        ```python
+        backbone = CameNNBackbone.from_preset(
+            "camenn_small", vocabulary_sizes=sizes, num_patches=4, patch_dim=1280, dropout=0.2)
+        ```
+        """
+        if preset not in backbone_presets:
+            return super().from_preset(preset, load_weights=load_weights, **kwargs)
+        missing = [name for name in DATA_ARGUMENTS if name not in kwargs]
+        if missing:
+            raise ValueError(f"{preset} needs {missing}: the data decides them (vocabulary sizes from "
+                             f"Transform, num_patches and patch_dim from `camenn preprocess`'s summary.json)")
+        config = {**backbone_presets[preset]["config"], **kwargs}
+        if "text_encoder" not in config:
+            config["text_encoder"] = load_text_encoder(backbone_presets[preset]["text_encoder"],
+                                                       load_weights=load_weights, dtype=config.get("dtype"))
+        return cls(**config)

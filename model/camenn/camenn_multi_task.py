@@ -1,0 +1,105 @@
+"""CameNN's task model: the backbone plus one probability head per task (`cvr`, `ita`, `tia`)."""
+import keras
+import keras_hub
+from keras import ops
+
+from camenn.model.camenn.camenn_backbone import CameNNBackbone
+from camenn.model.camenn.camenn_optimizer import camenn_optimizer
+from camenn.model.camenn.camenn_presets import backbone_presets
+
+TASK_ARGUMENTS = ("loss_weights", "compile", "name")
+
+
+@keras.saving.register_keras_serializable(package="camenn")
+class CameNNMultiTask(keras_hub.models.Task):
+    """CameNN with its three heads: each task's pooled vector through a dense layer and a sigmoid.
+
+    Outputs a dict of float32 probabilities of shape [batch], also under mixed precision: `cvr` (will
+    the click convert?), `ita` (for this image, is this the right text?) and `tia` (for this text, is
+    this the right image?). Train it on `make_alignment_examples(dataset)`, which adds the ITA and TIA
+    negatives and per-output sample weights; `compile()`'s defaults fit that data.
+
+    Args:
+        backbone: a `CameNNBackbone`.
+        loss_weights: dict from task name to the weight of its loss; None weighs every task 1.
+        **kwargs: `keras_hub.models.Task` arguments (`compile`, `name`).
+
+    Example:
+    ```python
+    import tensorflow as tf
+    from camenn.model import features
+    from camenn.model.camenn import CameNNMultiTask, make_alignment_examples
+
+    model = CameNNMultiTask.from_preset(
+        "camenn_tiny", vocabulary_sizes={name: 50 for name in features.ID_FEATURES},
+        num_patches=4, patch_dim=16)
+    model.compile(total_steps=100)  # AdamW, linear warmup then linear decay
+    # dataset: batches of model-input dicts (contract 5) plus features.LABEL
+    # model.fit(make_alignment_examples(dataset, seed=0), epochs=1)
+    ```
+    """
+
+    backbone_cls = CameNNBackbone
+
+    def __init__(self, backbone, loss_weights=None, **kwargs):
+        # === Config === (before the base constructor, whose default compile() reads it)
+        self.loss_weights = {task: float((loss_weights or {}).get(task, 1.0)) for task in backbone.task_names}
+
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = None
+        self.heads = [keras.layers.Dense(1, activation="sigmoid", dtype="float32", name=f"{task}_head")
+                      for task in backbone.task_names]
+
+        # === Functional Model ===
+        inputs = backbone.input
+        pooled = backbone(inputs)
+        outputs = {task: ops.squeeze(head(pooled[task]), axis=-1)
+                   for task, head in zip(backbone.task_names, self.heads)}
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+    def compile(self, optimizer="auto", loss="auto", *, weighted_metrics="auto", total_steps=None,
+                learning_rate=1e-4, **kwargs):
+        """Configures training; "auto" picks CameNN's defaults.
+
+        Args:
+            optimizer: "auto" is AdamW (`camenn_optimizer`): with `total_steps`, a linear warmup over
+                the first 10% then a linear decay to 0; without, a constant `learning_rate`.
+            loss: "auto" is binary cross-entropy per task, averaged over the examples whose sample
+                weight for that task is non-zero, weighted by the config's `loss_weights`.
+            weighted_metrics: "auto" is AUC per task (logged as `cvr_auc`, `ita_auc`, `tia_auc`).
+            total_steps: int or None. Steps of the whole fit, for the learning-rate schedule.
+            learning_rate: float. Peak learning rate.
+            **kwargs: `keras.Model.compile` arguments.
+        """
+        tasks = self.backbone.task_names
+        if optimizer == "auto":
+            if total_steps:
+                optimizer = camenn_optimizer(total_steps, learning_rate=learning_rate)
+            else:
+                optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=0.01, global_clipnorm=1.0)
+                optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        if loss == "auto":
+            loss = {task: keras.losses.BinaryCrossentropy(reduction="mean_with_sample_weight") for task in tasks}
+            kwargs.setdefault("loss_weights", dict(self.loss_weights))
+        if weighted_metrics == "auto":
+            weighted_metrics = {task: [keras.metrics.AUC(name="auc")] for task in tasks}
+        super().compile(optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("preprocessor", None)
+        config["loss_weights"] = dict(self.loss_weights)
+        return config
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Builds a CameNN preset: `loss_weights`, `compile` and `name` configure the task, every other
+        argument goes to `CameNNBackbone.from_preset` (see there; `vocabulary_sizes`, `num_patches` and
+        `patch_dim` are required). A preset folder written by `save_to_preset` goes to keras-hub's loader.
+        """
+        if preset not in backbone_presets:
+            return super().from_preset(preset, load_weights=load_weights, **kwargs)
+        task_kwargs = {name: kwargs.pop(name) for name in TASK_ARGUMENTS if name in kwargs}
+        backbone = CameNNBackbone.from_preset(preset, load_weights=load_weights, **kwargs)
+        return cls(backbone=backbone, **task_kwargs)

@@ -1,0 +1,142 @@
+"""Exports a trained CameNN as a SavedModel that stock TensorFlow Serving loads (contract 6).
+
+Two signatures, both returning float32 [batch] `cvr`, `ita` and `tia`:
+- `serving_default`: `examples`, serialized tf.Examples (string [batch]);
+- `dense`: one tensor per feature, named as in `camenn.model.features`.
+With a `transform` (e.g. tf.Transform's `TransformFeaturesLayer`), both take raw features as
+`raw_feature_spec` describes them and the transform makes the model inputs inside the graph; without
+one, they take the model inputs (contract 5) directly.
+
+Every input is checked inside the graph, and a bad one is refused with an error naming the feature:
+a missing feature, a wrong dtype in a tf.Example, a wrong shape (rank or length), an id outside its
+vocabulary, an hour outside 0..23, a token id outside the text encoder's vocabulary, a non-finite number.
+Only core TensorFlow ops are in the graph; no CameNN, Keras or keras-hub code is needed to serve it.
+"""
+import keras
+import tensorflow as tf
+
+from camenn.model import features
+from camenn.model.camenn.transformer_expert_mixture import routing_metrics_paused
+
+EXAMPLES_INPUT = "examples"
+DENSE_SIGNATURE = "dense"
+
+
+def model_input_feature_spec(model):
+    """tf.io feature spec of the model's inputs (contract 5): what tf.Examples must hold without Transform."""
+    spec = {}
+    for name, tensor in model.input.items():
+        dtype = tf.as_dtype(tensor.dtype)
+        spec[name] = tf.io.FixedLenFeature(tuple(tensor.shape[1:]), tf.int64 if dtype.is_integer else dtype)
+    return spec
+
+
+def _checked_shapes(raw, spec):
+    """Each tensor after asserting the spec's rank and trailing dims and a common batch size.
+
+    The `dense` signature declares no shapes: a static rank would let TensorFlow's graph optimiser fold
+    the rank checks away, and nothing checks a signature's shapes at run time.
+    """
+    checked = {}
+    batch_name = batch_size = None
+    for name, feature in spec.items():
+        shape = tf.shape(raw[name], out_type=tf.int64)
+        expected = tf.constant([-1, *feature.shape], tf.int64)
+        same_rank = tf.equal(tf.size(shape), tf.size(expected))
+        same_dims = tf.cond(same_rank, lambda s=shape, e=expected: tf.reduce_all(tf.equal(s[1:], e[1:])),
+                            lambda: tf.constant(False))
+        checks = [tf.debugging.Assert(
+            same_rank & same_dims,
+            [f"feature {name!r} must have shape [batch{''.join(f', {d}' for d in feature.shape)}], got", shape])]
+        if batch_name is None:
+            batch_name, batch_size = name, shape[0]
+        else:
+            checks.append(tf.debugging.Assert(
+                tf.equal(shape[0], batch_size),
+                [f"feature {name!r} has a batch of", shape[0], f"but feature {batch_name!r} has", batch_size]))
+        with tf.control_dependencies(checks):
+            checked[name] = tf.ensure_shape(tf.identity(raw[name]), [None, *feature.shape])
+    return checked
+
+
+def _check_values(inputs, backbone):
+    """Asserts that each model input lies in the range the model can embed (the id must fit its table)."""
+    upper = dict(backbone.vocabulary_sizes)
+    upper.update(features.INTEGER_FEATURES)
+    upper[features.TEXT_TOKEN_IDS] = backbone.text_encoder.vocabulary_size
+    checks = []
+    for name, limit in upper.items():
+        values = inputs[name]
+        checks.append(tf.debugging.Assert(
+            tf.reduce_all((values >= 0) & (values < limit)),
+            [f"feature {name!r} must lie in [0, {limit}); got values from", tf.reduce_min(values), "to",
+             tf.reduce_max(values)]))
+    for name in (*features.NUMERIC_FEATURES, features.PATCH_EMBEDDINGS):
+        checks.append(tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(inputs[name])),
+                                          [f"feature {name!r} holds a NaN or infinite value"]))
+    return checks
+
+
+def export_saved_model(model, export_dir, *, transform=None, raw_feature_spec=None, transform_trackables=(),
+                       verbose=False):
+    """Writes `model` (a `CameNNMultiTask`) as a SavedModel with `serving_default` and `dense` signatures.
+
+    Args:
+        model: a `CameNNMultiTask`.
+        export_dir: str. Where the SavedModel goes (e.g. `<serving base>/camenn/<version>`).
+        transform: callable or None. Raw feature dict -> dict holding the model inputs (more keys are
+            ignored), traced into the graph, e.g. `tft_output.transform_features_layer()`.
+        raw_feature_spec: dict of `tf.io.FixedLenFeature`, the raw features the signatures take
+            (without the label). Required with `transform`; without, the model inputs' spec.
+        transform_trackables: objects that own what `transform` needs (tables, vocabulary assets),
+            e.g. the `TransformFeaturesLayer`; they are saved with the model.
+        verbose: bool. Print the signatures.
+
+    Returns:
+        `export_dir`.
+
+    Example:
+    ```python
+    export_saved_model(model, "outputs/serving_model/camenn/1")
+    serving = tf.saved_model.load("outputs/serving_model/camenn/1")
+    scores = serving.signatures["serving_default"](examples=tf.constant(serialized_examples))
+    ```
+    """
+    if transform is None and raw_feature_spec is not None:
+        raise ValueError("raw_feature_spec describes a transform's inputs: give the transform too")
+    if transform is not None and raw_feature_spec is None:
+        raise ValueError("a transform needs raw_feature_spec: the raw features the signatures take")
+    spec = dict(raw_feature_spec) if transform is not None else model_input_feature_spec(model)
+    for name, feature in spec.items():
+        if not isinstance(feature, tf.io.FixedLenFeature):
+            raise ValueError(f"feature {name!r}: only tf.io.FixedLenFeature is supported, got {feature!r}")
+    model_inputs = list(model.input)
+    tasks = model.backbone.task_names
+
+    def predict(raw):
+        inputs = transform(raw) if transform is not None else raw
+        missing = [name for name in model_inputs if name not in inputs]
+        if missing:
+            raise ValueError(f"the transform's outputs lack the model inputs {missing}")
+        with tf.control_dependencies(_check_values(inputs, model.backbone)):
+            inputs = {name: tf.identity(inputs[name]) for name in model_inputs}
+        outputs = model(inputs, training=False)
+        return {task: tf.cast(outputs[task], tf.float32) for task in tasks}
+
+    def serve_examples(examples):
+        return predict(tf.io.parse_example(examples, spec))
+
+    def serve_dense(raw):
+        return predict(_checked_shapes(raw, spec))
+
+    archive = keras.export.ExportArchive()
+    for trackable in transform_trackables:
+        archive.track(trackable)
+    archive.add_endpoint("serving_default", serve_examples,
+                         input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+    archive.add_endpoint(DENSE_SIGNATURE, serve_dense, input_signature=[
+        {name: tf.TensorSpec(None, feature.dtype, name=name) for name, feature in spec.items()}])
+    # Tracing happens on write; the serving graph must not update training statistics.
+    with routing_metrics_paused(model):
+        archive.write_out(str(export_dir), verbose=verbose)
+    return export_dir

@@ -1,0 +1,94 @@
+"""CameNNBackbone / CameNNMultiTask: presets, outputs, config and .keras round trips, the LR schedule."""
+import copy
+
+import keras
+import numpy as np
+import pytest
+
+from camenn.model import features as F
+from camenn.model.camenn import CameNNBackbone, CameNNMultiTask, WarmupLinearDecay
+
+VOCABULARY_SIZES = {name: 30 + i for i, name in enumerate(F.ID_FEATURES)}
+NUM_PATCHES, PATCH_DIM = 4, 8
+
+
+def model_inputs(batch_size, seed=0):
+    rng = np.random.default_rng(seed)
+    inputs = {name: rng.integers(0, VOCABULARY_SIZES[name], batch_size) for name in F.ID_FEATURES}
+    inputs[F.HOUR] = rng.integers(0, 24, batch_size)
+    inputs.update({name: rng.normal(size=batch_size).astype("float32") for name in F.NUMERIC_FEATURES})
+    text = rng.integers(1000, 3000, (batch_size, 64))
+    text[:, rng.integers(5, 64):] = 0  # padding
+    inputs[F.TEXT_TOKEN_IDS] = text
+    inputs[F.PATCH_EMBEDDINGS] = rng.normal(size=(batch_size, NUM_PATCHES * PATCH_DIM)).astype("float32")
+    return inputs
+
+
+def assert_same_outputs(model, other, inputs):
+    # Eager calls run the same kernels op by op: bit-identical unless a weight or the graph differs
+    # (two `predict` graphs traced for different batch shapes may round differently).
+    want, got = model(inputs, training=False), other(inputs, training=False)
+    for task in F.TASKS:
+        np.testing.assert_array_equal(got[task].numpy(), want[task].numpy())
+
+
+@pytest.fixture(scope="module")
+def model():
+    return CameNNMultiTask.from_preset("camenn_tiny", vocabulary_sizes=VOCABULARY_SIZES, num_patches=NUM_PATCHES,
+                                       patch_dim=PATCH_DIM)
+
+
+def test_outputs_are_float32_probabilities_per_task(model):
+    outputs = model(model_inputs(5), training=False)
+    assert set(outputs) == set(F.TASKS)
+    for task in F.TASKS:
+        assert outputs[task].shape == (5,) and outputs[task].dtype == "float32"
+        assert np.all((outputs[task].numpy() > 0) & (outputs[task].numpy() < 1))
+
+
+def test_preset_overrides_reach_the_architecture_and_data_arguments_are_required(model):
+    backbone = model.backbone
+    assert backbone.vocabulary_sizes == VOCABULARY_SIZES
+    assert backbone.input[F.PATCH_EMBEDDINGS].shape == (None, NUM_PATCHES * PATCH_DIM)
+    assert backbone.expert_mixture.num_experts == 4 and backbone.text_encoder.hidden_dim == 32
+    with pytest.raises(ValueError, match="vocabulary_sizes"):
+        CameNNBackbone.from_preset("camenn_tiny", num_patches=4, patch_dim=8)
+
+
+def test_score_of_an_example_does_not_depend_on_its_batch(model):
+    inputs = model_inputs(8)
+    alone = model({k: v[:1] for k, v in inputs.items()}, training=False)
+    batched = model(inputs, training=False)
+    for task in F.TASKS:
+        np.testing.assert_allclose(alone[task][0], batched[task][0], rtol=1e-5)
+
+
+def test_config_round_trip_rebuilds_the_same_model(model):
+    config = model.get_config()
+    clone = CameNNMultiTask.from_config(copy.deepcopy(config))
+    assert clone.get_config() == config
+    clone.set_weights(model.get_weights())
+    assert_same_outputs(model, clone, model_inputs(4, seed=1))
+
+
+def test_keras_file_save_and_load_give_identical_outputs(model, tmp_path):
+    path = tmp_path / "camenn.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, CameNNMultiTask) and isinstance(loaded.backbone, CameNNBackbone)
+    assert_same_outputs(model, loaded, model_inputs(4, seed=2))
+
+
+def test_mixed_precision_keeps_outputs_float32():
+    model = CameNNMultiTask.from_preset("camenn_tiny", vocabulary_sizes=VOCABULARY_SIZES, num_patches=NUM_PATCHES,
+                                        patch_dim=PATCH_DIM, dtype="mixed_bfloat16", compile=False)
+    assert model.backbone.expert_mixture.compute_dtype == "bfloat16"
+    outputs = model(model_inputs(3))
+    assert all(outputs[task].dtype == "float32" for task in F.TASKS)
+
+
+def test_warmup_linear_decay_schedule():
+    schedule = WarmupLinearDecay(1e-3, warmup_steps=10, total_steps=110, end_learning_rate=1e-5)
+    values = [float(schedule(step)) for step in (0, 5, 10, 60, 110, 500)]
+    np.testing.assert_allclose(values, [0.0, 5e-4, 1e-3, (1e-3 + 1e-5) / 2, 1e-5, 1e-5], rtol=1e-5)
+    assert WarmupLinearDecay.from_config(schedule.get_config()).get_config() == schedule.get_config()
