@@ -17,7 +17,7 @@ from camenn.serving import bundle, cli
 from camenn.serving.servables import ModelConfig
 from camenn.serving.server import ModelServer
 
-from conftest import Stubs, event_examples
+from serving_helpers import Stubs, event_examples
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 

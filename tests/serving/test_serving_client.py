@@ -9,7 +9,7 @@ from camenn.model import features as F
 from camenn.serving import audit, cli
 from camenn.serving.client import ItemFeatureStore, RankingClient, UnknownItemsError
 
-from conftest import MERCHANTS
+from serving_helpers import MERCHANTS
 
 
 def run_verb(*argv):

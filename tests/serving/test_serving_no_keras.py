@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from camenn.model import features as F
 
-from conftest import WITHOUT_KERAS, Stubs, dense_inputs, item_example, predict_request, start_server_process
+from serving_helpers import WITHOUT_KERAS, Stubs, dense_inputs, item_example, predict_request, start_server_process
 
 LOAD_AND_CALL = """
 import sys

@@ -6,13 +6,13 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from camenn.model import features as F
 from camenn.serving.servables import ModelConfig, read_model_config_file
 from camenn.serving.server import ModelServer
 
-from conftest import Stubs, dense_inputs, item_example, predict_request
+from serving_helpers import Stubs, dense_inputs, item_example, predict_request
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 
