@@ -12,14 +12,19 @@ Goals (small preset, cached item features, this 2-core CPU): p99 <= 20 ms at one
 
     python bench/serving.py --model_base_path outputs/serving_model/camenn --item-features OUT/items
 
-Without --item-features the listings are synthesised with the shapes the model's `dense` signature
-declares (ids unknown to the model: its out-of-vocabulary rows, which cost the same).
+Without --item-features the listings are synthesised (--max-text-length token ids, --num-patches x
+--patch-dim floats). Without --model_base_path the benchmark exports `--preset` (default camenn_small: the
+all-MiniLM-L6-v2 text encoder's weights, the rest random, which costs the same as trained) for 2x2 patches
+of EfficientNet-Lite0 (1280 floats), the preprocessing default, with ids hashed into 1000 rows.
+
+    python bench/serving.py                      # camenn_small, synthetic listings
 """
 import argparse
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -33,31 +38,37 @@ from camenn.model import features as F  # noqa: E402
 from camenn.serving import defaults, examples, servables  # noqa: E402
 from camenn.serving.client import ItemFeatureStore, RankingClient  # noqa: E402
 
-CONTEXT = (F.SHOPPER_ID, F.HOUR, F.DISTANCE_KM)
-
-
-def synthetic_store(signature_inputs, num_items, vocabulary_size, seed=0):
-    """Listings with the dense signature's item inputs, random values of the declared shapes and dtypes."""
+def synthetic_store(num_items, max_text_length, patch_floats, vocabulary_size, seed=0):
+    """Listings with contract 2's item features and random values (half of each text is padding)."""
     rng = np.random.default_rng(seed)
-    columns = {F.ITEM_ID: np.array([f"bench_item_{i}".encode() for i in range(num_items)], dtype=object)}
-    for name, info in signature_inputs.items():
-        if name in CONTEXT or name == F.ITEM_ID:
-            continue
-        dtype = tf.dtypes.as_dtype(info.dtype)
-        inner = [d.size for d in info.tensor_shape.dim[1:]]
-        shape = [num_items] + inner
-        if dtype == tf.string:
-            columns[name] = np.array([f"bench_{name}_{i % 17}".encode() for i in range(num_items)], dtype=object)
-        elif name == F.TEXT_TOKEN_IDS:
-            tokens = rng.integers(1, vocabulary_size, size=shape)
-            tokens[:, shape[1] // 2:] = 0  # half padding, as real listings
-            columns[name] = tokens.astype(np.int64)
-        elif dtype.is_integer:
-            columns[name] = rng.integers(0, 24, size=shape).astype(dtype.as_numpy_dtype)
-        else:
-            columns[name] = rng.random(size=shape).astype(dtype.as_numpy_dtype)
-    columns.setdefault(F.MERCHANT_ID, np.array([b"bench_merchant"] * num_items, dtype=object))
+    tokens = rng.integers(1, vocabulary_size, size=(num_items, max_text_length))
+    tokens[:, max_text_length // 2:] = 0
+    columns = {name: np.array([f"bench_{name}_{i % 17}".encode() for i in range(num_items)], dtype=object)
+               for name in (F.MERCHANT_ID, F.CATEGORY, F.COARSE_CATEGORY, F.MERCHANT_SIZE)}
+    columns[F.ITEM_ID] = np.array([f"bench_item_{i}".encode() for i in range(num_items)], dtype=object)
+    columns[F.PRICE] = rng.uniform(5, 50, size=num_items).astype(np.float32)
+    columns[F.TEXT_TOKEN_IDS] = tokens.astype(np.int64)
+    columns[F.PATCH_EMBEDDINGS] = rng.random(size=(num_items, patch_floats), dtype=np.float32)
     return ItemFeatureStore(columns, source="synthetic listings")
+
+
+def export_preset(preset, directory, num_patches, patch_dim, max_text_length, vocabulary_size=1000):
+    """A random-weight export of a CameNN preset behind a raw-feature transform that hashes the ids."""
+    from camenn.model.camenn import CameNNMultiTask
+    from camenn.model.camenn.export import export_saved_model
+
+    model = CameNNMultiTask.from_preset(preset, vocabulary_sizes={name: vocabulary_size for name in F.ID_FEATURES},
+                                        num_patches=num_patches, patch_dim=patch_dim, max_text_length=max_text_length)
+    spec = {name: tf.io.FixedLenFeature([], tf.string) for name in F.ID_FEATURES}
+    spec.update({name: tf.io.FixedLenFeature([], tf.float32) for name in F.NUMERIC_FEATURES})
+    spec.update({name: tf.io.FixedLenFeature([], tf.int64) for name in F.INTEGER_FEATURES})
+    spec[F.TEXT_TOKEN_IDS] = tf.io.FixedLenFeature([max_text_length], tf.int64)
+    spec[F.PATCH_EMBEDDINGS] = tf.io.FixedLenFeature([num_patches * patch_dim], tf.float32)
+
+    def hash_ids(raw):
+        return {**raw, **{name: tf.strings.to_hash_bucket_fast(raw[name], vocabulary_size) for name in F.ID_FEATURES}}
+
+    export_saved_model(model, str(directory), transform=hash_ids, raw_feature_spec=spec)
 
 
 def start_server(base_path, threads):
@@ -95,8 +106,12 @@ def measure(call, request_args, concurrency):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_base_path", default=str(defaults.MODEL_BASE_PATH),
-                        help="folder of numbered SavedModel versions (default outputs/serving_model/camenn)")
+    parser.add_argument("--model_base_path", default=None,
+                        help="folder of numbered SavedModel versions (default: export --preset)")
+    parser.add_argument("--preset", default="camenn_small", help="CameNN preset to export (default camenn_small)")
+    parser.add_argument("--num-patches", type=int, default=4)
+    parser.add_argument("--patch-dim", type=int, default=1280)
+    parser.add_argument("--max-text-length", type=int, default=64)
     parser.add_argument("--item-features", default=None, help="OUT/items of `camenn preprocess` (default: synthetic)")
     parser.add_argument("--vocabulary-size", type=int, default=30522,
                         help="token ids of synthetic listings lie below this (default 30522, the BERT vocabulary)")
@@ -105,13 +120,20 @@ def main():
     parser.add_argument("--concurrency", default="1,4,16")
     args = parser.parse_args()
 
+    if args.model_base_path is None:
+        args.model_base_path = os.path.join(tempfile.mkdtemp(prefix="camenn-bench-serving-"), "camenn")
+        start = time.perf_counter()
+        export_preset(args.preset, os.path.join(args.model_base_path, "1"), args.num_patches, args.patch_dim,
+                      args.max_text_length)
+        print(f"exported {args.preset} in {time.perf_counter() - start:.0f}s")
     versions = servables.version_directories(args.model_base_path)
     if not versions:
         raise SystemExit(f"no SavedModel version under {args.model_base_path}")
     version_dir = versions[max(versions)]
     signature_inputs = servables._read_meta_graph(version_dir).signature_def["dense"].inputs
     store = (ItemFeatureStore.load(args.item_features) if args.item_features
-             else synthetic_store(signature_inputs, max(1000, args.candidates), args.vocabulary_size))
+             else synthetic_store(max(1000, args.candidates), args.max_text_length, args.num_patches * args.patch_dim,
+                                  args.vocabulary_size))
     print(f"model: {version_dir}")
     print(f"listings: {store.source} ({len(store)}); {args.candidates} candidates per request, "
           f"{args.requests} requests per measurement")
