@@ -93,11 +93,14 @@ def write_csv(audits: Sequence[ListingAudit], path: Union[str, Path], threshold:
 
 
 def format_table(audits: Sequence[ListingAudit], threshold: float = DEFAULT_THRESHOLD) -> str:
-    header = f"{'merchant':<14} {'item':<16} {'category':<18} {'ITA':>6} {'TIA':>6}  issue"
+    columns = [("merchant", [a.merchant_id for a in audits]), ("item", [a.item_id for a in audits]),
+               ("category", [a.category for a in audits])]
+    widths = [max(len(title), *(len(v) for v in values)) for title, values in columns]
+    header = "  ".join(t.ljust(w) for (t, _), w in zip(columns, widths)) + f"  {'ITA':>5}  {'TIA':>5}  issue"
     lines = [header, "-" * len(header)]
-    for a in audits:
-        lines.append(f"{a.merchant_id:<14} {a.item_id:<16} {a.category:<18} {a.ita:6.3f} {a.tia:6.3f}  "
-                     f"{a.issue(threshold)}")
+    for i, a in enumerate(audits):
+        cells = "  ".join(values[i].ljust(w) for (_, values), w in zip(columns, widths))
+        lines.append(f"{cells}  {a.ita:5.3f}  {a.tia:5.3f}  {a.issue(threshold)}")
     return "\n".join(lines)
 
 

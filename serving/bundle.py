@@ -131,6 +131,7 @@ def write_warmup_requests(saved_model_dir: Union[str, Path], serialized_examples
     with tf.io.TFRecordWriter(tmp) as writer:
         for record in records:
             writer.write(record)
+    os.chmod(tmp, 0o644)  # the serving container's user must read it
     os.replace(tmp, path)
     return path
 
