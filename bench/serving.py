@@ -130,7 +130,7 @@ def main():
     if not versions:
         raise SystemExit(f"no SavedModel version under {args.model_base_path}")
     version_dir = versions[max(versions)]
-    signature_inputs = servables._read_meta_graph(version_dir).signature_def["dense"].inputs
+    signature_inputs = servables.read_meta_graph(version_dir).signature_def["dense"].inputs
     store = (ItemFeatureStore.load(args.item_features) if args.item_features
              else synthetic_store(max(1000, args.candidates), args.max_text_length, args.num_patches * args.patch_dim,
                                   args.vocabulary_size))

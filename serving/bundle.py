@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
+import numpy as np
 import tensorflow as tf
 import yaml
 from google.protobuf import text_format
@@ -93,14 +94,14 @@ def warmup_requests(saved_model_dir: Union[str, Path], serialized_examples: Sequ
     """
     if not serialized_examples:
         raise ValueError("warmup requests need at least one serialized tf.Example")
-    meta_graph = servables._read_meta_graph(str(saved_model_dir))
+    meta_graph = servables.read_meta_graph(str(saved_model_dir))
     columns = examples.parse_columns(serialized_examples)
     requests = []
     for name, signature in sorted(meta_graph.signature_def.items()):
-        if name == servables._INIT_OP_SIGNATURE:
+        if name == servables.INIT_OP_SIGNATURE:
             continue
         if set(signature.inputs) == {"examples"}:
-            arrays = {"examples": tf.constant(list(serialized_examples)).numpy()}
+            arrays = {"examples": np.array(list(serialized_examples), dtype=object)}
         else:
             arrays = examples.signature_arrays(columns, signature.inputs, source="the warmup examples")
         for rows in (len(serialized_examples), 1):
@@ -126,18 +127,14 @@ def write_warmup_requests(saved_model_dir: Union[str, Path], serialized_examples
     path = Path(saved_model_dir) / servables.WARMUP_FILE
     records = [prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=r)).SerializeToString()
                for r in warmup_requests(saved_model_dir, serialized_examples, model_name)]
-    fd, tmp = tempfile.mkstemp(dir=path.parent if path.parent.exists() else _mkdir(path.parent), prefix=".warmup.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".warmup.")
     os.close(fd)
     with tf.io.TFRecordWriter(tmp) as writer:
         for record in records:
             writer.write(record)
     os.chmod(tmp, 0o644)  # the serving container's user must read it
     os.replace(tmp, path)
-    return path
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-_INIT_OP_SIGNATURE = "__saved_model_init_op"
+INIT_OP_SIGNATURE = "__saved_model_init_op"
 _GRPC_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 State = get_model_status_pb2.ModelVersionStatus.State
 
@@ -224,8 +224,8 @@ class Servable:
     def __init__(self, name: str, version: int, path: str):
         self.name, self.version, self.path = name, version, path
         self._saved_model = tf.saved_model.load(path, tags=["serve"])  # keeps the functions' variables alive
-        meta_graph = _read_meta_graph(path)
-        self.signature_defs = {k: v for k, v in meta_graph.signature_def.items() if k != _INIT_OP_SIGNATURE}
+        meta_graph = read_meta_graph(path)
+        self.signature_defs = {k: v for k, v in meta_graph.signature_def.items() if k != INIT_OP_SIGNATURE}
         self.signatures = {k: Signature(k, self._saved_model.signatures[k], v) for k, v in self.signature_defs.items()}
 
     def signature(self, name: str) -> Signature:
@@ -259,7 +259,8 @@ class Servable:
         return count
 
 
-def _read_meta_graph(path: str):
+def read_meta_graph(path: str):
+    """The serving MetaGraphDef of a SavedModel folder (its SignatureDefs), read without loading the model."""
     saved_model = saved_model_pb2.SavedModel()
     pb = os.path.join(path, "saved_model.pb")
     if tf.io.gfile.exists(pb):

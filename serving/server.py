@@ -1,8 +1,9 @@
 """`camenn serve`: TensorFlow Serving's gRPC PredictionService and ModelService, in Python, over SavedModels.
 
 For machines without the tensorflow_model_server binary (like ours): the same protocol (the
-tensorflow-serving-api protos), the same flags for what it implements, the same error codes. It serves
-the newest version under each model's base path and picks up a newly pushed one without a restart.
+tensorflow-serving-api protos), the same flags for what it implements, the same error codes (but for an
+unknown signature name: NOT_FOUND here, FAILED_PRECONDITION in TensorFlow Serving). It serves the newest
+version under each model's base path and picks up a newly pushed one without a restart.
 
 Implemented: PredictionService.Predict, PredictionService.GetModelMetadata, ModelService.GetModelStatus.
 Classify, Regress, MultiInference and HandleReloadConfigRequest answer UNIMPLEMENTED; there is no REST API.
