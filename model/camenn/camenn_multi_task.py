@@ -11,6 +11,24 @@ TASK_ARGUMENTS = ("loss_weights", "compile", "name")
 
 
 @keras.saving.register_keras_serializable(package="camenn")
+class PerExampleBinaryCrossentropy(keras.losses.Loss):
+    """Binary cross-entropy of [batch] labels and probabilities, one value per example.
+
+    `keras.losses.BinaryCrossentropy` first averages over the last axis, which for CameNN's [batch]
+    outputs is the batch itself, so sample weights (which route rows to tasks) would be ignored.
+
+    Example:
+    ```python
+    loss = PerExampleBinaryCrossentropy(reduction="mean_with_sample_weight")
+    loss([1.0, 0.0, 1.0], [0.9, 0.2, 0.01], sample_weight=[1.0, 1.0, 0.0])  # the first two only
+    ```
+    """
+
+    def call(self, y_true, y_pred):
+        return keras.losses.binary_crossentropy(ops.expand_dims(y_true, -1), ops.expand_dims(y_pred, -1))
+
+
+@keras.saving.register_keras_serializable(package="camenn")
 class CameNNMultiTask(keras_hub.models.Task):
     """CameNN with its three heads: each task's pooled vector through a dense layer and a sigmoid.
 
@@ -80,7 +98,8 @@ class CameNNMultiTask(keras_hub.models.Task):
                 optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=0.01, global_clipnorm=1.0)
                 optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
         if loss == "auto":
-            loss = {task: keras.losses.BinaryCrossentropy(reduction="mean_with_sample_weight") for task in tasks}
+            loss = {task: PerExampleBinaryCrossentropy(reduction="mean_with_sample_weight", name=f"{task}_bce")
+                    for task in tasks}
             kwargs.setdefault("loss_weights", dict(self.loss_weights))
         if weighted_metrics == "auto":
             weighted_metrics = {task: [keras.metrics.AUC(name="auc")] for task in tasks}

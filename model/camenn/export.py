@@ -2,7 +2,8 @@
 
 Two signatures, both returning float32 [batch] `cvr`, `ita` and `tia`:
 - `serving_default`: `examples`, serialized tf.Examples (string [batch]);
-- `dense`: one tensor per feature, named as in `camenn.model.features`.
+- `dense`: one tensor per feature, named as in `camenn.model.features`: [batch] for a scalar feature
+  (shape [] or [1] in the feature spec), [batch, *shape] otherwise.
 With a `transform` (e.g. tf.Transform's `TransformFeaturesLayer`), both take raw features as
 `raw_feature_spec` describes them and the transform makes the model inputs inside the graph; without
 one, they take the model inputs (contract 5) directly.
@@ -31,8 +32,13 @@ def model_input_feature_spec(model):
     return spec
 
 
+def _dense_shape(feature):
+    """What `dense` takes per example: a scalar feature (shape [] or [1] in the spec) as one value."""
+    return [] if list(feature.shape) in ([], [1]) else list(feature.shape)
+
+
 def _checked_shapes(raw, spec):
-    """Each tensor after asserting the spec's rank and trailing dims and a common batch size.
+    """Each tensor after asserting its rank and trailing dims and a common batch size, in the spec's shape.
 
     The `dense` signature declares no shapes: a static rank would let TensorFlow's graph optimiser fold
     the rank checks away, and nothing checks a signature's shapes at run time.
@@ -40,14 +46,15 @@ def _checked_shapes(raw, spec):
     checked = {}
     batch_name = batch_size = None
     for name, feature in spec.items():
+        tail = _dense_shape(feature)
         shape = tf.shape(raw[name], out_type=tf.int64)
-        expected = tf.constant([-1, *feature.shape], tf.int64)
+        expected = tf.constant([-1, *tail], tf.int64)
         same_rank = tf.equal(tf.size(shape), tf.size(expected))
         same_dims = tf.cond(same_rank, lambda s=shape, e=expected: tf.reduce_all(tf.equal(s[1:], e[1:])),
                             lambda: tf.constant(False))
         checks = [tf.debugging.Assert(
             same_rank & same_dims,
-            [f"feature {name!r} must have shape [batch{''.join(f', {d}' for d in feature.shape)}], got", shape])]
+            [f"feature {name!r} must have shape [batch{''.join(f', {d}' for d in tail)}], got", shape])]
         if batch_name is None:
             batch_name, batch_size = name, shape[0]
         else:
@@ -55,7 +62,7 @@ def _checked_shapes(raw, spec):
                 tf.equal(shape[0], batch_size),
                 [f"feature {name!r} has a batch of", shape[0], f"but feature {batch_name!r} has", batch_size]))
         with tf.control_dependencies(checks):
-            checked[name] = tf.ensure_shape(tf.identity(raw[name]), [None, *feature.shape])
+            checked[name] = tf.reshape(raw[name], [-1, *feature.shape])
     return checked
 
 
@@ -123,6 +130,11 @@ def export_saved_model(model, export_dir, *, transform=None, raw_feature_spec=No
         outputs = model(inputs, training=False)
         return {task: tf.cast(outputs[task], tf.float32) for task in tasks}
 
+    with routing_metrics_paused(model):
+        # One trace of the transform and model, which both signatures call.
+        predict = tf.function(predict, autograph=False).get_concrete_function(
+            {name: tf.TensorSpec([None, *feature.shape], feature.dtype, name=name) for name, feature in spec.items()})
+
     def serve_examples(examples):
         return predict(tf.io.parse_example(examples, spec))
 
@@ -136,7 +148,5 @@ def export_saved_model(model, export_dir, *, transform=None, raw_feature_spec=No
                          input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     archive.add_endpoint(DENSE_SIGNATURE, serve_dense, input_signature=[
         {name: tf.TensorSpec(None, feature.dtype, name=name) for name, feature in spec.items()}])
-    # Tracing happens on write; the serving graph must not update training statistics.
-    with routing_metrics_paused(model):
-        archive.write_out(str(export_dir), verbose=verbose)
+    archive.write_out(str(export_dir), verbose=verbose)
     return export_dir

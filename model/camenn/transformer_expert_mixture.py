@@ -186,7 +186,7 @@ class TransformerExpertMixture(keras.layers.Layer):
         # What all examples share dominates the pooled vector (measured at initialisation: gate-logit
         # means differ across experts by ~1.5, per-example spread ~0.2, so every example picked the
         # same experts); standardising it per feature makes routing follow how examples differ.
-        self.router_input_norm = keras.layers.BatchNormalization(center=False, scale=False, dtype="float32",
+        self.router_input_norm = keras.layers.BatchNormalization(momentum=0.9, center=False, scale=False, dtype="float32",
                                                                  name="router_input_norm")
         self.gates = [keras.layers.Dense(num_experts, kernel_initializer=self._clone_initializer(),
                                          dtype="float32", name=f"{task}_gate") for task in self.task_names]

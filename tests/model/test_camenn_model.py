@@ -79,6 +79,22 @@ def test_keras_file_save_and_load_give_identical_outputs(model, tmp_path):
     assert_same_outputs(model, loaded, model_inputs(4, seed=2))
 
 
+def test_default_losses_honour_the_per_task_sample_weights(model):
+    model.compile(total_steps=10)
+    inputs = model_inputs(6, seed=3)
+    y_pred = model(inputs, training=False)
+    rng = np.random.default_rng(0)
+    y = {task: rng.integers(0, 2, 6).astype("float32") for task in F.TASKS}
+    weights = {task: np.array([1, 1, 0, 1, 0, 1], "float32") * (i + 1) for i, task in enumerate(F.TASKS)}
+    expected = sum(model.losses)
+    for task in F.TASKS:
+        p = np.clip(y_pred[task].numpy(), 1e-7, 1 - 1e-7)
+        bce = -(y[task] * np.log(p) + (1 - y[task]) * np.log(1 - p))
+        expected += model.loss_weights[task] * np.sum(weights[task] * bce) / np.sum(weights[task])
+    total = model.compute_loss(x=inputs, y=y, y_pred=y_pred, sample_weight=weights, training=False)
+    np.testing.assert_allclose(float(total), float(expected), rtol=1e-5)
+
+
 def test_mixed_precision_keeps_outputs_float32():
     model = CameNNMultiTask.from_preset("camenn_tiny", vocabulary_sizes=VOCABULARY_SIZES, num_patches=NUM_PATCHES,
                                         patch_dim=PATCH_DIM, dtype="mixed_bfloat16", compile=False)
