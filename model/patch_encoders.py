@@ -8,7 +8,7 @@ backbone's last feature map. `load_patch_encoder` serves `camenn preprocess` (th
 
 | encoder | presets | input | output_dim |
 | --- | --- | --- | --- |
-| `inception_v4` | `inception_v4_tiny` (tests), `inception_v4` (random weights), a converted folder | 75 / 299 | 192 / 1536 |
+| `inception_v4` | `inception_v4_tiny` (tests), `inception_v4` (random), a converted folder | 75 / 299 | 192 / 1536 |
 | `efficientnet_lite0` | `efficientnet_lite0_imagenet` (ImageNet weights) | 224 | 1280 |
 """
 import numpy as np

@@ -80,6 +80,15 @@ def resolve(preset: str) -> str:
     return preset
 
 
+class NamedPresets:
+    """Mixin for keras-hub classes (backbones, converters, tasks): `from_preset` also takes CameNN's
+    preset names, building a preset on first use if set-up has not; anything else goes to keras-hub."""
+
+    @classmethod
+    def from_preset(cls, preset, *args, **kwargs):
+        return super().from_preset(resolve(preset), *args, **kwargs)
+
+
 def register(presets: dict, backbone_cls) -> None:
     """Lists CameNN presets among keras-hub's built-in ones (`backbone_cls.presets`), their handle being
     their folder here, so keras-hub's own `from_preset(name)` finds them once built."""

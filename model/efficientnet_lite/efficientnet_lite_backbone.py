@@ -23,7 +23,7 @@ def round_filters(filters, width_coefficient, divisor=8):
 
 
 @keras.saving.register_keras_serializable(package="camenn")
-class EfficientNetLiteBackbone(keras_hub.models.Backbone):
+class EfficientNetLiteBackbone(preset_store.NamedPresets, keras_hub.models.Backbone):
     """EfficientNet-Lite feature extractor: images normalised to [-127/128, 1] -> the last feature map.
 
     A 3x3 stride-2 stem, seven stacks of mobile inverted bottleneck blocks (1x1 expansion, depthwise kxk,
@@ -132,11 +132,6 @@ class EfficientNetLiteBackbone(keras_hub.models.Backbone):
             "image_shape": list(self.image_shape),
         })
         return config
-
-    @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
-        """keras-hub's `from_preset`; CameNN's preset names are built on first use if set-up has not."""
-        return super().from_preset(preset_store.resolve(preset), load_weights=load_weights, **kwargs)
 
 
 preset_store.register(efficientnet_lite_presets.backbone_presets, EfficientNetLiteBackbone)

@@ -14,7 +14,7 @@ class EfficientNetLiteImageClassifierPreprocessor(keras_hub.models.ImageClassifi
 
 
 @keras.saving.register_keras_serializable(package="camenn")
-class EfficientNetLiteImageClassifier(keras_hub.models.ImageClassifier):
+class EfficientNetLiteImageClassifier(preset_store.NamedPresets, keras_hub.models.ImageClassifier):
     """keras-hub ImageClassifier over `EfficientNetLiteBackbone` (average pooling, dense logits).
 
     Example:
@@ -27,8 +27,3 @@ class EfficientNetLiteImageClassifier(keras_hub.models.ImageClassifier):
 
     backbone_cls = EfficientNetLiteBackbone
     preprocessor_cls = EfficientNetLiteImageClassifierPreprocessor
-
-    @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
-        """keras-hub's `from_preset`; CameNN's preset names are built on first use if set-up has not."""
-        return super().from_preset(preset_store.resolve(preset), load_weights=load_weights, **kwargs)

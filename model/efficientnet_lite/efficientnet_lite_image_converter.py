@@ -7,7 +7,7 @@ from camenn.model.efficientnet_lite.efficientnet_lite_backbone import EfficientN
 
 
 @keras.saving.register_keras_serializable(package="camenn")
-class EfficientNetLiteImageConverter(keras_hub.layers.ImageConverter):
+class EfficientNetLiteImageConverter(preset_store.NamedPresets, keras_hub.layers.ImageConverter):
     """keras-hub `ImageConverter` for EfficientNet-Lite: resize to the preset's input size, then
     (RGB - 127) / 128, the "inception-style" normalisation the TF Lite models were trained with.
 
@@ -24,8 +24,3 @@ class EfficientNetLiteImageConverter(keras_hub.layers.ImageConverter):
                  antialias=True, **kwargs):
         super().__init__(image_size=image_size, scale=scale, offset=offset,
                          crop_to_aspect_ratio=crop_to_aspect_ratio, antialias=antialias, **kwargs)
-
-    @classmethod
-    def from_preset(cls, preset, **kwargs):
-        """keras-hub's `from_preset`; CameNN's preset names are built on first use if set-up has not."""
-        return super().from_preset(preset_store.resolve(preset), **kwargs)

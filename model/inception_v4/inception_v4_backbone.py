@@ -162,7 +162,7 @@ def conv_units(stackwise_num_blocks):
 
 
 @keras.saving.register_keras_serializable(package="camenn")
-class InceptionV4Backbone(keras_hub.models.Backbone):
+class InceptionV4Backbone(preset_store.NamedPresets, keras_hub.models.Backbone):
     """InceptionV4 feature extractor: images in [-1, 1] -> the last 8x8 feature map (for 299x299).
 
     Stem, `stackwise_num_blocks` = (4, 7, 3) Inception-A/B/C blocks with Reduction-A and -B between them,
@@ -250,11 +250,6 @@ class InceptionV4Backbone(keras_hub.models.Backbone):
             "image_shape": list(self.image_shape),
         })
         return config
-
-    @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
-        """keras-hub's `from_preset`; CameNN's preset names are built on first use if set-up has not."""
-        return super().from_preset(preset_store.resolve(preset), load_weights=load_weights, **kwargs)
 
 
 preset_store.register(inception_v4_presets.backbone_presets, InceptionV4Backbone)

@@ -7,7 +7,7 @@ from camenn.model.inception_v4.inception_v4_backbone import InceptionV4Backbone
 
 
 @keras.saving.register_keras_serializable(package="camenn")
-class InceptionV4ImageConverter(keras_hub.layers.ImageConverter):
+class InceptionV4ImageConverter(preset_store.NamedPresets, keras_hub.layers.ImageConverter):
     """keras-hub `ImageConverter` for InceptionV4: resize to the preset's input size and map RGB
     [0, 255] to [-1, 1] (`scale=1/127.5, offset=-1`, TF-slim's and timm's mean = std = 0.5).
 
@@ -24,8 +24,3 @@ class InceptionV4ImageConverter(keras_hub.layers.ImageConverter):
                  antialias=True, **kwargs):
         super().__init__(image_size=image_size, scale=scale, offset=offset,
                          crop_to_aspect_ratio=crop_to_aspect_ratio, antialias=antialias, **kwargs)
-
-    @classmethod
-    def from_preset(cls, preset, **kwargs):
-        """keras-hub's `from_preset`; CameNN's preset names are built on first use if set-up has not."""
-        return super().from_preset(preset_store.resolve(preset), **kwargs)

@@ -1,15 +1,16 @@
 """InceptionV4: parity with the reference implementation (timm's, via ../shared/reference), both
 converters, the presets."""
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from camenn.model.inception_v4 import convert_inception_v4 as convert
 from camenn.model.inception_v4.inception_v4_backbone import InceptionV4Backbone, conv_units
-from conftest import SHARED
 
-REFERENCE = SHARED / "reference" / "inception_v4_reference.npz"
+# ../shared beside the checkout (tests/conftest.py's SHARED; not importable from every test folder).
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "inception_v4_reference.npz"
 TINY = {"stackwise_num_blocks": (1, 1, 1), "width_multiplier": 0.125}
 
 
