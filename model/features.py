@@ -19,6 +19,9 @@ TEXT_TOKEN_IDS = "text_token_ids"
 # num_patches x patch_dim floats, row-major: the frozen image encoder's embedding of each photo patch
 # (patches in reading order, left to right then top to bottom).
 PATCH_EMBEDDINGS = "patch_embeddings"
+# uint8 RGB pixels [H, W, 3]: what an end-to-end model (image encoder inside) takes instead of
+# PATCH_EMBEDDINGS.
+IMAGE = "image"
 
 # --- Event features: one click.
 REQUEST_ID = "request_id"

@@ -29,10 +29,11 @@ def _partners(batch, seed, hard_negatives):
     return partner, tf.reduce_any(allowed, axis=1)
 
 
-def alignment_batch(batch, label, seed, hard_negatives=True):
+def alignment_batch(batch, label, seed, hard_negatives=True, image_feature=features.PATCH_EMBEDDINGS):
     """One batch of N true pairs -> (x, y, sample_weight) with 3N rows, for `CameNNMultiTask.fit`.
 
-    `batch` holds at least `features.MODEL_INPUTS` ([N] or [N, ...] tensors); `x` holds exactly those.
+    `batch` holds at least `features.MODEL_INPUTS` ([N] or [N, ...] tensors), with `image_feature` for
+    the image; `x` holds exactly those.
 
     Rows 0..N-1 are the true pairs (labels: `cvr` = the order label, `ita` = `tia` = 1). Rows N..2N-1
     are ITA negatives: each keeps its listing's image and every other feature but takes another
@@ -48,9 +49,9 @@ def alignment_batch(batch, label, seed, hard_negatives=True):
     ita_negatives = dict(batch)
     ita_negatives[features.TEXT_TOKEN_IDS] = tf.gather(batch[features.TEXT_TOKEN_IDS], ita_partner)
     tia_negatives = dict(batch)
-    tia_negatives[features.PATCH_EMBEDDINGS] = tf.gather(batch[features.PATCH_EMBEDDINGS], tia_partner)
-    x = {name: tf.concat([batch[name], ita_negatives[name], tia_negatives[name]], axis=0)
-         for name in features.MODEL_INPUTS}
+    tia_negatives[image_feature] = tf.gather(batch[image_feature], tia_partner)
+    names = [image_feature if name == features.PATCH_EMBEDDINGS else name for name in features.MODEL_INPUTS]
+    x = {name: tf.concat([batch[name], ita_negatives[name], tia_negatives[name]], axis=0) for name in names}
 
     ones, zeros = tf.ones([size]), tf.zeros([size])
     label = tf.cast(tf.reshape(label, [size]), tf.float32)
@@ -63,19 +64,22 @@ def alignment_batch(batch, label, seed, hard_negatives=True):
     return x, y, sample_weight
 
 
-def make_alignment_examples(dataset, *, seed=None, hard_negatives=True, label_key=features.LABEL):
+def make_alignment_examples(dataset, *, seed=None, hard_negatives=True, label_key=features.LABEL,
+                            image_feature=features.PATCH_EMBEDDINGS):
     """Maps a batched dataset of true (image, text) pairs to CameNN's training examples with negatives.
 
     Each element of `dataset` is a batch: a dict of model inputs (contract 5) holding `label_key`, or
     a `(features, label)` tuple. The result yields `(x, y, sample_weight)` with three times the rows
     (see `alignment_batch`), ready for `CameNNMultiTask.fit`. Negatives come from the same batch, so
-    larger, shuffled batches give more and harder negatives. `x` keeps only `features.MODEL_INPUTS`.
+    larger, shuffled batches give more and harder negatives. `x` keeps only the model's inputs.
 
     Args:
         dataset: a batched `tf.data.Dataset`.
         seed: int or None. Seeds the choice of negatives (None: a different choice every run).
         hard_negatives: bool. Prefer negatives of the same coarse category when that feature is there.
         label_key: str. The label's key when elements are dicts.
+        image_feature: str. The image input: `features.PATCH_EMBEDDINGS` (cached), or `features.IMAGE`
+            for an end-to-end model.
 
     Example:
     ```python
@@ -96,7 +100,7 @@ def make_alignment_examples(dataset, *, seed=None, hard_negatives=True, label_ke
     def to_examples(element, seed_pair):
         batch, label = split(element)
         seeds = tf.reshape(tf.random.experimental.stateless_split(seed_pair, num=2), [2, 2])
-        return alignment_batch(batch, label, (seeds[0], seeds[1]), hard_negatives)
+        return alignment_batch(batch, label, (seeds[0], seeds[1]), hard_negatives, image_feature)
 
     seeds = tf.data.Dataset.random(seed=seed).batch(2)
     return tf.data.Dataset.zip((dataset, seeds)).map(to_examples, num_parallel_calls=tf.data.AUTOTUNE)

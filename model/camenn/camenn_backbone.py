@@ -30,7 +30,8 @@ class CameNNBackbone(keras_hub.models.Backbone):
 
     Tokens, all of width `hidden_dim`, in this order: one learned token per task; the listing text's
     BERT token embeddings (the `text_encoder`'s sequence output, projected); one token per image patch
-    (the cached patch embeddings, projected, plus a patch-position embedding); one token per id
+    (the cached patch embeddings, or in the end-to-end mode the `image_encoder`'s embeddings of the
+    photo's patches, projected, plus a patch-position embedding); one token per id
     feature (`features.ID_FEATURES`, embedded with `vocabulary_sizes`), per integer feature
     (`features.INTEGER_FEATURES`: the hour, 24 values) and per numeric feature
     (`features.NUMERIC_FEATURES`, a small per-feature MLP). A modality embedding (task, text, image,
@@ -45,8 +46,8 @@ class CameNNBackbone(keras_hub.models.Backbone):
             rest unless `freeze_text_encoder`.
         vocabulary_sizes: dict from each of `features.ID_FEATURES` to its vocabulary size (OOV buckets
             included), as Transform made it.
-        num_patches: int. Image patches per listing.
-        patch_dim: int. Width of each cached patch embedding.
+        num_patches: int. Image patches per listing (the `image_encoder`'s when there is one).
+        patch_dim: int. Width of each cached patch embedding (the `image_encoder`'s when there is one).
         hidden_dim: int. Width of every token.
         num_heads: int. Attention heads of every transformer layer.
         intermediate_dim: int. Feed-forward width of every transformer layer.
@@ -60,6 +61,10 @@ class CameNNBackbone(keras_hub.models.Backbone):
             probabilities and residual branches).
         max_text_length: int. Token ids per listing text.
         freeze_text_encoder: bool. Keep the text encoder's weights fixed (and run it in inference mode).
+        image_encoder: None (default: the model takes cached `features.PATCH_EMBEDDINGS`), or the
+            end-to-end mode: a `camenn.model.patch_embedding.PatchEmbedding`, and the model takes
+            `features.IMAGE` (uint8 pixels [batch, H, W, 3]) and trains the encoder with the rest.
+        freeze_image_encoder: bool. Keep the image encoder's weights fixed (inference mode).
         task_names: sequence of str. The tasks, each with a gate, a token, a tower and an output.
         layer_norm_epsilon: float.
         dtype: str or `keras.DTypePolicy`, e.g. "mixed_bfloat16".
@@ -89,12 +94,16 @@ class CameNNBackbone(keras_hub.models.Backbone):
     def __init__(self, text_encoder, vocabulary_sizes, num_patches, patch_dim, hidden_dim, num_heads,
                  intermediate_dim, num_shared_layers, num_experts, top_k, capacity_factor=1.25,
                  load_balance_loss_weight=1e-2, router_z_loss_weight=1e-3, dropout=0.1, max_text_length=64,
-                 freeze_text_encoder=False, task_names=features.TASKS, layer_norm_epsilon=1e-6, dtype=None,
-                 **kwargs):
+                 freeze_text_encoder=False, image_encoder=None, freeze_image_encoder=False,
+                 task_names=features.TASKS, layer_norm_epsilon=1e-6, dtype=None, **kwargs):
         missing = sorted(set(features.ID_FEATURES) - set(vocabulary_sizes))
         if missing:
             raise ValueError(f"vocabulary_sizes lacks {missing}: give a size for each of {features.ID_FEATURES}")
         task_names = tuple(task_names)
+        if image_encoder is not None and (num_patches, patch_dim) != (image_encoder.num_patches,
+                                                                      image_encoder.output_dim):
+            raise ValueError(f"num_patches={num_patches}, patch_dim={patch_dim} disagree with the image encoder's "
+                             f"{image_encoder.num_patches} patches of {image_encoder.output_dim}")
         transformer_args = dict(intermediate_dim=intermediate_dim, num_heads=num_heads, dropout=dropout,
                                 activation="gelu", layer_norm_epsilon=layer_norm_epsilon, normalize_first=True,
                                 dtype=dtype)
@@ -104,6 +113,9 @@ class CameNNBackbone(keras_hub.models.Backbone):
         self.text_encoder.trainable = not freeze_text_encoder
         # CameNN reads BERT's token embeddings, not its pooled [CLS] output.
         self.text_encoder.get_layer("pooled_dense").trainable = False
+        self.image_encoder = image_encoder
+        if image_encoder is not None:
+            self.image_encoder.trainable = not freeze_image_encoder
         self.text_projection = keras.layers.Dense(hidden_dim, dtype=dtype, name="text_projection")
         self.patch_projection = keras.layers.Dense(hidden_dim, dtype=dtype, name="patch_projection")
         self.patch_position_embedding = keras_hub.layers.PositionEmbedding(
@@ -138,8 +150,11 @@ class CameNNBackbone(keras_hub.models.Backbone):
         inputs.update({name: keras.Input(shape=(), dtype="float32", name=name) for name in features.NUMERIC_FEATURES})
         inputs[features.TEXT_TOKEN_IDS] = keras.Input(shape=(max_text_length,), dtype="int64",
                                                       name=features.TEXT_TOKEN_IDS)
-        inputs[features.PATCH_EMBEDDINGS] = keras.Input(shape=(num_patches * patch_dim,), dtype="float32",
-                                                        name=features.PATCH_EMBEDDINGS)
+        if image_encoder is None:
+            inputs[features.PATCH_EMBEDDINGS] = keras.Input(shape=(num_patches * patch_dim,), dtype="float32",
+                                                            name=features.PATCH_EMBEDDINGS)
+        else:
+            inputs[features.IMAGE] = keras.Input(shape=(None, None, 3), dtype="uint8", name=features.IMAGE)
 
         token_ids = ops.cast(inputs[features.TEXT_TOKEN_IDS], "int32")
         text_mask = ops.cast(ops.not_equal(token_ids, 0), "int32")
@@ -148,7 +163,11 @@ class CameNNBackbone(keras_hub.models.Backbone):
             training=False if freeze_text_encoder else None)["sequence_output"]
         text_tokens = self.text_projection(text_encoding)
 
-        patches = ops.reshape(inputs[features.PATCH_EMBEDDINGS], (-1, num_patches, patch_dim))
+        if image_encoder is None:
+            patches = ops.reshape(inputs[features.PATCH_EMBEDDINGS], (-1, num_patches, patch_dim))
+        else:
+            patches = self.image_encoder(inputs[features.IMAGE],
+                                         training=False if freeze_image_encoder else None)
         patch_tokens = self.patch_projection(patches)
         patch_tokens = patch_tokens + self.patch_position_embedding(patch_tokens)
 
@@ -189,6 +208,7 @@ class CameNNBackbone(keras_hub.models.Backbone):
         self.dropout = dropout
         self.max_text_length = max_text_length
         self.freeze_text_encoder = freeze_text_encoder
+        self.freeze_image_encoder = freeze_image_encoder
         self.task_names = task_names
         self.layer_norm_epsilon = layer_norm_epsilon
 
@@ -211,6 +231,8 @@ class CameNNBackbone(keras_hub.models.Backbone):
             "dropout": self.dropout,
             "max_text_length": self.max_text_length,
             "freeze_text_encoder": self.freeze_text_encoder,
+            "image_encoder": None if self.image_encoder is None else keras.layers.serialize(self.image_encoder),
+            "freeze_image_encoder": self.freeze_image_encoder,
             "task_names": list(self.task_names),
             "layer_norm_epsilon": self.layer_norm_epsilon,
         })
@@ -219,8 +241,9 @@ class CameNNBackbone(keras_hub.models.Backbone):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        if isinstance(config["text_encoder"], dict):
-            config["text_encoder"] = keras.layers.deserialize(config["text_encoder"])
+        for name in ("text_encoder", "image_encoder"):
+            if isinstance(config.get(name), dict):
+                config[name] = keras.layers.deserialize(config[name])
         return cls(**config)
 
     @classmethod
@@ -241,11 +264,15 @@ class CameNNBackbone(keras_hub.models.Backbone):
         """
         if preset not in backbone_presets:
             return super().from_preset(preset, load_weights=load_weights, **kwargs)
-        missing = [name for name in DATA_ARGUMENTS if name not in kwargs]
+        needed = DATA_ARGUMENTS if kwargs.get("image_encoder") is None else ("vocabulary_sizes",)
+        missing = [name for name in needed if name not in kwargs]
         if missing:
             raise ValueError(f"{preset} needs {missing}: the data decides them (vocabulary sizes from "
                              f"Transform, num_patches and patch_dim from `camenn preprocess`'s summary.json)")
         config = {**backbone_presets[preset]["config"], **kwargs}
+        if config.get("image_encoder") is not None:
+            config.setdefault("num_patches", config["image_encoder"].num_patches)
+            config.setdefault("patch_dim", config["image_encoder"].output_dim)
         if "text_encoder" not in config:
             config["text_encoder"] = load_text_encoder(backbone_presets[preset]["text_encoder"],
                                                        load_weights=load_weights, dtype=config.get("dtype"))

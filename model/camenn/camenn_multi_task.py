@@ -105,6 +105,12 @@ class CameNNMultiTask(keras_hub.models.Task):
             weighted_metrics = {task: [keras.metrics.AUC(name="auc")] for task in tasks}
         super().compile(optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics, **kwargs)
 
+    def compile_from_config(self, config):
+        """Restores the compile state a `.keras` file recorded (optimizer and its schedule, losses, metrics)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def get_config(self):
         config = super().get_config()
         config.pop("preprocessor", None)

@@ -79,6 +79,8 @@ def _check_values(inputs, backbone):
             [f"feature {name!r} must lie in [0, {limit}); got values from", tf.reduce_min(values), "to",
              tf.reduce_max(values)]))
     for name in (*features.NUMERIC_FEATURES, features.PATCH_EMBEDDINGS):
+        if name not in inputs:  # an end-to-end model takes pixels instead of patch embeddings
+            continue
         checks.append(tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(inputs[name])),
                                           [f"feature {name!r} holds a NaN or infinite value"]))
     return checks
@@ -113,6 +115,9 @@ def export_saved_model(model, export_dir, *, transform=None, raw_feature_spec=No
         raise ValueError("raw_feature_spec describes a transform's inputs: give the transform too")
     if transform is not None and raw_feature_spec is None:
         raise ValueError("a transform needs raw_feature_spec: the raw features the signatures take")
+    if transform is None and features.IMAGE in model.input:
+        raise ValueError(f"an end-to-end model takes pixels ({features.IMAGE!r}): export it with a transform "
+                         "that decodes the images (e.g. tf.io.decode_jpeg) from raw features")
     spec = dict(raw_feature_spec) if transform is not None else model_input_feature_spec(model)
     for name, feature in spec.items():
         if not isinstance(feature, tf.io.FixedLenFeature):

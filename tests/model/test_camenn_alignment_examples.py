@@ -117,3 +117,15 @@ def test_dicts_without_the_label_are_refused():
     del batch[F.LABEL]
     with pytest.raises(ValueError, match=F.LABEL):
         make_alignment_examples(tf.data.Dataset.from_tensors(batch))
+
+
+def test_end_to_end_batches_swap_the_pixels():
+    batch = batch_of(list(range(4)), [0, 0, 1, 1])
+    batch[F.IMAGE] = np.repeat(np.arange(4)[:, None, None, None], 3, axis=3).astype("uint8") * np.ones(
+        (1, 2, 2, 1), "uint8")
+    del batch[F.PATCH_EMBEDDINGS]
+    x, _, _ = one_step(batch, seed=0, image_feature=F.IMAGE)
+    assert F.IMAGE in x and F.PATCH_EMBEDDINGS not in x
+    pixels = x[F.IMAGE][:, 0, 0, 0].astype(int)
+    np.testing.assert_array_equal(pixels[:8], [0, 1, 2, 3, 0, 1, 2, 3])
+    assert np.all(pixels[8:] != np.arange(4))

@@ -4,6 +4,7 @@ import copy
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from camenn.model import features as F
 from camenn.model.camenn import CameNNBackbone, CameNNMultiTask, WarmupLinearDecay
@@ -72,10 +73,13 @@ def test_config_round_trip_rebuilds_the_same_model(model):
 
 
 def test_keras_file_save_and_load_give_identical_outputs(model, tmp_path):
+    model.compile(total_steps=100, learning_rate=2e-4)
     path = tmp_path / "camenn.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, CameNNMultiTask) and isinstance(loaded.backbone, CameNNBackbone)
+    schedule = loaded.optimizer.get_config()["learning_rate"]
+    assert schedule["class_name"] == "WarmupLinearDecay" and schedule["config"]["peak_learning_rate"] == 2e-4
     assert_same_outputs(model, loaded, model_inputs(4, seed=2))
 
 
@@ -93,6 +97,28 @@ def test_default_losses_honour_the_per_task_sample_weights(model):
         expected += model.loss_weights[task] * np.sum(weights[task] * bce) / np.sum(weights[task])
     total = model.compute_loss(x=inputs, y=y, y_pred=y_pred, sample_weight=weights, training=False)
     np.testing.assert_allclose(float(total), float(expected), rtol=1e-5)
+
+
+def test_end_to_end_mode_takes_pixels_and_trains_the_image_encoder():
+    from camenn.model.patch_embedding import PatchEmbedding
+
+    image_encoder = PatchEmbedding("inception_v4", "inception_v4_tiny", grid=(2, 2))
+    model = CameNNMultiTask.from_preset("camenn_tiny", vocabulary_sizes=VOCABULARY_SIZES,
+                                        image_encoder=image_encoder, compile=False)
+    assert F.IMAGE in model.input and F.PATCH_EMBEDDINGS not in model.input
+    assert model.backbone.num_patches == 4 and model.backbone.patch_dim == image_encoder.output_dim
+    inputs = model_inputs(2)
+    del inputs[F.PATCH_EMBEDDINGS]
+    inputs[F.IMAGE] = np.random.default_rng(0).integers(0, 256, (2, 48, 48, 3)).astype("uint8")
+    with tf.GradientTape() as tape:
+        outputs = model(inputs, training=True)
+        loss = sum(tf.reduce_sum(outputs[task]) for task in F.TASKS)
+    gradients = tape.gradient(loss, image_encoder.trainable_variables)
+    assert gradients and all(g is not None for g in gradients)
+    assert sum(float(tf.reduce_sum(tf.abs(g))) for g in gradients) > 0
+    clone = CameNNMultiTask.from_config(copy.deepcopy(model.get_config()))
+    clone.set_weights(model.get_weights())
+    assert_same_outputs(model, clone, inputs)
 
 
 def test_mixed_precision_keeps_outputs_float32():
