@@ -1,4 +1,5 @@
 """Serving fixtures (helpers and the models they build: serving_helpers.py)."""
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -81,31 +82,30 @@ def toy_base(tmp_path, toy_v1):
     return _base_with(tmp_path, toy_v1)
 
 
-def _serve(base_root, version_dir):
+@contextlib.contextmanager
+def _serving(root, version_dir):
     from camenn.serving.servables import ModelConfig
     from camenn.serving.server import ModelServer
 
-    base = base_root / "camenn"
-    base.mkdir()
-    shutil.copytree(version_dir, base / "1")
-    return ModelServer([ModelConfig("camenn", str(base))], port=0, poll_seconds=0.1, max_batch_size=64).start()
+    base = _base_with(root, version_dir)
+    server = ModelServer([ModelConfig("camenn", str(base))], port=0, poll_seconds=0.1, max_batch_size=64).start()
+    stubs = Stubs(server.port)
+    try:
+        yield server, stubs
+    finally:
+        stubs.channel.close()
+        server.stop(0)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, model_v1):
     """An in-process `camenn serve` over its own base path holding the CameNN export; yields (server, stubs)."""
-    server = _serve(tmp_path_factory.mktemp("served"), model_v1)
-    stubs = Stubs(server.port)
-    yield server, stubs
-    stubs.channel.close()
-    server.stop(0)
+    with _serving(tmp_path_factory.mktemp("served"), model_v1) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
 def served_toy(tmp_path_factory, toy_v1):
     """The same over the ToyCameNN export."""
-    server = _serve(tmp_path_factory.mktemp("served_toy"), toy_v1)
-    stubs = Stubs(server.port)
-    yield server, stubs
-    stubs.channel.close()
-    server.stop(0)
+    with _serving(tmp_path_factory.mktemp("served_toy"), toy_v1) as pair:
+        yield pair
