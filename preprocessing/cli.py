@@ -27,7 +27,9 @@ def register(subparsers) -> None:
     sample.add_argument("--output", type=Path, required=True, help=f"folder to write, e.g. {paths.SAMPLE_DATASET}")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.add_argument("--listings", type=int, default=480, help="number of listings (default 480)")
-    sample.add_argument("--merchants", type=int, default=40, help="number of merchants (default 40)")
+    sample.add_argument("--merchants", type=int, default=40,
+                        help="number of merchants (default 40); merchant_size follows listings per merchant "
+                             "(<10 small, <30 medium), so scale it with --listings to keep the size mix")
     sample.add_argument("--shoppers", type=int, default=200, help="number of shoppers (default 200)")
     sample.add_argument("--events", type=int, default=6000, help="number of simulated clicks (default 6000)")
     sample.add_argument("--no-bad-rows", dest="bad_rows", action="store_false",

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 import numpy as np

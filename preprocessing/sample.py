@@ -37,7 +37,6 @@ from typing import Dict, List, Tuple
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from camenn.model import features
 from camenn.preprocessing import dataset, shoppers as shopper_simulator
 
 log = logging.getLogger(__name__)
