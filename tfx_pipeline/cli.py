@@ -1,7 +1,13 @@
 """Verbs `camenn pipeline run` and `camenn pipeline compile`; TFX, Beam and TensorFlow are imported only
 inside the functions the verbs run."""
 import argparse
+import os
 import sys
+
+
+def _absolute(path: str) -> str:
+    """A local path made absolute (the pipeline records it); a URL such as gs://... as it is."""
+    return path if "://" in path else os.path.abspath(path)
 
 
 def _config(args):
@@ -9,9 +15,9 @@ def _config(args):
 
     overrides = {}
     if args.dataset:
-        overrides["dataset_dir"] = str(args.dataset)
+        overrides["dataset_dir"] = _absolute(args.dataset)
     if args.outputs:
-        overrides["outputs_dir"] = str(args.outputs)
+        overrides["outputs_dir"] = _absolute(args.outputs)
     config = configs.from_preset(args.preset, **overrides)
     for assignment in args.set:
         config = configs.parse_override(config, assignment)

@@ -3,12 +3,12 @@
 `create_pipeline` lists the components in data-flow order; the runners (local_runner.py,
 kubeflow_v2_runner.py) decide where it runs. Every knob comes from configs.PipelineConfig.
 """
+import functools
 import hashlib
 import json
 import os
 from pathlib import Path
 
-import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from camenn.tfx_pipeline import configs, evaluation
@@ -16,12 +16,15 @@ from camenn.tfx_pipeline.components.alignment_eval import AlignmentEvalExamples
 from camenn.tfx_pipeline.components.anomalies_gate import AnomaliesGate
 from camenn.tfx_pipeline.components.contract_schema import ContractSchemaGen
 from camenn.tfx_pipeline.components.preprocess import PreprocessDataset, dataset_fingerprint
+from camenn.tfx_pipeline.components.serving_bundle import ServingBundle
 
 _CODE_ROOTS = ("model", "preprocessing", "tfx_pipeline")
 
 
+@functools.lru_cache(maxsize=None)
 def code_version() -> str:
-    """A hash of CameNN's Python sources: part of each custom step's cache key, so changed code reruns."""
+    """A hash of CameNN's Python sources as this process first found them: part of the cache key of the
+    steps that run CameNN code, so that a run with changed code does not reuse their old outputs."""
     repo = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for root in _CODE_ROOTS:
@@ -46,12 +49,14 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
         model_preset=config.model_preset, batch_size=config.batch_size, epochs=config.epochs,
         steps_per_epoch=config.steps_per_epoch, learning_rate=config.learning_rate,
         hard_negatives=config.hard_negatives, mixed_precision=config.mixed_precision,
-        checkpoint_every_steps=config.checkpoint_every_steps, seed=config.seed,
-        num_oov_buckets=config.num_oov_buckets, checkpoint_root=config.checkpoint_dir, code_version=version)
+        checkpoint_every_steps=config.checkpoint_every_steps, validate_each_epoch=config.validate_each_epoch,
+        seed=config.seed, num_oov_buckets=config.num_oov_buckets, num_patches=config.grid[0] * config.grid[1],
+        checkpoint_root=config.checkpoint_dir, code_version=version,
+        run_fn=trainer_run_fn)  # part of the checkpoint key: another trainer never resumes this one's state
 
     # Beam job: tokens and cached patch embeddings per listing, events joined to listings, split by time.
     preprocess = PreprocessDataset(
-        dataset_dir=os.path.abspath(config.dataset_dir), dataset_fingerprint=dataset_fingerprint(config.dataset_dir),
+        dataset_dir=config.dataset_dir, dataset_fingerprint=dataset_fingerprint(config.dataset_dir),
         code_version=version, image_encoder=config.image_encoder, image_preset=config.image_preset,
         grid="x".join(str(n) for n in config.grid), max_text_length=config.max_text_length,
         beam_args=json.dumps(config.beam_pipeline_args()), image_cache_dir=config.image_cache_dir)
@@ -96,9 +101,14 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(filesystem=tfx.proto.PushDestination.Filesystem(
             base_directory=os.path.join(config.serving_model_dir, configs.MODEL_NAME))))
+    # TensorFlow Serving bundle and warmup requests for the pushed version, and the item features cache.
+    serving_bundle = ServingBundle(
+        pushed_model=pusher.outputs["pushed_model"], items=preprocess.outputs["items"],
+        examples=preprocess.outputs["examples"], serving_base=config.serving_model_dir,
+        model_name=configs.MODEL_NAME)
 
     components = [preprocess, statistics_gen, schema_gen, example_validator, anomalies_gate, transform, trainer,
-                  alignment_eval, baseline, evaluator, pusher]
+                  alignment_eval, baseline, evaluator, pusher, serving_bundle]
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,

@@ -25,7 +25,6 @@ from camenn.tfx_pipeline import transform
 
 logger = logging.getLogger(__name__)
 
-MODEL_INPUTS = (*F.ID_FEATURES, *F.INTEGER_FEATURES, *F.NUMERIC_FEATURES, F.TEXT_TOKEN_IDS, F.PATCH_EMBEDDINGS)
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
@@ -75,112 +74,132 @@ def vocabulary_sizes(tft_output, num_oov_buckets):
 
 
 class ProgressLogger(keras.callbacks.Callback):
-    """One log line every `every` steps with examples per second; says where a resumed run starts."""
+    """Progress lines with examples per second, and the training time of each epoch (from its start to
+    its last step, validation excluded) for throughput figures; says where a resumed run starts."""
 
     def __init__(self, every, batch_size, total_steps):
         super().__init__()
         self.every, self.batch_size, self.total_steps = every, batch_size, total_steps
         self.initial_step = 0
+        self.epoch_seconds, self.epoch_steps = [], []
 
     def on_train_begin(self, logs=None):
         self.initial_step = int(self.model.optimizer.iterations.numpy())
         if self.initial_step:
-            logger.info("resuming from checkpoint at step %d", self.initial_step)
-        self._start, self._start_step = time.perf_counter(), self.initial_step
+            logger.info("resuming from the checkpoint at step %d", self.initial_step)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start, self._epoch_first_step = time.perf_counter(), int(self.model.optimizer.iterations.numpy())
+        self.epoch_seconds.append(0.0)
+        self.epoch_steps.append(0)
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
+        self.epoch_seconds[-1] = time.perf_counter() - self._epoch_start
+        self.epoch_steps[-1] = step - self._epoch_first_step
         if step % self.every == 0:
-            rate = (step - self._start_step) * self.batch_size / max(time.perf_counter() - self._start, 1e-9)
+            rate = self.epoch_steps[-1] * self.batch_size / max(self.epoch_seconds[-1], 1e-9)
             shown = ", ".join(f"{k}={float(v):.4f}" for k, v in sorted((logs or {}).items()) if k.endswith("loss"))
-            logger.info("step %d/%d  %s  (%.0f examples/s)", step, self.total_steps, shown, rate)
+            logger.info("step %d/%d  %s  (%.0f examples/s this epoch)", step, self.total_steps, shown, rate)
+
+    def record(self) -> dict:
+        return {"initial_step": self.initial_step, "final_step": int(self.model.optimizer.iterations.numpy()),
+                "batch_size": self.batch_size, "epoch_seconds": self.epoch_seconds, "epoch_steps": self.epoch_steps}
+
+
+class PerExampleBinaryCrossentropy(keras.losses.Loss):
+    """Binary cross-entropy of [B] labels and probabilities, one loss per example.
+
+    CameNN's heads output [B]; keras.losses.BinaryCrossentropy averages over the last axis, which for
+    [B] is the batch, before sample weights apply, so the per-task weights that route rows to tasks
+    (CVR on true pairs only) would be ignored. Here each example gets its own loss, then weights apply.
+    """
+
+    def call(self, y_true, y_pred):
+        return keras.losses.binary_crossentropy(keras.ops.expand_dims(y_true, -1), keras.ops.expand_dims(y_pred, -1))
+
+
+def build_model(config, tft_output, policy):
+    """The CameNN task model of `config["model_preset"]`, sized by what Transform and preprocessing made."""
+    from camenn.model.camenn import CameNNMultiTask
+
+    spec = tft_output.transformed_feature_spec()
+    return CameNNMultiTask.from_preset(
+        config["model_preset"], vocabulary_sizes=vocabulary_sizes(tft_output, config["num_oov_buckets"]),
+        num_patches=config["num_patches"], patch_dim=spec[F.PATCH_EMBEDDINGS].shape[0] // config["num_patches"],
+        max_text_length=spec[F.TEXT_TOKEN_IDS].shape[0], dtype=policy)
+
+
+def compile_model(model, config, total_steps):
+    """CameNN's compile (AdamW, warmup then linear decay over `total_steps`, AUC per task) with per-example
+    losses (see PerExampleBinaryCrossentropy)."""
+    model.compile(
+        total_steps=total_steps,
+        loss={task: PerExampleBinaryCrossentropy(reduction="mean_with_sample_weight", name=f"{task}_bce")
+              for task in F.TASKS},
+        loss_weights=dict(model.loss_weights),
+        **({"learning_rate": config["learning_rate"]} if config["learning_rate"] else {}))
 
 
 def export_serving_model(model, tft_output, export_dir):
-    """Writes the SavedModel of contract 6: Transform graph, then the model.
+    """The SavedModel of contract 6 with the Transform graph in front: its signatures take raw features
+    (`serving_default`: serialized tf.Examples; `dense`: raw tensors by name), the label not needed.
 
-    Signatures: `serving_default` (serialized raw tf.Examples, input `examples`) and `dense` (raw
-    feature tensors by name); both return float32 `cvr`, `ita`, `tia` of shape [B].
-    The ExportArchive tracks the Transform layer for its tables and vocabulary assets; the model's
-    variables are tracked through the endpoints that use them (tracking the model too would save them
-    twice).
+    The export tracks the Transform layer, which owns the vocabulary tables and files; the model's
+    variables are saved through the signatures that use them (tracking the model too saves them twice).
     """
+    from camenn.model.camenn.export import export_saved_model
+
     tft_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
-    serving_spec = {name: raw_spec[name] for name in MODEL_INPUTS}
-
-    def predict(raw):
-        transformed = tft_layer(raw)
-        outputs = model({name: transformed[name] for name in MODEL_INPUTS}, training=False)
-        return {task: tf.cast(outputs[task], tf.float32) for task in F.TASKS}
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-    def serve_examples(examples):
-        return predict(tf.io.parse_example(examples, serving_spec))
-
-    dense_specs = [tf.TensorSpec([None] + ([] if spec.shape == [1] else list(spec.shape)), spec.dtype, name=name)
-                   for name, spec in serving_spec.items()]
-
-    @tf.function(input_signature=dense_specs)
-    def serve_dense(*tensors):
-        raw = {}
-        for spec, tensor in zip(dense_specs, tensors):
-            raw[spec.name] = tf.expand_dims(tensor, 1) if serving_spec[spec.name].shape == [1] else tensor
-        return predict(raw)
-
-    archive = keras.export.ExportArchive()
-    archive.track(tft_layer)
-    archive.add_endpoint("serving_default", serve_examples)
-    archive.add_endpoint("dense", serve_dense)
-    archive.write_out(export_dir, verbose=False)
+    export_saved_model(model, export_dir, transform=tft_layer, transform_trackables=[tft_layer],
+                       raw_feature_spec={name: raw_spec[name] for name in F.MODEL_INPUTS})
 
 
 def run_fn(fn_args):
     """TFX Trainer entry point (`custom_config` from configs.PipelineConfig, see pipeline.py)."""
-    from camenn.tfx_pipeline import _standins  # TODO(phase 2): camenn.model.camenn
+    from camenn.model.camenn import make_alignment_examples
 
     config = fn_args.custom_config
     keras.utils.set_random_seed(config["seed"])
-    keras.mixed_precision.set_global_policy(precision_policy(config["mixed_precision"]))
+    policy = precision_policy(config["mixed_precision"])
+    # Global too, so the task model's own policy is mixed and compile() adds loss scaling.
+    keras.mixed_precision.set_global_policy(policy)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     strategy = distribution_strategy()
     batch_size = config["batch_size"] * strategy.num_replicas_in_sync
 
-    def pairs(dataset):
-        return dataset.map(lambda f: _standins.alignment_batches(f, config["hard_negatives"]),
-                           num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    def with_negatives(dataset, seed):
+        return make_alignment_examples(dataset, seed=seed, hard_negatives=config["hard_negatives"]).prefetch(
+            tf.data.AUTOTUNE)
 
-    train = pairs(read_transformed(fn_args, tft_output, fn_args.train_files, batch_size, True, config["seed"],
-                                   num_epochs=None))
-    evaluation = pairs(read_transformed(fn_args, tft_output, fn_args.eval_files, batch_size, False, None))
+    train = with_negatives(read_transformed(fn_args, tft_output, fn_args.train_files, batch_size, True,
+                                            config["seed"], num_epochs=None), config["seed"])
+    evaluation = None
+    if config["validate_each_epoch"]:
+        evaluation = with_negatives(read_transformed(fn_args, tft_output, fn_args.eval_files, batch_size, False,
+                                                     None), config["seed"])
     steps_per_epoch = config["steps_per_epoch"] or -(-count_examples(fn_args.train_files) // batch_size)
     epochs = config["epochs"]
+    total_steps = steps_per_epoch * epochs
 
-    patch_features = tft_output.transformed_feature_spec()[F.PATCH_EMBEDDINGS].shape[0]
-    text_length = tft_output.transformed_feature_spec()[F.TEXT_TOKEN_IDS].shape[0]
     with strategy.scope():
-        model = _standins.build_model(vocabulary_sizes(tft_output, config["num_oov_buckets"]), text_length,
-                                      patch_features, config["model_preset"])
-        model.compile(
-            optimizer=keras.optimizers.AdamW(config["learning_rate"] or 1e-3),
-            loss={task: keras.losses.BinaryCrossentropy() for task in F.TASKS},
-            weighted_metrics={task: [keras.metrics.AUC(name="auc")] for task in F.TASKS},
-        )
+        model = build_model(config, tft_output, policy)
+        compile_model(model, config, total_steps)
 
     backup = checkpoint_dir(fn_args)
-    progress = ProgressLogger(max(1, steps_per_epoch // 4), batch_size, steps_per_epoch * epochs)
+    progress = ProgressLogger(max(1, steps_per_epoch // 4), batch_size, total_steps)
     callbacks = [
         keras.callbacks.BackupAndRestore(backup, save_freq=config["checkpoint_every_steps"]),
         keras.callbacks.TensorBoard(fn_args.model_run_dir, update_freq=max(1, steps_per_epoch // 10)),
         progress,
     ]
-    logger.info("training %s: %d epochs of %d steps, batch %d, checkpoints in %s", config["model_preset"], epochs,
-                steps_per_epoch, batch_size, backup)
-    history = model.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=evaluation,
-                        callbacks=callbacks, verbose=0)
+    logger.info("training %s (%s, %d parameters): %d epochs of %d steps, batch %d, checkpoints in %s",
+                config["model_preset"], policy, model.count_params(), epochs, steps_per_epoch, batch_size, backup)
+    history = model.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                        validation_data=evaluation, callbacks=callbacks, verbose=0)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
-        json.dump({"initial_step": progress.initial_step,
-                   "final_step": int(model.optimizer.iterations.numpy()),
+        json.dump({**progress.record(),
                    "history": {k: [float(x) for x in v] for k, v in history.history.items()}}, f)
     export_serving_model(model, tft_output, fn_args.serving_model_dir)
     logger.info("exported the serving model to %s", fn_args.serving_model_dir)

@@ -41,9 +41,16 @@ def dataset_fingerprint(dataset_dir: str) -> str:
 
 def _move_children(src: str, dst: str) -> None:
     tf.io.gfile.makedirs(dst)
-    for name in tf.io.gfile.listdir(src):
+    names = tf.io.gfile.listdir(src) if tf.io.gfile.exists(src) else []
+    for name in names:
         tf.io.gfile.rename(os.path.join(src, name), os.path.join(dst, name.rstrip("/")), overwrite=True)
-    tf.io.gfile.rmtree(src)
+    if not names:
+        # Every row was quarantined: an empty file keeps the split readable, and ExampleValidator then
+        # reports the empty split as an anomaly (the schema asks for examples) instead of a crash.
+        with tf.io.TFRecordWriter(os.path.join(dst, "empty.tfrecord.gz"), options="GZIP"):
+            pass
+    if tf.io.gfile.exists(src):
+        tf.io.gfile.rmtree(src)
 
 
 @tfx.dsl.components.component
@@ -77,7 +84,8 @@ def PreprocessDataset(
     examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
     for split in SPLITS:
         _move_children(os.path.join(staging, "examples", split), artifact_utils.get_split_uri([examples], split))
-    tf.io.gfile.rmtree(os.path.join(staging, "examples"))
+    if tf.io.gfile.exists(os.path.join(staging, "examples")):
+        tf.io.gfile.rmtree(os.path.join(staging, "examples"))
     _move_children(os.path.join(staging, "items"), items.uri)
     examples_utils.set_payload_format(examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
     examples_utils.set_file_format(examples, "tfrecords_gzip")

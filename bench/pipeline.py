@@ -1,0 +1,156 @@
+"""Benchmark of the TFX pipeline: wall time and peak memory per component, and the Trainer's throughput
+against a plain `model.fit` of the same model on the same data, measured in the same run.
+
+    .venv/bin/python bench/pipeline.py [--preset small] [--dataset data/sample] [--beam-mode in_memory]
+
+Runs the whole pipeline once into a fresh outputs folder (nothing cached; the patch-embedding cache is
+the usual one unless --cold-images), sampling the memory of this process and its children (Beam workers)
+every 0.2 s and charging it to the component running then. Then trains the Trainer's model again with a
+bare `model.fit` on the same transformed examples held in memory, same batches, same number of steps, and
+compares steady-state examples per second (the first epoch, which traces the graphs, left out of both).
+Goals (ISSUE 6): the whole main command within 15 minutes on 2 cores, peak memory under 8 GB, Trainer
+overhead at most 1.2x a plain fit.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from camenn import paths
+
+
+class ComponentMeter(logging.Handler):
+    """Follows TFX's 'Component X is running/finished' log lines; a thread samples memory meanwhile."""
+
+    def __init__(self, interval=0.2):
+        super().__init__()
+        self.current, self.interval = None, interval
+        self.started, self.seconds, self.peak_rss = {}, {}, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith("Component ") and message.endswith(" is running."):
+            self.current = message[len("Component "):-len(" is running.")]
+            self.started[self.current] = time.perf_counter()
+        elif message.startswith("Component ") and message.endswith(" is finished."):
+            name = message[len("Component "):-len(" is finished.")]
+            self.seconds[name] = time.perf_counter() - self.started.pop(name)
+            self.current = None
+
+    def _sample(self):
+        me = psutil.Process()
+        while not self._stop.wait(self.interval):
+            try:
+                rss = me.memory_info().rss + sum(c.memory_info().rss for c in me.children(recursive=True))
+            except psutil.Error:
+                continue
+            key = self.current or "(between components)"
+            self.peak_rss[key] = max(self.peak_rss.get(key, 0), rss)
+
+    def __enter__(self):
+        logging.getLogger("absl").addHandler(self)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        logging.getLogger("absl").removeHandler(self)
+
+
+def steady_rate(record) -> float:
+    """Examples (true pairs) per second over every epoch but the first."""
+    seconds, steps = record["epoch_seconds"][1:], record["epoch_steps"][1:]
+    return sum(steps) * record["batch_size"] / sum(seconds)
+
+
+def plain_fit(config, trainer_node, transform_node):
+    """The Trainer's model trained by a bare `model.fit` on the same transformed examples, in memory."""
+    import keras
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from camenn.model.camenn import make_alignment_examples
+    from camenn.tfx_pipeline import trainer
+
+    run_config = json.loads(trainer_node.execution.custom_properties["custom_config"].string_value)
+    tft_output = tft.TFTransformOutput(transform_node.output("transform_graph").uri)
+    files = tf.io.gfile.glob(os.path.join(transform_node.output("transformed_examples").uri, "Split-train", "*"))
+    spec = tft_output.transformed_feature_spec()
+    raw = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024).map(
+        lambda records: tf.io.parse_example(records, spec))
+    columns = {}
+    for batch in raw:
+        for name, value in batch.items():
+            columns.setdefault(name, []).append(value.numpy())
+    columns = {name: tf.concat(parts, 0) for name, parts in columns.items()}
+    count = int(columns[next(iter(columns))].shape[0])
+    batch_size = run_config["batch_size"]
+    steps_per_epoch = run_config["steps_per_epoch"] or -(-count // batch_size)
+    data = tf.data.Dataset.from_tensor_slices(columns).shuffle(count, seed=0).repeat().batch(batch_size)
+    data = make_alignment_examples(data, seed=0, hard_negatives=run_config["hard_negatives"]).prefetch(tf.data.AUTOTUNE)
+    keras.utils.set_random_seed(run_config["seed"])
+    model = trainer.build_model(run_config, tft_output, trainer.precision_policy(run_config["mixed_precision"]))
+    trainer.compile_model(model, run_config, steps_per_epoch * run_config["epochs"])
+    timing = trainer.ProgressLogger(10 ** 9, batch_size, steps_per_epoch * run_config["epochs"])
+    model.fit(data, epochs=run_config["epochs"], steps_per_epoch=steps_per_epoch, callbacks=[timing], verbose=0)
+    return timing.record()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--dataset", default=str(paths.SAMPLE_DATASET))
+    parser.add_argument("--outputs", default=None, help="default: a fresh temporary folder")
+    parser.add_argument("--beam-mode", default=None, help="in_memory, multi_threading or multi_processing")
+    parser.add_argument("--cold-images", action="store_true", help="embed every photo again (empty cache)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+    from camenn.tfx_pipeline import configs, local_runner, run_summary
+
+    outputs = args.outputs or tempfile.mkdtemp(prefix="camenn_bench_pipeline_")
+    overrides = dict(dataset_dir=args.dataset, outputs_dir=outputs)
+    if args.beam_mode:
+        overrides["beam_direct_running_mode"] = args.beam_mode
+    if args.cold_images:
+        overrides["image_cache_dir"] = os.path.join(outputs, "patch_cache")
+    config = configs.from_preset(args.preset, **overrides)
+    for assignment in args.set:
+        config = configs.parse_override(config, assignment)
+
+    started = time.perf_counter()
+    with ComponentMeter() as meter:
+        local_runner.run(config)
+    total = time.perf_counter() - started
+    summary = run_summary.summarize(config)
+    nodes = run_summary.node_runs(run_summary.open_store(config.metadata_path), summary["run_id"])
+    record = json.loads(Path(nodes["Trainer"].output("model_run").uri, "history.json").read_text())
+    plain = plain_fit(config, nodes["Trainer"], nodes["Transform"])
+    pipeline_rate, plain_rate = steady_rate(record), steady_rate(plain)
+
+    print(f"\npipeline on {args.dataset}, preset {args.preset}, Beam {config.beam_direct_running_mode} "
+          f"x{config.beam_num_workers or os.cpu_count()}, {os.cpu_count()} CPUs")
+    print(f"{'component':<32} {'wall s':>8} {'peak RSS MB':>12}")
+    for name, seconds in meter.seconds.items():
+        print(f"{name:<32} {seconds:8.1f} {meter.peak_rss.get(name, 0) / 2**20:12.0f}")
+    peak = max(meter.peak_rss.values()) / 2**30
+    print(f"{'whole pipeline':<32} {total:8.1f} {peak * 1024:12.0f}   (goals: < 900 s, < 8 GB)")
+    print(f"Trainer: {pipeline_rate:.1f} examples/s; plain model.fit, same model and data in memory: "
+          f"{plain_rate:.1f} examples/s; overhead {plain_rate / pipeline_rate:.2f}x (goal <= 1.2x)")
+    print(run_summary.format_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

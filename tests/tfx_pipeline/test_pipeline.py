@@ -1,0 +1,183 @@
+"""The TFX pipeline end to end on the tiny preset: one run (tests/conftest.py `pipeline_run`: killed once
+mid-training, then completed), then runs against the same outputs and metadata store, which reuse the
+cached components: a rerun with nothing changed, a dataset whose column changed type, and a deliberately
+broken (untrained) model."""
+import csv
+import glob
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from camenn.model import features as F
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parents[1]
+COMPONENTS = ("PreprocessDataset", "StatisticsGen", "ContractSchemaGen", "ExampleValidator", "AnomaliesGate",
+              "Transform", "Trainer", "AlignmentEvalExamples", "latest_blessed_model_resolver", "Evaluator",
+              "Pusher", "ServingBundle")
+BROKEN_RUN_FN = "broken_trainer.run_fn"
+
+pytestmark = pytest.mark.slow
+
+
+def _summary(config, run_id=None):
+    from camenn.tfx_pipeline import run_summary
+
+    return run_summary.summarize(config, run_id)
+
+
+def _run_ids(config):
+    from camenn.tfx_pipeline import run_summary
+
+    return run_summary.run_ids(run_summary.open_store(config.metadata_path), config.pipeline_name)
+
+
+def test_every_component_ran_and_the_model_was_pushed(pipeline_run):
+    config, summary = pipeline_run
+    # The killed first attempt completed the components before the Trainer; this run reused them.
+    assert set(summary["components"]) == set(COMPONENTS)
+    assert set(summary["components"].values()) <= {"COMPLETE", "CACHED"}, summary["components"]
+    assert all(summary["components"][c] == "COMPLETE" for c in ("Trainer", "Evaluator", "Pusher"))
+    assert summary["blessed"], summary["failures"]
+    pushed = Path(summary["pushed_path"])
+    assert pushed.parent == Path(config.serving_model_dir) / "camenn" and pushed.name.isdigit()
+    assert (pushed / "saved_model.pb").is_file()
+    assert (pushed / "assets.extra" / "tf_serving_warmup_requests").is_file()
+    assert (Path(config.serving_model_dir) / "models.config").is_file()
+    assert glob.glob(os.path.join(config.serving_model_dir, "item_features", "*.tfrecord.gz"))
+    pre = summary["preprocessing"]
+    assert pre["events"]["in"] == pre["events"]["out"] + pre["events"]["quarantined"] > 0
+    for key in (f"{F.CVR}/auc", f"{F.CVR}/gauc", f"{F.CVR}/log_loss", f"{F.CVR}/calibration", f"{F.ITA}/auc",
+                f"{F.TIA}/auc"):
+        assert 0.0 <= summary["metrics"][key] < 10.0, key
+
+
+def test_metrics_are_sliced_and_the_truth_file_only_reaches_the_evaluator(pipeline_run):
+    import tensorflow_model_analysis as tfma
+    from camenn.tfx_pipeline.run_summary import node_runs, open_store
+
+    config, summary = pipeline_run
+    nodes = node_runs(open_store(config.metadata_path), summary["run_id"])
+    sliced = {key.column for metrics in tfma.load_metrics(nodes["Evaluator"].output("evaluation").uri)
+              for key in metrics.slice_key.single_slice_keys}
+    assert sliced == {F.CATEGORY, F.MERCHANT_SIZE, F.LISTING_QUALITY}
+    # The model's inputs come from Transform, whose raw schema has no quality feature.
+    schema_uri = nodes["ContractSchemaGen"].output("schema").uri
+    assert F.LISTING_QUALITY not in Path(schema_uri, "schema.pbtxt").read_text()
+
+
+def test_tensorboard_has_losses_aucs_expert_load_and_learning_rate_per_task(pipeline_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, summary = pipeline_run
+    events = EventAccumulator(os.path.join(summary["tensorboard_logdir"], "train"))
+    events.Reload()
+    tags = set(events.Tags()["tensors"])
+    for task in F.TASKS:
+        assert {f"epoch_{task}_loss", f"epoch_{task}_auc", f"epoch_{task}_expert_0_load"} <= tags, sorted(tags)
+    assert "epoch_learning_rate" in tags
+
+
+def test_pushed_model_scores_a_tf_example_in_a_fresh_process(pipeline_run):
+    config, summary = pipeline_run
+    examples = glob.glob(os.path.join(config.pipeline_root, "PreprocessDataset", "examples", "*", "Split-eval", "*"))
+    script = textwrap.dedent("""
+        import json, sys
+        import tensorflow as tf
+        model = tf.saved_model.load(sys.argv[1])
+        records = list(tf.data.TFRecordDataset(sys.argv[2:], compression_type="GZIP").take(5))
+        scores = model.signatures["serving_default"](examples=tf.stack(records))
+        print(json.dumps({k: v.numpy().tolist() for k, v in scores.items()}))
+        print(json.dumps(sorted(model.signatures)))
+    """)
+    out = subprocess.run([sys.executable, "-c", script, summary["pushed_path"], *examples], capture_output=True,
+                         text=True, timeout=300, check=True).stdout.strip().splitlines()
+    scores, signatures = json.loads(out[-2]), json.loads(out[-1])
+    assert set(scores) == set(F.TASKS) and {"serving_default", "dense"} <= set(signatures)
+    for values in scores.values():
+        assert len(values) == 5 and all(0.0 <= v <= 1.0 for v in values)
+
+
+def test_second_run_with_nothing_changed_reuses_every_output(pipeline_run):
+    from camenn.tfx_pipeline import local_runner
+
+    config, _ = pipeline_run
+    local_runner.run(config)
+    states = _summary(config)["components"]
+    assert {n: s for n, s in states.items() if s != "CACHED"} == {"latest_blessed_model_resolver": "COMPLETE"}
+
+
+def test_a_column_that_changed_type_stops_the_run_before_training(pipeline_run, tiny_dataset, tmp_path):
+    from camenn.tfx_pipeline import local_runner
+    from camenn.tfx_pipeline.components.anomalies_gate import DataAnomaliesError
+
+    config, _ = pipeline_run
+    changed = tmp_path / "changed_dataset"
+    changed.mkdir()
+    os.symlink(Path(tiny_dataset) / "images", changed / "images")
+    (changed / "items.csv").write_bytes((Path(tiny_dataset) / "items.csv").read_bytes())
+    with open(Path(tiny_dataset) / "events.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(changed / "events.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:  # the export now writes the hour as a clock time: an int column became a string
+            writer.writerow({**row, F.HOUR: f"{row[F.HOUR]}:00"})
+    runs_before = _run_ids(config)
+    with pytest.raises(Exception) as stopped:
+        local_runner.run(config.replace(dataset_dir=str(changed)))
+    assert "anomal" in str(stopped.value).lower() or isinstance(stopped.value, DataAnomaliesError)
+    new_run = [r for r in _run_ids(config) if r not in runs_before][-1]
+    summary = _summary(config, new_run)
+    assert summary["components"].get("ExampleValidator") == "COMPLETE"
+    assert "Transform" not in summary["components"] and "Trainer" not in summary["components"]
+    assert summary["preprocessing"]["events"]["quarantined_by_reason"].get("bad_hour", 0) > 0
+
+
+def test_a_killed_trainer_resumed_from_its_checkpoint(pipeline_run):
+    from camenn.tfx_pipeline.run_summary import node_runs, open_store
+
+    config, summary = pipeline_run
+    model_run = node_runs(open_store(config.metadata_path), summary["run_id"])["Trainer"].output("model_run")
+    history = json.loads(Path(model_run.uri, "history.json").read_text())
+    # The weights and the optimizer state (its step counter) came back from the killed run's checkpoint.
+    assert history["initial_step"] >= config.checkpoint_every_steps
+    assert history["final_step"] > history["initial_step"]
+    assert not glob.glob(os.path.join(config.checkpoint_dir, "*", "training_metadata.json")), \
+        "a finished Trainer leaves no checkpoint behind"
+
+
+def test_a_broken_model_is_not_blessed_and_not_pushed(pipeline_run):
+    from camenn.tfx_pipeline import local_runner
+
+    config, _ = pipeline_run
+    versions_before = sorted(os.listdir(Path(config.serving_model_dir) / "camenn"))
+    sys.path.insert(0, str(HERE))
+    try:
+        local_runner.run(config, trainer_run_fn=BROKEN_RUN_FN)
+    finally:
+        sys.path.remove(str(HERE))
+    summary = _summary(config)
+    assert summary["components"]["Trainer"] == summary["components"]["Evaluator"] == "COMPLETE"
+    assert not summary["blessed"] and not summary["pushed"]
+    assert any(failure.startswith(f"{F.CVR}/log_loss") for failure in summary["failures"]), summary["failures"]
+    assert sorted(os.listdir(Path(config.serving_model_dir) / "camenn")) == versions_before
+
+
+def test_compiled_kubeflow_spec_lists_every_component(pipeline_run, tmp_path):
+    from camenn.tfx_pipeline import kubeflow_v2_runner
+
+    config, _ = pipeline_run
+    path = kubeflow_v2_runner.compile_pipeline(config.replace(outputs_dir="gs://camenn-test/outputs"),
+                                               output=str(tmp_path / "spec.json"), image="camenn:test")
+    spec = json.loads(Path(path).read_text())["pipelineSpec"]
+    tasks = set(spec["root"]["dag"]["tasks"])
+    assert {c for c in COMPONENTS if c != "latest_blessed_model_resolver"} <= tasks
+    assert any(t.startswith("latest_blessed_model_resolver") for t in tasks)
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values() if "container" in e}
+    assert images == {"camenn:test"}
