@@ -50,8 +50,8 @@ def _client_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=defaults.GRPC_PORT, help="server gRPC port (default 8500)")
     parser.add_argument("--model-name", default=defaults.MODEL_NAME, help="served model (default camenn)")
     parser.add_argument("--item-features", default=str(defaults.ITEM_FEATURES),
-                        help="`camenn preprocess` output: OUT/items (or OUT) with the listings' cached features "
-                             "(default outputs/preprocessed/items)")
+                        help="the listings' cached features: the pipeline's copy beside the pushed model "
+                             "(default outputs/serving_model/item_features), or `camenn preprocess`'s OUT/items")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
 
 

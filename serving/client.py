@@ -11,7 +11,7 @@ now, on this machine's clock) and `distance_km` from the shopper to the store (d
 same-day delivery distance; pass one per candidate when store locations differ).
 
 Example:
-    with RankingClient(item_features="outputs/preprocessed/items", port=8500) as client:
+    with RankingClient(item_features="outputs/serving_model/item_features", port=8500) as client:
         for item in client.rank("shopper_42", ["item_1", "item_7", "item_9"]):
             print(item.item_id, item.cvr, item.ita, item.tia)
 """
@@ -72,15 +72,16 @@ class ItemFeatureStore:
 
     @classmethod
     def load(cls, folder: Union[str, os.PathLike] = defaults.ITEM_FEATURES) -> "ItemFeatureStore":
-        """Reads `folder/*.tfrecord.gz` (`camenn preprocess`'s OUT/items; OUT itself works too)."""
+        """Reads `folder/*.tfrecord.gz`: the pipeline's `<serving base>/item_features`, or `camenn preprocess`'s
+        OUT/items (OUT itself works too)."""
         folder = str(folder)
         if os.path.isdir(os.path.join(folder, "items")):
             folder = os.path.join(folder, "items")
         try:
             records = examples.read_tfrecords(examples.tfrecord_pattern(folder))
         except FileNotFoundError:
-            raise FileNotFoundError(f"no item features in {folder}: run `camenn preprocess` and pass its "
-                                    "OUT/items folder") from None
+            raise FileNotFoundError(f"no item features in {folder}: pass --item-features, the pipeline's "
+                                    "<serving base>/item_features or `camenn preprocess`'s OUT/items") from None
         return cls(examples.parse_columns(records), source=folder)
 
     def __len__(self) -> int:
