@@ -9,7 +9,7 @@ every source file and every output file and a hash of the recipe. A preset is re
 disagrees, so a changed weights package, a corrupted file or a changed recipe never goes unnoticed.
 
 Set-up builds them all (`camenn presets build`); `ensure(name)` also builds one on first use. This
-module imports no TensorFlow: checking that everything is up to date takes about a second.
+module imports no TensorFlow: checking that everything is up to date takes a few seconds.
 """
 import contextlib
 import fcntl
@@ -17,7 +17,6 @@ import hashlib
 import importlib
 import importlib.util
 import json
-import logging
 import os
 import shutil
 import time
@@ -27,7 +26,6 @@ from typing import Callable, NamedTuple
 from camenn import paths
 
 MANIFEST = "camenn_preset.json"
-log = logging.getLogger(__name__)
 
 
 def package_file(package: str, relative: str) -> Path:
@@ -57,11 +55,8 @@ def _recipes() -> dict:
     from camenn.model.inception_v4 import inception_v4_presets
 
     recipes = {}
-    for name, preset in inception_v4_presets.backbone_presets.items():
-        recipes[name] = Recipe("camenn.model.inception_v4.convert_inception_v4:build_random_preset",
-                               {k: preset[k] for k in ("config", "image_size", "seed")})
-    recipes.update(bert_presets.recipes())
-    recipes.update(efficientnet_lite_presets.recipes())
+    for family in (bert_presets, efficientnet_lite_presets, inception_v4_presets):
+        recipes.update(family.recipes())
     return recipes
 
 

@@ -1,4 +1,5 @@
 """Verb `camenn presets`: build, list and convert the keras-hub presets of the pre-trained encoders."""
+import sys
 from pathlib import Path
 
 
@@ -43,7 +44,7 @@ def _build(args) -> int:
 
     unknown = sorted(set(args.names) - set(preset_store.names()))
     if unknown:
-        print(f"unknown presets {unknown}; known: {preset_store.names()}")
+        print(f"unknown presets {unknown}; known: {preset_store.names()}", file=sys.stderr)
         return 2
     built = preset_store.build_all(args.names or None)
     print(f"presets: {len(args.names or preset_store.names())} ready ({built} built) in {paths.presets_dir()}")
