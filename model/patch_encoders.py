@@ -20,13 +20,11 @@ ENCODER_PRESETS = {
 
 
 def _backbone_class(encoder):
-    if encoder == "inception_v4":
-        from camenn.model.inception_v4.inception_v4_backbone import InceptionV4Backbone
+    # Importing the families registers all their classes, so keras-hub can deserialise any of their presets.
+    from camenn.model.efficientnet_lite import EfficientNetLiteBackbone
+    from camenn.model.inception_v4 import InceptionV4Backbone
 
-        return InceptionV4Backbone
-    from camenn.model.efficientnet_lite.efficientnet_lite_backbone import EfficientNetLiteBackbone
-
-    return EfficientNetLiteBackbone
+    return {"inception_v4": InceptionV4Backbone, "efficientnet_lite0": EfficientNetLiteBackbone}[encoder]
 
 
 def load_parts(encoder: str, preset: str):
@@ -36,18 +34,16 @@ def load_parts(encoder: str, preset: str):
     import keras_hub
 
     from camenn.model import preset_store
-    # Importing the model modules registers their classes, so keras-hub can deserialise their presets.
-    from camenn.model.efficientnet_lite import efficientnet_lite_image_classifier  # noqa: F401
-    from camenn.model.inception_v4 import inception_v4_image_converter  # noqa: F401
 
     if encoder not in ENCODER_PRESETS:
         raise ValueError(f"unknown image encoder {encoder!r}; choose one of {', '.join(ENCODER_PRESETS)}")
     if preset in preset_store.names() and preset not in ENCODER_PRESETS[encoder]:
         raise ValueError(f"preset {preset!r} is not a preset of encoder {encoder!r} "
                          f"(its presets: {', '.join(ENCODER_PRESETS[encoder])})")
+    backbone_class = _backbone_class(encoder)
     folder = preset_store.resolve(preset)
     backbone = keras_hub.models.Backbone.from_preset(folder)
-    if not isinstance(backbone, _backbone_class(encoder)):
+    if not isinstance(backbone, backbone_class):
         raise ValueError(f"preset {preset!r} holds a {type(backbone).__name__}, not an {encoder} backbone")
     converter = keras_hub.layers.ImageConverter.from_preset(folder)
     return converter, backbone
