@@ -182,7 +182,7 @@ class InceptionV4Backbone(preset_store.NamedPresets, keras_hub.models.Backbone):
     Example:
     ```python
     import numpy as np
-    from camenn.model.inception_v4.inception_v4_backbone import InceptionV4Backbone
+    from camenn.model.inception_v4 import InceptionV4Backbone
 
     backbone = InceptionV4Backbone.from_preset("inception_v4_tiny")
     feature_map = backbone(np.random.uniform(-1, 1, (2, 75, 75, 3)))  # (2, 1, 1, 192)
