@@ -8,7 +8,7 @@ import keras_hub
 from keras import ops
 
 from camenn.model import features
-from camenn.model.camenn.camenn_layers import ModalityEmbedding, NumericFeatureEmbedding, TaskTokens
+from camenn.model.camenn.camenn_layers import ModalityEmbedding, NumericFeatureEmbedding, TaskTokens, UniqueRows
 from camenn.model.camenn.camenn_presets import backbone_presets
 from camenn.model.camenn.transformer_expert_mixture import TransformerExpertMixture
 
@@ -18,10 +18,10 @@ DATA_ARGUMENTS = ("vocabulary_sizes", "num_patches", "patch_dim")
 
 def load_text_encoder(preset, load_weights=True, dtype=None):
     """A `keras_hub.models.BertBackbone` from a `camenn.model.bert` preset name or a preset folder."""
-    from camenn.model import preset_store
+    from camenn.model import bert
 
-    return keras_hub.models.BertBackbone.from_preset(preset_store.resolve(preset), load_weights=load_weights,
-                                                     dtype=dtype)
+    folder = bert.preset_dir(preset) if preset in bert.PRESETS else preset
+    return keras_hub.models.BertBackbone.from_preset(folder, load_weights=load_weights, dtype=dtype)
 
 
 @keras.saving.register_keras_serializable(package="camenn")
@@ -29,7 +29,8 @@ class CameNNBackbone(keras_hub.models.Backbone):
     """CameNN's backbone, from model inputs (contract 5) to one pooled vector per task.
 
     Tokens, all of width `hidden_dim`, in this order: one learned token per task; the listing text's
-    BERT token embeddings (the `text_encoder`'s sequence output, projected); one token per image patch
+    BERT token embeddings (the `text_encoder`'s sequence output, projected; each distinct text of the
+    batch is encoded once); one token per image patch
     (the cached patch embeddings, or in the end-to-end mode the `image_encoder`'s embeddings of the
     photo's patches, projected, plus a patch-position embedding); one token per id
     feature (`features.ID_FEATURES`, embedded with `vocabulary_sizes`), per integer feature
@@ -116,6 +117,7 @@ class CameNNBackbone(keras_hub.models.Backbone):
         self.image_encoder = image_encoder
         if image_encoder is not None:
             self.image_encoder.trainable = not freeze_image_encoder
+        self.unique_texts = UniqueRows(name="unique_texts")
         self.text_projection = keras.layers.Dense(hidden_dim, dtype=dtype, name="text_projection")
         self.patch_projection = keras.layers.Dense(hidden_dim, dtype=dtype, name="patch_projection")
         self.patch_position_embedding = keras_hub.layers.PositionEmbedding(
@@ -158,10 +160,13 @@ class CameNNBackbone(keras_hub.models.Backbone):
 
         token_ids = ops.cast(inputs[features.TEXT_TOKEN_IDS], "int32")
         text_mask = ops.cast(ops.not_equal(token_ids, 0), "int32")
-        text_encoding = self.text_encoder(
-            {"token_ids": token_ids, "segment_ids": ops.zeros_like(token_ids), "padding_mask": text_mask},
+        # BERT runs once per distinct text (a training batch holds each text three times).
+        unique_ids, text_rows = self.unique_texts(token_ids)
+        unique_encoding = self.text_encoder(
+            {"token_ids": unique_ids, "segment_ids": ops.zeros_like(unique_ids),
+             "padding_mask": ops.cast(ops.not_equal(unique_ids, 0), "int32")},
             training=False if freeze_text_encoder else None)["sequence_output"]
-        text_tokens = self.text_projection(text_encoding)
+        text_tokens = self.text_projection(ops.take(unique_encoding, text_rows, axis=0))
 
         if image_encoder is None:
             patches = ops.reshape(inputs[features.PATCH_EMBEDDINGS], (-1, num_patches, patch_dim))

@@ -1,5 +1,6 @@
 """Small layers that turn CameNN's non-text inputs into tokens of the model width."""
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -143,3 +144,32 @@ class ModalityEmbedding(keras.layers.Layer):
         config = super().get_config()
         config.update({"segment_lengths": self.segment_lengths})
         return config
+
+
+@keras.saving.register_keras_serializable(package="camenn")
+class UniqueRows(keras.layers.Layer):
+    """The distinct rows of an integer matrix, in order of first appearance, and for each input row the
+    index of its distinct row (TensorFlow only).
+
+    CameNN encodes each distinct listing text once: a training batch holds every text three times (its
+    true pair, an ITA negative of another listing, its TIA negative), a ranking request often repeats one.
+
+    Call args:
+        rows: integer tensor [batch, length].
+
+    Returns:
+        (distinct rows [distinct, length], index [batch] into them).
+
+    Example:
+    ```python
+    unique, index = UniqueRows()(np.array([[1, 2], [3, 4], [1, 2]]))  # [[1, 2], [3, 4]], [0, 1, 0]
+    ```
+    """
+
+    def call(self, rows):
+        unique = tf.raw_ops.UniqueV2(x=rows, axis=[0], out_idx=tf.int32)
+        return unique.y, unique.idx
+
+    def compute_output_spec(self, rows):
+        return (keras.KerasTensor((None, rows.shape[1]), dtype=rows.dtype),
+                keras.KerasTensor((rows.shape[0],), dtype="int32"))

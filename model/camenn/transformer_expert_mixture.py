@@ -200,6 +200,11 @@ class TransformerExpertMixture(keras.layers.Layer):
         self.router_input_norm.build((sequence_shape[0], sequence_shape[-1]))
         for gate in self.gates:
             gate.build((sequence_shape[0], sequence_shape[-1]))
+        # The task gates start equal, so that tasks route an example to the same experts (one run each)
+        # until their losses pull them apart; random gates would disagree, and the union of their
+        # choices would overflow the shared capacity.
+        for gate in self.gates[1:]:
+            gate.kernel.assign(self.gates[0].kernel)
         self.built = True
 
     def compute_output_shape(self, sequence_shape, padding_mask_shape=None):
