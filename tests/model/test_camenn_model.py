@@ -56,6 +56,15 @@ def test_preset_overrides_reach_the_architecture_and_data_arguments_are_required
         CameNNBackbone.from_preset("camenn_tiny", num_patches=4, patch_dim=8)
 
 
+@pytest.mark.parametrize("preset,experts,width", [("camenn_small", 8, 128), ("camenn_base", 16, 384)])
+def test_every_preset_builds_with_what_the_data_decides(preset, experts, width):
+    built = CameNNMultiTask.from_preset(preset, vocabulary_sizes=VOCABULARY_SIZES, num_patches=4, patch_dim=1280,
+                                        load_weights=False, compile=False)
+    backbone = built.backbone
+    assert (backbone.num_experts, backbone.hidden_dim, backbone.text_encoder.hidden_dim) == (experts, width, 384)
+    assert built.input[F.PATCH_EMBEDDINGS].shape == (None, 4 * 1280)
+
+
 def test_score_of_an_example_does_not_depend_on_its_batch(model):
     inputs = model_inputs(8)
     inputs[F.TEXT_TOKEN_IDS][[3, 5]] = inputs[F.TEXT_TOKEN_IDS][0]  # texts repeat: encoded once
