@@ -115,8 +115,8 @@ def training_throughput(preset, batch_size, steps, num_patches=4, patch_dim=1280
     model.fit(dataset, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[clock])
     end = _clock()
     wall, cpu = end[0] - clock.start[0], end[1] - clock.start[1]
-    return {"preset": preset, "overrides": overrides, "batch_size": batch_size, "rows_per_step": 3 * batch_size, "timed_steps": steps,
-            "first_step_s": clock.start[0] - first, "examples_per_s": steps * batch_size / wall,
+    return {"preset": preset, "overrides": overrides, "batch_size": batch_size, "rows_per_step": 3 * batch_size,
+            "timed_steps": steps, "first_step_s": clock.start[0] - first, "examples_per_s": steps * batch_size / wall,
             "examples_per_cpu_s": steps * batch_size / cpu, "parameters": model.count_params()}
 
 
