@@ -101,6 +101,9 @@ class CameNNBackbone(keras_hub.models.Backbone):
         if missing:
             raise ValueError(f"vocabulary_sizes lacks {missing}: give a size for each of {features.ID_FEATURES}")
         task_names = tuple(task_names)
+        if max_text_length > text_encoder.max_sequence_length:
+            raise ValueError(f"max_text_length={max_text_length} exceeds the text encoder's "
+                             f"{text_encoder.max_sequence_length} positions")
         if image_encoder is not None and (num_patches, patch_dim) != (image_encoder.num_patches,
                                                                       image_encoder.output_dim):
             raise ValueError(f"num_patches={num_patches}, patch_dim={patch_dim} disagree with the image encoder's "
