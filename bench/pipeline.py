@@ -7,7 +7,8 @@ Runs the whole pipeline once into a fresh outputs folder (nothing cached; the pa
 the usual one unless --cold-images), sampling the memory of this process and its children (Beam workers)
 every 0.2 s and charging it to the component running then. Then trains the Trainer's model again with a
 bare `model.fit` on the same transformed examples held in memory, same batches, same number of steps, and
-compares steady-state examples per second (the first epoch, which traces the graphs, left out of both).
+compares steady-state examples per second (each epoch's first step, which traces the graphs in the first
+epoch, left out of both).
 Goals (ISSUE 6): the whole main command within 15 minutes on 2 cores, peak memory under 8 GB, Trainer
 overhead at most 1.2x a plain fit.
 """
@@ -26,25 +27,15 @@ import psutil
 from camenn import paths
 
 
-class ComponentMeter(logging.Handler):
-    """Follows TFX's 'Component X is running/finished' log lines; a thread samples memory meanwhile."""
+class ComponentMeter:
+    """Times each component's launch (TFX's Launcher.launch, wrapped); a thread samples the memory of
+    this process and its children meanwhile and charges it to the component running."""
 
     def __init__(self, interval=0.2):
-        super().__init__()
         self.current, self.interval = None, interval
-        self.started, self.seconds, self.peak_rss = {}, {}, {}
+        self.seconds, self.peak_rss = {}, {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def emit(self, record):
-        message = record.getMessage()
-        if message.startswith("Component ") and message.endswith(" is running."):
-            self.current = message[len("Component "):-len(" is running.")]
-            self.started[self.current] = time.perf_counter()
-        elif message.startswith("Component ") and message.endswith(" is finished."):
-            name = message[len("Component "):-len(" is finished.")]
-            self.seconds[name] = time.perf_counter() - self.started.pop(name)
-            self.current = None
 
     def _sample(self):
         me = psutil.Process()
@@ -57,20 +48,35 @@ class ComponentMeter(logging.Handler):
             self.peak_rss[key] = max(self.peak_rss.get(key, 0), rss)
 
     def __enter__(self):
-        logging.getLogger("absl").addHandler(self)
+        from tfx.orchestration.portable import launcher
+
+        self._launcher, self._launch = launcher.Launcher, launcher.Launcher.launch
+        meter = self
+
+        def launch(launcher_self, *args, **kwargs):
+            meter.current = launcher_self._pipeline_node.node_info.id
+            started = time.perf_counter()
+            try:
+                return meter._launch(launcher_self, *args, **kwargs)
+            finally:
+                meter.seconds[meter.current] = time.perf_counter() - started
+                meter.current = None
+
+        launcher.Launcher.launch = launch
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        logging.getLogger("absl").removeHandler(self)
+        self._launcher.launch = self._launch
 
 
 def steady_rate(record) -> float:
-    """Examples (true pairs) per second over every epoch but the first."""
-    seconds, steps = record["epoch_seconds"][1:], record["epoch_steps"][1:]
-    return sum(steps) * record["batch_size"] / sum(seconds)
+    """Examples (true pairs) per second, each epoch's first step (graph tracing) left out."""
+    steps = sum(n - 1 for n in record["epoch_steps"])
+    seconds = sum(t - first for t, first in zip(record["epoch_seconds"], record["first_step_seconds"]))
+    return steps * record["batch_size"] / seconds
 
 
 def plain_fit(config, trainer_node, transform_node):

@@ -25,8 +25,7 @@ def grocery_store_dir():
 # hardly any ranking, so the tiny blessing bounds only the log loss (a model that learned nothing is
 # refused by it); the demo's presets bound the AUCs too (tfx_pipeline/configs.py).
 TINY_DATASET = dict(seed=0, num_listings=60, num_merchants=8, num_shoppers=40, num_events=1500)
-TINY_PIPELINE = dict(min_cvr_auc=0.0, min_ita_auc=0.0, min_tia_auc=0.0, max_cvr_log_loss=0.62,
-                     beam_direct_running_mode="in_memory")
+TINY_PIPELINE = dict(min_cvr_auc=0.0, min_ita_auc=0.0, min_tia_auc=0.0, max_cvr_log_loss=0.62)
 
 
 @pytest.fixture(scope="session")

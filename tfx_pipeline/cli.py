@@ -81,7 +81,8 @@ def register(subparsers) -> None:
             "gs://bucket/...; Beam components run on the runner the Beam options name (README: 'Kubeflow').\n\n"
             "Writes --output (default outputs/kubeflow/camenn_pipeline.json)."))
     _add_common(compile_, "pipeline root, metadata and serving base for the cluster, e.g. gs://bucket/camenn")
-    compile_.add_argument("--output", default=None, help="spec file to write (default outputs/kubeflow/camenn_pipeline.json)")
+    compile_.add_argument("--output", default=None,
+                          help="spec file to write (default outputs/kubeflow/camenn_pipeline.json)")
     compile_.add_argument("--image", default=None,
                           help="container image with CameNN installed that runs every component "
                                "(default: the configs' kubeflow_image)")

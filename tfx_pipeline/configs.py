@@ -59,10 +59,12 @@ class PipelineConfig:
     max_regression: float = 0.0
     slice_features: Tuple[str, ...] = (F.CATEGORY, F.MERCHANT_SIZE, F.LISTING_QUALITY)
 
-    # --- Beam (every Beam-based component). DirectRunner locally with several worker processes;
-    # `extra_beam_args` selects Dataflow, Flink or Spark (see README).
-    beam_direct_running_mode: str = "multi_processing"
-    beam_num_workers: int = 0  # 0: one per CPU
+    # --- Beam (every Beam-based component). `extra_beam_args` selects Dataflow, Flink or Spark (README).
+    # The DirectRunner in this process by default: on the sample with 2 CPUs, multi_processing with 2
+    # workers was 2 to 7 times slower per component (each worker process imports TensorFlow and TFX,
+    # more than the work itself; bench/pipeline.py). Use multi_processing for data that fills the CPUs.
+    beam_direct_running_mode: str = "in_memory"  # or multi_processing, multi_threading
+    beam_num_workers: int = 0  # 0: one per CPU (in_memory always uses one)
     extra_beam_args: Tuple[str, ...] = ()
 
     # --- Orchestration.
@@ -127,8 +129,9 @@ PRESETS = {
     # CI and tests: the tiny model and image encoder, a couple of short epochs.
     "tiny": dict(model_preset="camenn_tiny", image_encoder="inception_v4", image_preset="inception_v4_tiny",
                  max_text_length=32, batch_size=32, epochs=2, checkpoint_every_steps=5, validate_each_epoch=False),
-    # A CPU: the demo on the embedded sample.
-    "small": dict(model_preset="camenn_small"),
+    # A CPU: the demo on the embedded sample. One epoch: a step of 64 clicks (192 rows with the ITA/TIA
+    # negatives) takes ~8 s on 2 cores, so the sample's 73 steps are ~10 minutes (bench/pipeline.py).
+    "small": dict(model_preset="camenn_small", epochs=1),
     # GPUs: the base model, bigger batches. (The paper's InceptionV4 encoder: convert ImageNet weights into
     # a preset folder, then --set image_encoder=inception_v4 --set image_preset=FOLDER.)
     "base": dict(model_preset="camenn_base", batch_size=256, epochs=10, checkpoint_every_steps=200),

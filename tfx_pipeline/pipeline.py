@@ -68,7 +68,8 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     # Any anomaly fails the run here, before anything trains.
-    anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+    anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"],
+                                   report=preprocess.outputs["report"])
     # Vocabularies with OOV buckets for ids, normalised numbers; the same graph goes into the SavedModel.
     transform = tfx.components.Transform(
         examples=preprocess.outputs["examples"], schema=schema_gen.outputs["schema"],

@@ -26,7 +26,6 @@ from camenn.tfx_pipeline import transform
 logger = logging.getLogger(__name__)
 
 
-
 def distribution_strategy() -> tf.distribute.Strategy:
     gpus = tf.config.list_logical_devices("GPU")
     if gpus:
@@ -74,14 +73,15 @@ def vocabulary_sizes(tft_output, num_oov_buckets):
 
 
 class ProgressLogger(keras.callbacks.Callback):
-    """Progress lines with examples per second, and the training time of each epoch (from its start to
-    its last step, validation excluded) for throughput figures; says where a resumed run starts."""
+    """Progress lines with examples per second, and each epoch's training time (from its start to its
+    last step, validation excluded) and first-step time (graph tracing, in the first epoch) for
+    throughput figures; says where a resumed run starts."""
 
     def __init__(self, every, batch_size, total_steps):
         super().__init__()
         self.every, self.batch_size, self.total_steps = every, batch_size, total_steps
         self.initial_step = 0
-        self.epoch_seconds, self.epoch_steps = [], []
+        self.epoch_seconds, self.epoch_steps, self.first_step_seconds = [], [], []
 
     def on_train_begin(self, logs=None):
         self.initial_step = int(self.model.optimizer.iterations.numpy())
@@ -97,14 +97,17 @@ class ProgressLogger(keras.callbacks.Callback):
         step = int(self.model.optimizer.iterations.numpy())
         self.epoch_seconds[-1] = time.perf_counter() - self._epoch_start
         self.epoch_steps[-1] = step - self._epoch_first_step
+        if len(self.first_step_seconds) < len(self.epoch_seconds):
+            self.first_step_seconds.append(self.epoch_seconds[-1])
         if step % self.every == 0:
             rate = self.epoch_steps[-1] * self.batch_size / max(self.epoch_seconds[-1], 1e-9)
             shown = ", ".join(f"{k}={float(v):.4f}" for k, v in sorted((logs or {}).items()) if k.endswith("loss"))
-            logger.info("step %d/%d  %s  (%.0f examples/s this epoch)", step, self.total_steps, shown, rate)
+            logger.info("step %d/%d  %s  (%.1f examples/s this epoch)", step, self.total_steps, shown, rate)
 
     def record(self) -> dict:
         return {"initial_step": self.initial_step, "final_step": int(self.model.optimizer.iterations.numpy()),
-                "batch_size": self.batch_size, "epoch_seconds": self.epoch_seconds, "epoch_steps": self.epoch_steps}
+                "batch_size": self.batch_size, "epoch_seconds": self.epoch_seconds, "epoch_steps": self.epoch_steps,
+                "first_step_seconds": self.first_step_seconds}
 
 
 class PerExampleBinaryCrossentropy(keras.losses.Loss):

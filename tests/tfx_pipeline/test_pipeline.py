@@ -129,9 +129,8 @@ def test_a_column_that_changed_type_stops_the_run_before_training(pipeline_run, 
         for row in rows:  # the export now writes the hour as a clock time: an int column became a string
             writer.writerow({**row, F.HOUR: f"{row[F.HOUR]}:00"})
     runs_before = _run_ids(config)
-    with pytest.raises(Exception) as stopped:
+    with pytest.raises(DataAnomaliesError, match="bad_hour"):
         local_runner.run(config.replace(dataset_dir=str(changed)))
-    assert "anomal" in str(stopped.value).lower() or isinstance(stopped.value, DataAnomaliesError)
     new_run = [r for r in _run_ids(config) if r not in runs_before][-1]
     summary = _summary(config, new_run)
     assert summary["components"].get("ExampleValidator") == "COMPLETE"

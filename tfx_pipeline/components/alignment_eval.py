@@ -21,6 +21,7 @@ import os
 
 import apache_beam as beam
 import tensorflow as tf
+from apache_beam.io.filesystem import CompressionTypes
 from tfx import v1 as tfx
 from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
@@ -93,7 +94,7 @@ class _MakePairs(beam.DoFn):
 
 def _read(pipeline, label, pattern):
     return (pipeline
-            | f"Read{label}" >> beam.io.ReadFromTFRecord(pattern, compression_type=beam.io.filesystem.CompressionTypes.GZIP)
+            | f"Read{label}" >> beam.io.ReadFromTFRecord(pattern, compression_type=CompressionTypes.GZIP)
             | f"Parse{label}" >> beam.Map(tf.train.Example.FromString)
             | f"ByCategory{label}" >> beam.Map(lambda e: (_bytes(e, F.COARSE_CATEGORY), e)))
 
@@ -123,6 +124,6 @@ def AlignmentEvalExamples(
              | "MakePairs" >> beam.ParDo(_MakePairs(), fallback=beam.pvalue.AsSingleton(fallback),
                                          quality=quality)
              | "Write" >> beam.io.WriteToTFRecord(output, file_name_suffix=".gz",
-                                                  compression_type=beam.io.filesystem.CompressionTypes.GZIP))
+                                                  compression_type=CompressionTypes.GZIP))
     examples_utils.set_payload_format(eval_examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
     examples_utils.set_file_format(eval_examples, "tfrecords_gzip")

@@ -11,6 +11,8 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
+from camenn.tfx_pipeline.components.artifacts import PreprocessingReport
+
 
 class DataAnomaliesError(RuntimeError):
     """The examples do not match the schema; the message lists every anomaly by feature."""
@@ -34,14 +36,28 @@ def describe_anomalies(anomalies_uri: str, split_names) -> list:
     return problems
 
 
+def describe_quarantine(summary: dict) -> list:
+    """What preprocessing quarantined, by reason: a column that changed type shows up here first."""
+    lines = []
+    for kind in ("items", "events"):
+        counts = summary.get(kind) or {}
+        reasons = ", ".join(f"{r} {int(n)}" for r, n in (counts.get("quarantined_by_reason") or {}).items())
+        lines.append(f"preprocessing quarantined {int(counts.get('quarantined', 0))} of {int(counts.get('in', 0))} "
+                     f"{kind}" + (f" ({reasons})" if reasons else ""))
+    return lines
+
+
 @tfx.dsl.components.component
 def AnomaliesGate(
     anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
+    report: tfx.dsl.components.InputArtifact[PreprocessingReport],
 ) -> None:
-    """Raises DataAnomaliesError listing every anomaly ExampleValidator found (module docstring)."""
+    """Raises DataAnomaliesError listing every anomaly ExampleValidator found (module docstring), with
+    what preprocessing quarantined, so that the cause of, say, an empty split is in the same message."""
     blessed = anomalies.get_json_value_custom_property("blessed") or {}
     problems = describe_anomalies(anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
     if problems or not all(blessed.values()):
+        lines = (problems or [f"splits not blessed: {blessed}"]) + describe_quarantine(
+            report.get_json_value_custom_property("summary") or {})
         raise DataAnomaliesError(
-            "ExampleValidator found anomalies; the run stops before Transform and Trainer:\n  "
-            + "\n  ".join(problems or [f"splits not blessed: {blessed}"]))
+            "ExampleValidator found anomalies; the run stops before Transform and Trainer:\n  " + "\n  ".join(lines))
