@@ -1,8 +1,71 @@
 #!/usr/bin/env bash
-# Sets up .venv if needed, then runs CameNN on the embedded sample: preprocessing with Beam, printing
-# its summary. Everything it writes goes under outputs/.
+# README's main command. Sets up .venv if needed, then runs the whole CameNN TFX pipeline on the embedded
+# sample (preset `small`): Beam preprocessing, data validation, Transform, training, TFMA evaluation and,
+# for a blessed model, the push to outputs/serving_model/camenn/<version>/. Then serves the newest pushed
+# version with `camenn serve` on a free local port and ranks listings for a shopper through one gRPC
+# Predict request. Everything goes under outputs/. Extra arguments go to `camenn pipeline run`
+# (e.g. --preset tiny, --set epochs=1).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
 cd "$root"
-exec "$root/.venv/bin/camenn" preprocess --dataset "$root/data/sample" --output "$root/outputs/preprocessed" "$@"
+camenn="$root/.venv/bin/camenn"
+python="$root/.venv/bin/python"
+serving_base="$root/outputs/serving_model"
+
+"$camenn" pipeline run "$@"
+
+if ! ls "$serving_base"/camenn/*/saved_model.pb >/dev/null 2>&1; then
+  echo "demo: no model has been pushed yet (none was blessed), so there is nothing to serve"
+  exit 0
+fi
+
+# A shopper of the sample and eight candidates: three listings they clicked and five others.
+read -r shopper items < <("$python" - "$root/data/sample/events.csv" "$serving_base/item_features" <<'EOF'
+import collections, csv, glob, random, sys
+import tensorflow as tf
+from camenn.model import features as F
+events = list(csv.DictReader(open(sys.argv[1], newline="")))
+known = set()
+for record in tf.data.TFRecordDataset(glob.glob(sys.argv[2] + "/*"), compression_type="GZIP"):
+    known.add(tf.train.Example.FromString(record.numpy()).features.feature[F.ITEM_ID].bytes_list.value[0].decode())
+clicks = collections.Counter(e[F.SHOPPER_ID] for e in events if e[F.ITEM_ID] in known)
+shopper = clicks.most_common(1)[0][0]
+theirs = sorted({e[F.ITEM_ID] for e in events if e[F.SHOPPER_ID] == shopper and e[F.ITEM_ID] in known})
+rng = random.Random(0)
+others = rng.sample(sorted(known - set(theirs)), 5)
+print(shopper, ",".join(rng.sample(theirs, min(3, len(theirs))) + others))
+EOF
+)
+
+port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+log="$root/outputs/demo_serve.log"
+"$camenn" serve --model_base_path "$serving_base/camenn" --port "$port" >"$log" 2>&1 &
+server=$!
+trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
+echo
+echo "serving $serving_base/camenn on 127.0.0.1:$port (log: $log); waiting for the newest version to load"
+"$python" - "$port" <<'EOF'
+import sys, time
+import grpc
+from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(f"127.0.0.1:{sys.argv[1]}"))
+request = get_model_status_pb2.GetModelStatusRequest()
+request.model_spec.name = "camenn"
+deadline = time.time() + 300
+while True:
+    try:
+        statuses = stub.GetModelStatus(request, timeout=5).model_version_status
+        if any(s.state == s.AVAILABLE for s in statuses):
+            break
+    except grpc.RpcError:
+        pass
+    if time.time() > deadline:
+        sys.exit("demo: the server did not load the model within 5 minutes")
+    time.sleep(1)
+EOF
+echo "ranking for shopper $shopper (one gRPC Predict through camenn rank):"
+"$camenn" rank --user "$shopper" --items "$items" --hour 18 --port "$port" \
+  --item-features "$serving_base/item_features"
+echo
+echo "TensorBoard: .venv/bin/tensorboard --logdir outputs/pipelines/camenn/Trainer/model_run"

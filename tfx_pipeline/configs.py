@@ -51,11 +51,15 @@ class PipelineConfig:
     seed: int = 1234
 
     # --- Evaluation and blessing (TFMA). A model is pushed only if every bound holds AND it is no worse
-    # than the last blessed model by more than `max_regression` on each AUC.
-    min_cvr_auc: float = 0.55
-    min_ita_auc: float = 0.6
-    min_tia_auc: float = 0.6
-    max_cvr_log_loss: float = 0.8
+    # than the last blessed model by more than `max_regression` on each AUC. The defaults refuse a model
+    # that ranks worse than chance or is not calibrated (an untrained one scores ~0.69 log loss; the
+    # sample's base rate alone, 0.53); the baseline rule refuses one worse than what is served. The
+    # sample's CVR signal is weak: per-item and per-shopper-category conversion rates counted on its
+    # train split reach 0.55-0.58 CVR AUC on eval. Raise the bounds for data with more signal.
+    min_cvr_auc: float = 0.5
+    min_ita_auc: float = 0.5
+    min_tia_auc: float = 0.5
+    max_cvr_log_loss: float = 0.6
     max_regression: float = 0.0
     slice_features: Tuple[str, ...] = (F.CATEGORY, F.MERCHANT_SIZE, F.LISTING_QUALITY)
 

@@ -89,7 +89,9 @@ def overall_metrics(evaluation_uri: str) -> Dict[str, float]:
         if slice_metrics.slice_key.single_slice_keys:
             continue
         for entry in slice_metrics.metric_keys_and_values:
-            if entry.key.is_diff or not entry.value.HasField("double_value"):
+            # With a baseline TFMA also reports the last blessed model's metrics and the differences.
+            if entry.key.is_diff or entry.key.model_name == tfma.BASELINE_KEY or \
+                    not entry.value.HasField("double_value"):
                 continue
             name = f"{entry.key.output_name}/{entry.key.name}" if entry.key.output_name else entry.key.name
             metrics[name] = entry.value.double_value.value

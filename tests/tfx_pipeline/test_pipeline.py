@@ -105,11 +105,28 @@ def test_pushed_model_scores_a_tf_example_in_a_fresh_process(pipeline_run):
 
 def test_second_run_with_nothing_changed_reuses_every_output(pipeline_run):
     from camenn.tfx_pipeline import local_runner
+    from camenn.tfx_pipeline.run_summary import node_runs, open_store
 
-    config, _ = pipeline_run
+    config, first = pipeline_run
+    # The first run had no blessed model to compare with; now its own model is the baseline, a new input
+    # of the Evaluator, which therefore judges again (and its blessing is pushed again). Everything up
+    # to the Trainer is reused.
     local_runner.run(config)
-    states = _summary(config)["components"]
-    assert {n: s for n, s in states.items() if s != "CACHED"} == {"latest_blessed_model_resolver": "COMPLETE"}
+    second = _summary(config)
+    judged_again = COMPONENTS[COMPONENTS.index("Evaluator"):]  # the Evaluator and what depends on it
+    assert {n: s for n, s in second["components"].items() if s != "CACHED"} == {
+        "latest_blessed_model_resolver": "COMPLETE", **{n: "COMPLETE" for n in judged_again}}
+    store = open_store(config.metadata_path)
+    model = node_runs(store, first["run_id"])["Trainer"].output("model")
+    evaluation = node_runs(store, second["run_id"])["Evaluator"].execution
+    baseline = [e.artifact_id for e in store.get_events_by_execution_ids([evaluation.id])
+                if e.type == e.INPUT and e.path.steps[0].key == "baseline_model"]
+    assert baseline == [model.id]
+    assert second["blessed"] and second["metrics"] == first["metrics"]
+    # From then on the inputs stay the same, and so does every output.
+    local_runner.run(config)
+    third = _summary(config)["components"]
+    assert {n: s for n, s in third.items() if s != "CACHED"} == {"latest_blessed_model_resolver": "COMPLETE"}
 
 
 def test_a_column_that_changed_type_stops_the_run_before_training(pipeline_run, tiny_dataset, tmp_path):

@@ -26,6 +26,10 @@ def describe_anomalies(anomalies_uri: str, split_names) -> list:
             continue
         anomalies = anomalies_pb2.Anomalies()
         anomalies.ParseFromString(tf.io.gfile.GFile(path, "rb").read())
+        if anomalies.data_missing:
+            # TFDV reports an empty split this way, without an anomaly_info entry, and ExampleValidator
+            # still blesses it: every row quarantined must stop the run too.
+            problems.append(f"{split}: no examples at all (every row was quarantined, or the split is empty)")
         for feature, info in sorted(anomalies.anomaly_info.items()):
             reasons = "; ".join(r.description or anomalies_pb2.AnomalyInfo.Type.Name(r.type) for r in info.reason)
             problems.append(f"{split}: feature '{feature}': {info.short_description}: {reasons}")
