@@ -6,7 +6,9 @@ import TensorFlow, Beam and keras only inside the functions a verb runs, so `cam
 import argparse
 import importlib
 import logging
+import os
 import sys
+import warnings
 
 # Modules that add verbs, in the order `camenn --help` lists them.
 COMMAND_MODULES = (
@@ -25,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
             "against its text (arXiv 2009.09926). Each subcommand below says what it does and writes."
         ),
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also TFX, Beam and TensorFlow INFO logs, and CameNN's debug logs")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMAND_MODULES:
@@ -35,11 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
+    # CameNN's own progress at INFO; TFX, Beam and TensorFlow only from WARNING unless --verbose (at INFO
+    # they print every execution's protos: thousands of lines per run).
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("camenn").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
     try:
         code = args.func(args)
     except KeyboardInterrupt:

@@ -1,8 +1,6 @@
 """Verbs `camenn sample` and `camenn preprocess`; heavy imports happen inside the functions they run."""
 import argparse
 import json
-import logging
-import os
 import sys
 from pathlib import Path
 
@@ -86,8 +84,6 @@ def _sample(args) -> int:
 
 
 def _preprocess(args) -> int:
-    if not args.verbose:
-        _quiet_beam_info()
     from camenn.preprocessing.dataset import DatasetFormatError
     from camenn.preprocessing.images import parse_grid
     from camenn.preprocessing.pipeline import format_summary, preprocess
@@ -103,12 +99,3 @@ def _preprocess(args) -> int:
     print(format_summary(summary))
     return 0
 
-
-def _quiet_beam_info() -> None:
-    """Drops Beam's and TensorFlow's INFO lines, keeping our progress and every warning."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    def keep(record):
-        return record.levelno >= logging.WARNING or "apache_beam" not in record.pathname
-
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(keep)

@@ -1,15 +1,35 @@
-"""Runs the CameNN pipeline on this machine: TFX LocalDagRunner, Beam DirectRunner with several worker
-processes, ML Metadata in a local SQLite file (all under `outputs/` by default).
+"""Runs the CameNN pipeline on this machine: TFX LocalDagRunner, Beam DirectRunner (configs.py says how),
+ML Metadata in a local SQLite file (all under `outputs/` by default).
 
     python -m camenn.tfx_pipeline.local_runner [--preset small]   (or: camenn pipeline run)
 """
+import logging
 import os
+import re
 
 from camenn.tfx_pipeline import configs
+
+_COMPONENT_PROGRESS = re.compile(r"Component \S+ is (running|finished)")
+
+
+def _show_component_progress() -> None:
+    """Lets TFX's "Component X is running / finished" lines through when its other INFO lines are hidden
+    (camenn.cli shows only warnings of other libraries unless --verbose)."""
+    absl = logging.getLogger("absl")
+    if logging.getLogger().level <= logging.INFO or any(f is _component_progress for f in absl.filters):
+        return
+    absl.setLevel(logging.INFO)
+    absl.addFilter(_component_progress)
+
+
+def _component_progress(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or bool(_COMPONENT_PROGRESS.match(record.getMessage()))
 
 
 def run(config: configs.PipelineConfig, **pipeline_kwargs) -> None:
     from tfx import v1 as tfx
+
+    _show_component_progress()
 
     from camenn.tfx_pipeline.pipeline import create_pipeline
 
