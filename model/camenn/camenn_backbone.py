@@ -14,6 +14,8 @@ from camenn.model.camenn.transformer_expert_mixture import TransformerExpertMixt
 
 # Settings a preset cannot know: the data decides them.
 DATA_ARGUMENTS = ("vocabulary_sizes", "num_patches", "patch_dim")
+# The listing's modalities a backbone may read (the ablations drop one).
+MODALITIES = ("text", "image")
 
 
 def load_text_encoder(preset, load_weights=True, dtype=None):
@@ -24,8 +26,58 @@ def load_text_encoder(preset, load_weights=True, dtype=None):
     return keras_hub.models.BertBackbone.from_preset(folder, load_weights=load_weights, dtype=dtype)
 
 
+class NamedPresets:
+    """`from_preset` for backbone families whose presets are named configurations (`preset_configs`:
+    name -> {"text_encoder": a `camenn.model.bert` preset, "config": the other arguments}), the data's
+    arguments (`DATA_ARGUMENTS`) given at build time; its `from_config` rebuilds the encoders a config
+    holds. Put it before `keras_hub.models.Backbone` in the bases.
+    """
+
+    preset_configs = {}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for name in ("text_encoder", "image_encoder"):
+            if isinstance(config.get(name), dict):
+                config[name] = keras.layers.deserialize(config[name])
+        return cls(**config)
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Builds a named preset of the family (`preset_configs`), or loads a preset folder.
+
+        For a preset name, `kwargs` override the preset's configuration and must include what
+        the data decides: `vocabulary_sizes`, `num_patches` and `patch_dim`. `load_weights` loads the
+        text encoder's pre-trained weights; everything else starts random. A `text_encoder` argument
+        replaces the preset's. Anything else (a folder written by `save_to_preset`) goes to
+        keras-hub's loader.
+
+        Example:
+        ```python
+        backbone = CameNNBackbone.from_preset(
+            "camenn_small", vocabulary_sizes=sizes, num_patches=4, patch_dim=1280, dropout=0.2)
+        ```
+        """
+        if preset not in cls.preset_configs:
+            return super().from_preset(preset, load_weights=load_weights, **kwargs)
+        needed = DATA_ARGUMENTS if kwargs.get("image_encoder") is None else ("vocabulary_sizes",)
+        missing = [name for name in needed if name not in kwargs]
+        if missing:
+            raise ValueError(f"{preset} needs {missing}: the data decides them (vocabulary sizes from "
+                             f"Transform, num_patches and patch_dim from `camenn preprocess`'s summary.json)")
+        config = {**cls.preset_configs[preset]["config"], **kwargs}
+        if config.get("image_encoder") is not None:
+            config.setdefault("num_patches", config["image_encoder"].num_patches)
+            config.setdefault("patch_dim", config["image_encoder"].output_dim)
+        if "text_encoder" not in config:
+            config["text_encoder"] = load_text_encoder(cls.preset_configs[preset]["text_encoder"],
+                                                       load_weights=load_weights, dtype=config.get("dtype"))
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="camenn")
-class CameNNBackbone(keras_hub.models.Backbone):
+class CameNNBackbone(NamedPresets, keras_hub.models.Backbone):
     """CameNN's backbone, from model inputs (contract 5) to one pooled vector per task.
 
     Tokens, all of width `hidden_dim`, in this order: one learned token per task; the listing text's
@@ -53,7 +105,8 @@ class CameNNBackbone(keras_hub.models.Backbone):
         num_heads: int. Attention heads of every transformer layer.
         intermediate_dim: int. Feed-forward width of every transformer layer.
         num_shared_layers: int. Transformer layers of the shared bottom.
-        num_experts: int. Experts in the mixture.
+        num_experts: int. Experts in the mixture; 0 drops the mixture (an ablation: each task's tower
+            reads the shared bottom directly).
         top_k: int. Experts each task keeps per example.
         capacity_factor: float. Training capacity of each expert (see `TransformerExpertMixture`).
         load_balance_loss_weight: float. Weight of the mixture's load-balancing loss.
@@ -67,6 +120,8 @@ class CameNNBackbone(keras_hub.models.Backbone):
             `features.IMAGE` (uint8 pixels [batch, H, W, 3]) and trains the encoder with the rest.
         freeze_image_encoder: bool. Keep the image encoder's weights fixed (inference mode).
         task_names: sequence of str. The tasks, each with a gate, a token, a tower and an output.
+        modalities: sequence of "text" and/or "image". The listing modalities the model reads (an
+            ablation drops one: its input is then not taken, and a dropped text encoder is frozen).
         layer_norm_epsilon: float.
         dtype: str or `keras.DTypePolicy`, e.g. "mixed_bfloat16".
         **kwargs: base `keras_hub.models.Backbone` arguments (`name`, `trainable`).
@@ -92,15 +147,21 @@ class CameNNBackbone(keras_hub.models.Backbone):
     ```
     """
 
+    preset_configs = backbone_presets
+
     def __init__(self, text_encoder, vocabulary_sizes, num_patches, patch_dim, hidden_dim, num_heads,
                  intermediate_dim, num_shared_layers, num_experts, top_k, capacity_factor=1.25,
                  load_balance_loss_weight=1e-2, router_z_loss_weight=1e-3, dropout=0.1, max_text_length=64,
                  freeze_text_encoder=False, image_encoder=None, freeze_image_encoder=False,
-                 task_names=features.TASKS, layer_norm_epsilon=1e-6, dtype=None, **kwargs):
+                 task_names=features.TASKS, modalities=MODALITIES, layer_norm_epsilon=1e-6, dtype=None, **kwargs):
         missing = sorted(set(features.ID_FEATURES) - set(vocabulary_sizes))
         if missing:
             raise ValueError(f"vocabulary_sizes lacks {missing}: give a size for each of {features.ID_FEATURES}")
         task_names = tuple(task_names)
+        modalities = tuple(modalities)
+        if not modalities or set(modalities) - set(MODALITIES):
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {modalities}")
+        use_text, use_image = "text" in modalities, "image" in modalities
         if max_text_length > text_encoder.max_sequence_length:
             raise ValueError(f"max_text_length={max_text_length} exceeds the text encoder's "
                              f"{text_encoder.max_sequence_length} positions")
@@ -114,7 +175,7 @@ class CameNNBackbone(keras_hub.models.Backbone):
 
         # === Layers ===
         self.text_encoder = text_encoder
-        self.text_encoder.trainable = not freeze_text_encoder
+        self.text_encoder.trainable = use_text and not freeze_text_encoder
         # CameNN reads BERT's token embeddings, not its pooled [CLS] output.
         self.text_encoder.get_layer("pooled_dense").trainable = False
         self.image_encoder = image_encoder
@@ -132,14 +193,14 @@ class CameNNBackbone(keras_hub.models.Backbone):
         self.numeric_embedding = NumericFeatureEmbedding(hidden_dim, dtype=dtype, name="numeric_embedding")
         self.task_tokens = TaskTokens(len(task_names), hidden_dim, dtype=dtype, name="task_tokens")
         num_other = len(features.ID_FEATURES) + len(features.INTEGER_FEATURES) + len(features.NUMERIC_FEATURES)
-        segment_lengths = [len(task_names), max_text_length, num_patches, num_other]
+        segment_lengths = [len(task_names), max_text_length * use_text, num_patches * use_image, num_other]
         self.modality_embedding = ModalityEmbedding(segment_lengths, dtype=dtype, name="modality_embedding")
         self.embeddings_layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=dtype, name="embeddings_layer_norm")
         self.embeddings_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")
         self.shared_layers = [keras_hub.layers.TransformerEncoder(**transformer_args, name=f"shared_layer_{i}")
                               for i in range(num_shared_layers)]
-        self.expert_mixture = TransformerExpertMixture(
+        self.expert_mixture = None if num_experts == 0 else TransformerExpertMixture(
             num_experts=num_experts, top_k=top_k, task_names=task_names, capacity_factor=capacity_factor,
             load_balance_loss_weight=load_balance_loss_weight, router_z_loss_weight=router_z_loss_weight,
             **transformer_args, name="expert_mixture")
@@ -153,31 +214,36 @@ class CameNNBackbone(keras_hub.models.Backbone):
         inputs = {name: keras.Input(shape=(), dtype="int64", name=name) for name in features.ID_FEATURES}
         inputs.update({name: keras.Input(shape=(), dtype="int64", name=name) for name in features.INTEGER_FEATURES})
         inputs.update({name: keras.Input(shape=(), dtype="float32", name=name) for name in features.NUMERIC_FEATURES})
-        inputs[features.TEXT_TOKEN_IDS] = keras.Input(shape=(max_text_length,), dtype="int64",
-                                                      name=features.TEXT_TOKEN_IDS)
-        if image_encoder is None:
+        if use_text:
+            inputs[features.TEXT_TOKEN_IDS] = keras.Input(shape=(max_text_length,), dtype="int64",
+                                                          name=features.TEXT_TOKEN_IDS)
+        if use_image and image_encoder is None:
             inputs[features.PATCH_EMBEDDINGS] = keras.Input(shape=(num_patches * patch_dim,), dtype="float32",
                                                             name=features.PATCH_EMBEDDINGS)
-        else:
+        elif use_image:
             inputs[features.IMAGE] = keras.Input(shape=(None, None, 3), dtype="uint8", name=features.IMAGE)
 
-        token_ids = ops.cast(inputs[features.TEXT_TOKEN_IDS], "int32")
-        text_mask = ops.cast(ops.not_equal(token_ids, 0), "int32")
-        # BERT runs once per distinct text (a training batch holds each text three times).
-        unique_ids, text_rows = self.unique_texts(token_ids)
-        unique_encoding = self.text_encoder(
-            {"token_ids": unique_ids, "segment_ids": ops.zeros_like(unique_ids),
-             "padding_mask": ops.cast(ops.not_equal(unique_ids, 0), "int32")},
-            training=False if freeze_text_encoder else None)["sequence_output"]
-        text_tokens = self.text_projection(ops.take(unique_encoding, text_rows, axis=0))
+        modality_tokens, modality_masks = [], []
+        if use_text:
+            token_ids = ops.cast(inputs[features.TEXT_TOKEN_IDS], "int32")
+            # BERT runs once per distinct text (a training batch holds each text three times).
+            unique_ids, text_rows = self.unique_texts(token_ids)
+            unique_encoding = self.text_encoder(
+                {"token_ids": unique_ids, "segment_ids": ops.zeros_like(unique_ids),
+                 "padding_mask": ops.cast(ops.not_equal(unique_ids, 0), "int32")},
+                training=False if freeze_text_encoder else None)["sequence_output"]
+            modality_tokens.append(self.text_projection(ops.take(unique_encoding, text_rows, axis=0)))
+            modality_masks.append(ops.cast(ops.not_equal(token_ids, 0), "int32"))
 
-        if image_encoder is None:
-            patches = ops.reshape(inputs[features.PATCH_EMBEDDINGS], (-1, num_patches, patch_dim))
-        else:
-            patches = self.image_encoder(inputs[features.IMAGE],
-                                         training=False if freeze_image_encoder else None)
-        patch_tokens = self.patch_projection(patches)
-        patch_tokens = patch_tokens + self.patch_position_embedding(patch_tokens)
+        if use_image:
+            if image_encoder is None:
+                patches = ops.reshape(inputs[features.PATCH_EMBEDDINGS], (-1, num_patches, patch_dim))
+            else:
+                patches = self.image_encoder(inputs[features.IMAGE],
+                                             training=False if freeze_image_encoder else None)
+            patch_tokens = self.patch_projection(patches)
+            modality_tokens.append(patch_tokens + self.patch_position_embedding(patch_tokens))
+            modality_masks.append(ops.ones_like(patch_tokens[:, :, 0], dtype="int32"))
 
         id_tokens = [embed(inputs[name]) for embed, name in zip(self.id_embeddings, features.ID_FEATURES)]
         id_tokens += [embed(inputs[name]) for embed, name in zip(self.integer_embeddings,
@@ -185,14 +251,19 @@ class CameNNBackbone(keras_hub.models.Backbone):
         numeric = ops.stack([inputs[name] for name in features.NUMERIC_FEATURES], axis=-1)
         other_tokens = ops.concatenate([ops.stack(id_tokens, axis=1), self.numeric_embedding(numeric)], axis=1)
 
-        tokens = ops.concatenate([self.task_tokens(token_ids), text_tokens, patch_tokens, other_tokens], axis=1)
+        task_tokens = self.task_tokens(other_tokens)
+        tokens = ops.concatenate([task_tokens, *modality_tokens, other_tokens], axis=1)
         tokens = self.modality_embedding(tokens)
         x = self.embeddings_dropout(self.embeddings_layer_norm(tokens))
-        padding_mask = ops.pad(text_mask, [[0, 0], [len(task_names), num_patches + num_other]], constant_values=1)
+        padding_mask = ops.concatenate([ops.ones_like(task_tokens[:, :, 0], dtype="int32"), *modality_masks,
+                                        ops.ones_like(other_tokens[:, :, 0], dtype="int32")], axis=1)
 
         for layer in self.shared_layers:
             x = layer(x, padding_mask=padding_mask)
-        mixed = self.expert_mixture(x, padding_mask=padding_mask)
+        if self.expert_mixture is None:
+            mixed = [x] * len(task_names)
+        else:
+            mixed = self.expert_mixture(x, padding_mask=padding_mask)
         outputs = {}
         for t, task in enumerate(task_names):
             tower = self.task_towers[t](mixed[t], padding_mask=padding_mask)
@@ -218,6 +289,7 @@ class CameNNBackbone(keras_hub.models.Backbone):
         self.freeze_text_encoder = freeze_text_encoder
         self.freeze_image_encoder = freeze_image_encoder
         self.task_names = task_names
+        self.modalities = modalities
         self.layer_norm_epsilon = layer_norm_epsilon
 
     def get_config(self):
@@ -242,46 +314,7 @@ class CameNNBackbone(keras_hub.models.Backbone):
             "image_encoder": None if self.image_encoder is None else keras.layers.serialize(self.image_encoder),
             "freeze_image_encoder": self.freeze_image_encoder,
             "task_names": list(self.task_names),
+            "modalities": list(self.modalities),
             "layer_norm_epsilon": self.layer_norm_epsilon,
         })
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for name in ("text_encoder", "image_encoder"):
-            if isinstance(config.get(name), dict):
-                config[name] = keras.layers.deserialize(config[name])
-        return cls(**config)
-
-    @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
-        """Builds a CameNN preset (`camenn_tiny`, `camenn_small`, `camenn_base`), or loads a preset folder.
-
-        For a CameNN preset name, `kwargs` override the preset's configuration and must include what
-        the data decides: `vocabulary_sizes`, `num_patches` and `patch_dim`. `load_weights` loads the
-        text encoder's pre-trained weights; everything else starts random. A `text_encoder` argument
-        replaces the preset's. Anything else (a folder written by `save_to_preset`) goes to
-        keras-hub's loader.
-
-        Example:
-        ```python
-        backbone = CameNNBackbone.from_preset(
-            "camenn_small", vocabulary_sizes=sizes, num_patches=4, patch_dim=1280, dropout=0.2)
-        ```
-        """
-        if preset not in backbone_presets:
-            return super().from_preset(preset, load_weights=load_weights, **kwargs)
-        needed = DATA_ARGUMENTS if kwargs.get("image_encoder") is None else ("vocabulary_sizes",)
-        missing = [name for name in needed if name not in kwargs]
-        if missing:
-            raise ValueError(f"{preset} needs {missing}: the data decides them (vocabulary sizes from "
-                             f"Transform, num_patches and patch_dim from `camenn preprocess`'s summary.json)")
-        config = {**backbone_presets[preset]["config"], **kwargs}
-        if config.get("image_encoder") is not None:
-            config.setdefault("num_patches", config["image_encoder"].num_patches)
-            config.setdefault("patch_dim", config["image_encoder"].output_dim)
-        if "text_encoder" not in config:
-            config["text_encoder"] = load_text_encoder(backbone_presets[preset]["text_encoder"],
-                                                       load_weights=load_weights, dtype=config.get("dtype"))
-        return cls(**config)

@@ -5,7 +5,6 @@ from keras import ops
 
 from camenn.model.camenn.camenn_backbone import CameNNBackbone
 from camenn.model.camenn.camenn_optimizer import camenn_optimizer
-from camenn.model.camenn.camenn_presets import backbone_presets
 
 TASK_ARGUMENTS = ("loss_weights", "compile", "name")
 
@@ -123,8 +122,8 @@ class CameNNMultiTask(keras_hub.models.Task):
         argument goes to `CameNNBackbone.from_preset` (see there; `vocabulary_sizes`, `num_patches` and
         `patch_dim` are required). A preset folder written by `save_to_preset` goes to keras-hub's loader.
         """
-        if preset not in backbone_presets:
+        if preset not in cls.backbone_cls.preset_configs:
             return super().from_preset(preset, load_weights=load_weights, **kwargs)
         task_kwargs = {name: kwargs.pop(name) for name in TASK_ARGUMENTS if name in kwargs}
-        backbone = CameNNBackbone.from_preset(preset, load_weights=load_weights, **kwargs)
+        backbone = cls.backbone_cls.from_preset(preset, load_weights=load_weights, **kwargs)
         return cls(backbone=backbone, **task_kwargs)

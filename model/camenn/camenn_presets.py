@@ -25,6 +25,24 @@ backbone_presets = {
             "dropout": 0.1,
         },
     },
+    "camenn_mini": {
+        "metadata": {
+            "description": "CPU experiments (`camenn experiments`): frozen all-MiniLM-L6-v2 text encoder, "
+                           "width 64, 1 shared layer, 4 experts (top-2).",
+            "path": "camenn",
+        },
+        "text_encoder": "all_minilm_l6_v2",
+        "config": {
+            "hidden_dim": 64,
+            "num_heads": 2,
+            "intermediate_dim": 128,
+            "num_shared_layers": 1,
+            "num_experts": 4,
+            "top_k": 2,
+            "dropout": 0.1,
+            "freeze_text_encoder": True,
+        },
+    },
     "camenn_small": {
         "metadata": {
             "description": "CPU: all-MiniLM-L6-v2 text encoder (6 layers, hidden 384), width 128, "
