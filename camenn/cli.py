@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "camenn.preprocessing.cli",
     "camenn.serving.cli",
     "camenn.tfx_pipeline.cli",
+    "camenn.tfx_pipeline.experiments",
     "camenn.model.presets_cli",
 )
 

@@ -49,6 +49,9 @@ class PipelineConfig:
     checkpoint_every_steps: int = 50  # BackupAndRestore frequency inside an epoch
     validate_each_epoch: bool = True  # eval-split loss and AUCs per epoch in TensorBoard (the Evaluator judges)
     seed: int = 1234
+    # JSON object of model arguments over the preset's, e.g. {"num_experts": 0} or {"task_names": ["cvr"]}
+    # (the ablations of `camenn experiments`); the preset's name picks the family (CameNN or a baseline).
+    model_options: str = ""
 
     # --- Evaluation and blessing (TFMA). A model is pushed only if every bound holds AND it is no worse
     # than the last blessed model by more than `max_regression` on each AUC. The defaults refuse a model
@@ -61,6 +64,9 @@ class PipelineConfig:
     min_tia_auc: float = 0.5
     max_cvr_log_loss: float = 0.6
     max_regression: float = 0.0
+    # False: the Evaluator judges the model on the bounds alone, without the last blessed model (then
+    # TFMA runs one model, not two; `camenn experiments` compares families, not versions).
+    bless_against_last: bool = True
     slice_features: Tuple[str, ...] = (F.CATEGORY, F.MERCHANT_SIZE, F.LISTING_QUALITY)
 
     # --- Beam (every Beam-based component). `extra_beam_args` selects Dataflow, Flink or Spark (README).
@@ -116,6 +122,11 @@ class PipelineConfig:
             f"--direct_num_workers={workers}",
             *self.extra_beam_args,
         ]
+
+    @property
+    def model_tasks(self) -> Tuple[str, ...]:
+        """The tasks the trained model has outputs for (all three unless `model_options` names fewer)."""
+        return tuple(json.loads(self.model_options or "{}").get("task_names", F.TASKS))
 
     def replace(self, **overrides) -> "PipelineConfig":
         return dataclasses.replace(self, **overrides)

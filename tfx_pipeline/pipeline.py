@@ -15,6 +15,7 @@ from camenn.tfx_pipeline import configs, evaluation
 from camenn.tfx_pipeline.components.alignment_eval import AlignmentEvalExamples
 from camenn.tfx_pipeline.components.anomalies_gate import AnomaliesGate
 from camenn.tfx_pipeline.components.contract_schema import ContractSchemaGen
+from camenn.tfx_pipeline.components.evaluation_tensorboard import EvaluationTensorBoard
 from camenn.tfx_pipeline.components.preprocess import PreprocessDataset, dataset_fingerprint
 from camenn.tfx_pipeline.components.serving_bundle import ServingBundle
 
@@ -50,7 +51,8 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
         steps_per_epoch=config.steps_per_epoch, learning_rate=config.learning_rate,
         hard_negatives=config.hard_negatives, mixed_precision=config.mixed_precision,
         checkpoint_every_steps=config.checkpoint_every_steps, validate_each_epoch=config.validate_each_epoch,
-        seed=config.seed, num_oov_buckets=config.num_oov_buckets, num_patches=config.grid[0] * config.grid[1],
+        seed=config.seed, model_options=config.model_options, num_oov_buckets=config.num_oov_buckets,
+        num_patches=config.grid[0] * config.grid[1],
         checkpoint_root=config.checkpoint_dir, code_version=version,
         run_fn=trainer_run_fn)  # part of the checkpoint key: another trainer never resumes this one's state
 
@@ -96,7 +98,11 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
     # TFMA: CVR AUC, GAUC, LogLoss, calibration; ITA/TIA AUC; slices; blessing against thresholds and baseline.
     evaluator = tfx.components.Evaluator(
         examples=alignment_eval.outputs["eval_examples"], model=trainer.outputs["model"],
-        baseline_model=baseline.outputs["model"], eval_config=evaluation.eval_config(config))
+        baseline_model=baseline.outputs["model"] if config.bless_against_last else None,
+        eval_config=evaluation.eval_config(config))
+    # The TFMA metrics, overall and per slice, as TensorBoard scalars beside the Trainer's.
+    evaluation_tensorboard = EvaluationTensorBoard(evaluation=evaluator.outputs["evaluation"],
+                                                   model_run=trainer.outputs["model_run"])
     # Copies a blessed model to <serving base>/camenn/<version>/; does nothing for an unblessed one.
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
@@ -109,7 +115,7 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
         model_name=configs.MODEL_NAME)
 
     components = [preprocess, statistics_gen, schema_gen, example_validator, anomalies_gate, transform, trainer,
-                  alignment_eval, baseline, evaluator, pusher, serving_bundle]
+                  alignment_eval, baseline, evaluator, evaluation_tensorboard, pusher, serving_bundle]
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,

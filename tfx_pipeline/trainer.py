@@ -122,15 +122,26 @@ class PerExampleBinaryCrossentropy(keras.losses.Loss):
         return keras.losses.binary_crossentropy(keras.ops.expand_dims(y_true, -1), keras.ops.expand_dims(y_pred, -1))
 
 
-def build_model(config, tft_output, policy):
-    """The CameNN task model of `config["model_preset"]`, sized by what Transform and preprocessing made."""
+def task_class(preset):
+    """The task model class whose family names `preset`: CameNN's, or a baseline's (camenn.model.baselines)."""
+    from camenn.model.baselines import DNNRanker, MMoE
     from camenn.model.camenn import CameNNMultiTask
 
+    for cls in (CameNNMultiTask, DNNRanker, MMoE):
+        if preset in cls.backbone_cls.preset_configs:
+            return cls
+    raise ValueError(f"unknown model preset {preset!r}")
+
+
+def build_model(config, tft_output, policy):
+    """The task model of `config["model_preset"]` with `config["model_options"]` (JSON) over the preset's
+    arguments, sized by what Transform and preprocessing made."""
     spec = tft_output.transformed_feature_spec()
-    return CameNNMultiTask.from_preset(
+    return task_class(config["model_preset"]).from_preset(
         config["model_preset"], vocabulary_sizes=vocabulary_sizes(tft_output, config["num_oov_buckets"]),
         num_patches=config["num_patches"], patch_dim=spec[F.PATCH_EMBEDDINGS].shape[0] // config["num_patches"],
-        max_text_length=spec[F.TEXT_TOKEN_IDS].shape[0], dtype=policy)
+        max_text_length=spec[F.TEXT_TOKEN_IDS].shape[0], dtype=policy,
+        **json.loads(config.get("model_options") or "{}"))
 
 
 def compile_model(model, config, total_steps):
@@ -139,7 +150,7 @@ def compile_model(model, config, total_steps):
     model.compile(
         total_steps=total_steps,
         loss={task: PerExampleBinaryCrossentropy(reduction="mean_with_sample_weight", name=f"{task}_bce")
-              for task in F.TASKS},
+              for task in model.backbone.task_names},
         loss_weights=dict(model.loss_weights),
         **({"learning_rate": config["learning_rate"]} if config["learning_rate"] else {}))
 
@@ -172,16 +183,6 @@ def run_fn(fn_args):
     strategy = distribution_strategy()
     batch_size = config["batch_size"] * strategy.num_replicas_in_sync
 
-    def with_negatives(dataset, seed):
-        return make_alignment_examples(dataset, seed=seed, hard_negatives=config["hard_negatives"]).prefetch(
-            tf.data.AUTOTUNE)
-
-    train = with_negatives(read_transformed(fn_args, tft_output, fn_args.train_files, batch_size, True,
-                                            config["seed"], num_epochs=None), config["seed"])
-    evaluation = None
-    if config["validate_each_epoch"]:
-        evaluation = with_negatives(read_transformed(fn_args, tft_output, fn_args.eval_files, batch_size, False,
-                                                     None), config["seed"])
     steps_per_epoch = config["steps_per_epoch"] or -(-count_examples(fn_args.train_files) // batch_size)
     epochs = config["epochs"]
     total_steps = steps_per_epoch * epochs
@@ -189,6 +190,20 @@ def run_fn(fn_args):
     with strategy.scope():
         model = build_model(config, tft_output, policy)
         compile_model(model, config, total_steps)
+
+    def with_negatives(dataset, seed):
+        # Only what the model takes: an ablation may drop a modality or the alignment tasks.
+        inputs, tasks = list(model.input), model.backbone.task_names
+        return make_alignment_examples(dataset, seed=seed, hard_negatives=config["hard_negatives"]).map(
+            lambda x, y, w: ({k: x[k] for k in inputs}, {t: y[t] for t in tasks}, {t: w[t] for t in tasks})
+        ).prefetch(tf.data.AUTOTUNE)
+
+    train = with_negatives(read_transformed(fn_args, tft_output, fn_args.train_files, batch_size, True,
+                                            config["seed"], num_epochs=None), config["seed"])
+    evaluation = None
+    if config["validate_each_epoch"]:
+        evaluation = with_negatives(read_transformed(fn_args, tft_output, fn_args.eval_files, batch_size, False,
+                                                     None), config["seed"])
 
     backup = checkpoint_dir(fn_args)
     progress = ProgressLogger(max(1, steps_per_epoch // 4), batch_size, total_steps)

@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 COMPONENTS = ("PreprocessDataset", "StatisticsGen", "ContractSchemaGen", "ExampleValidator", "AnomaliesGate",
               "Transform", "Trainer", "AlignmentEvalExamples", "latest_blessed_model_resolver", "Evaluator",
-              "Pusher", "ServingBundle")
+              "EvaluationTensorBoard", "Pusher", "ServingBundle")
 BROKEN_RUN_FN = "broken_trainer.run_fn"
 
 pytestmark = pytest.mark.slow
