@@ -110,18 +110,6 @@ class ProgressLogger(keras.callbacks.Callback):
                 "first_step_seconds": self.first_step_seconds}
 
 
-class PerExampleBinaryCrossentropy(keras.losses.Loss):
-    """Binary cross-entropy of [B] labels and probabilities, one loss per example.
-
-    CameNN's heads output [B]; keras.losses.BinaryCrossentropy averages over the last axis, which for
-    [B] is the batch, before sample weights apply, so the per-task weights that route rows to tasks
-    (CVR on true pairs only) would be ignored. Here each example gets its own loss, then weights apply.
-    """
-
-    def call(self, y_true, y_pred):
-        return keras.losses.binary_crossentropy(keras.ops.expand_dims(y_true, -1), keras.ops.expand_dims(y_pred, -1))
-
-
 def task_class(preset):
     """The task model class whose family names `preset`: CameNN's, or a baseline's (camenn.model.baselines)."""
     from camenn.model.baselines import DNNRanker, MMoE
@@ -145,14 +133,10 @@ def build_model(config, tft_output, policy):
 
 
 def compile_model(model, config, total_steps):
-    """CameNN's compile (AdamW, warmup then linear decay over `total_steps`, AUC per task) with per-example
-    losses (see PerExampleBinaryCrossentropy)."""
-    model.compile(
-        total_steps=total_steps,
-        loss={task: PerExampleBinaryCrossentropy(reduction="mean_with_sample_weight", name=f"{task}_bce")
-              for task in model.backbone.task_names},
-        loss_weights=dict(model.loss_weights),
-        **({"learning_rate": config["learning_rate"]} if config["learning_rate"] else {}))
+    """The task's own compile: AdamW, warmup then linear decay over `total_steps`, per-example losses (so
+    the per-task sample weights route rows to tasks), AUC per task."""
+    model.compile(total_steps=total_steps,
+                  **({"learning_rate": config["learning_rate"]} if config["learning_rate"] else {}))
 
 
 def export_serving_model(model, tft_output, export_dir):
