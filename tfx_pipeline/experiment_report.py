@@ -121,7 +121,7 @@ def render(results, results_dir):
     settings = results["settings"]
     pipeline = settings["pipeline"]
     total = sum(r["wall_seconds"] for r in results["runs"]) or 1.0
-    elapsed = results.get("total_seconds", total)
+    elapsed = results.get("total_seconds", total)  # None: not recorded in one piece
     workers = settings.get("workers", 1)
     seeds = sorted({r["seed"] for r in results["runs"]})
     first = results["runs"][0] if results["runs"] else {}
@@ -129,8 +129,9 @@ def render(results, results_dir):
         "# Results: CameNN against its baselines and ablations",
         "",
         f"Rendered by `camenn experiments` from `results.json` on {datetime.date.today().isoformat()}: "
-        f"{len(results['runs'])} pipeline runs ({len(models)} models x seeds {seeds}) in {elapsed / 60:.1f} minutes "
-        f"on this machine ({workers} worker process{'es' if workers > 1 else ''}).",
+        f"{len(results['runs'])} pipeline runs ({len(models)} models x seeds {seeds})"
+        + (f" in {elapsed / 60:.1f} minutes" if elapsed is not None else "")
+        + f" on this machine ({workers} worker process{'es' if workers > 1 else ''}).",
         *(["", f"**Partial: {len(results['runs'])} of the {results['planned_runs']} planned runs finished** "
                "(the `runs` column of the wall-time table says how many seeds each model has); "
                "`camenn experiments` with the same settings resumes the rest."]
@@ -176,8 +177,9 @@ def render(results, results_dir):
         "",
         "## Wall time",
         "",
-        f"The command took {elapsed:.0f} s ({elapsed / 60:.1f} min) with {workers} worker process(es); its "
-        f"{len(results['runs'])} runs took {total:.0f} s together (runs in parallel workers overlap, and share "
+        (f"The command took {elapsed:.0f} s ({elapsed / 60:.1f} min)" if elapsed is not None else
+         "The command's wall time was not recorded in one piece (see the discussion)")
+        + f" with {workers} worker process(es); its {len(results['runs'])} runs took {total:.0f} s together (runs in parallel workers overlap, and share "
         "the 2 cores, so each run's own time is longer than alone). Per run: the whole pipeline run (the "
         "first run of a worker preprocesses and transforms; cached components included) plus the "
         "retrieval and flaw scoring; the share is of the runs' sum.",

@@ -319,7 +319,7 @@ def run_in_workers(argv, workers, outputs_dir, results_dir):
 def merge_workers(outputs_dir, results_dir, workers, elapsed=None):
     """Merges the workers' results.json (those that exist, with what they finished so far) into
     `results_dir/results.json`. `elapsed`: the command's wall time; None takes the span from the first
-    recorded run start to the last run end."""
+    run's start to the last run's end when every run recorded both (else it stays unknown: None)."""
     shards = []
     for i in range(workers):
         path = os.path.join(outputs_dir, f"worker-{i}", "results", RESULTS_FILE)
@@ -332,11 +332,11 @@ def merge_workers(outputs_dir, results_dir, workers, elapsed=None):
     settings["pipeline"] = dict(settings["pipeline"], outputs_dir=outputs_dir)
     order = {(m, s): n for n, (m, s) in enumerate((m, s) for s in settings["seeds"] for m in settings["models"])}
     runs = sorted((r for shard in shards for r in shard["runs"]), key=lambda r: order[(r["model"], r["seed"])])
-    if elapsed is None:
-        stamped = [r for r in runs if "started_at" in r]
-        elapsed = max(r["finished_at"] for r in stamped) - min(r["started_at"] for r in stamped) if stamped else 0.0
+    if elapsed is None and runs and all("started_at" in r for r in runs):
+        elapsed = max(r["finished_at"] for r in runs) - min(r["started_at"] for r in runs)
     planned = len(settings["seeds"]) * len(settings["models"])
-    results = {"settings": settings, "runs": runs, "total_seconds": round(elapsed, 2), "planned_runs": planned,
+    results = {"settings": settings, "runs": runs, "total_seconds": None if elapsed is None else round(elapsed, 2),
+               "planned_runs": planned,
                "run_seconds": round(sum(r["wall_seconds"] for r in runs), 2)}
     os.makedirs(results_dir, exist_ok=True)
     with open(os.path.join(results_dir, RESULTS_FILE), "w") as f:
@@ -376,7 +376,7 @@ def register(subparsers) -> None:
     parser.add_argument("--size", default="mini", choices=("tiny", "mini", "small", "base"),
                         help="model presets <family>_<size> (default %(default)s)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                        help="training steps of every model (default %(default)s: fits ~1 hour on 2 CPU cores)")
+                        help="training steps of every model (default %(default)s; docs/RESULTS.md: the budget)")
     parser.add_argument("--model-options", default="{}",
                         help="JSON model arguments for every model over its preset's, e.g. '{\"dropout\": 0.2}'")
     parser.add_argument("--preset", default="small", help="pipeline preset for everything else (default %(default)s)")
