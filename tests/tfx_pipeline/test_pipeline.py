@@ -123,7 +123,8 @@ def test_second_run_with_nothing_changed_reuses_every_output(pipeline_run):
     baseline = [e.artifact_id for e in store.get_events_by_execution_ids([evaluation.id])
                 if e.type == e.INPUT and any(step.key == "baseline_model" for step in e.path.steps)]
     assert baseline == [model.id]
-    assert second["blessed"] and second["metrics"] == first["metrics"]
+    # The same model on the same rows (TFMA's sums may differ in the last bits when it runs two models).
+    assert second["blessed"] and second["metrics"] == pytest.approx(first["metrics"], rel=1e-6)
     # From then on the inputs stay the same, and so does every output.
     local_runner.run(config)
     third = _summary(config)["components"]
