@@ -295,7 +295,7 @@ def run_in_workers(argv, workers, outputs_dir, results_dir):
 
     from camenn.tfx_pipeline import experiment_report
 
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     children = []
     for i in range(workers):
         worker_dir = os.path.join(outputs_dir, f"worker-{i}")
@@ -311,15 +311,18 @@ def run_in_workers(argv, workers, outputs_dir, results_dir):
         log.close()
     if failed:
         raise RuntimeError("; ".join(failed))
-    results = merge_workers(outputs_dir, results_dir, workers, elapsed=time.perf_counter() - start)
+    results = merge_workers(outputs_dir, results_dir, workers, elapsed=time.perf_counter() - start,
+                            started_at=started_at)
     experiment_report.render(results, results_dir)
     return results
 
 
-def merge_workers(outputs_dir, results_dir, workers, elapsed=None):
+def merge_workers(outputs_dir, results_dir, workers, elapsed=None, started_at=None):
     """Merges the workers' results.json (those that exist, with what they finished so far) into
-    `results_dir/results.json`. `elapsed`: the command's wall time; None takes the span from the first
-    run's start to the last run's end when every run recorded both (else it stays unknown: None)."""
+    `results_dir/results.json`. `elapsed`: the wall time of a command that began at `started_at` (epoch
+    seconds); it is not the whole command's when some runs are older (a resumed command), and then stays
+    unknown (None). Without it: the span from the first run's start to the last run's end when every run
+    recorded both."""
     shards = []
     for i in range(workers):
         path = os.path.join(outputs_dir, f"worker-{i}", "results", RESULTS_FILE)
@@ -332,7 +335,9 @@ def merge_workers(outputs_dir, results_dir, workers, elapsed=None):
     settings["pipeline"] = dict(settings["pipeline"], outputs_dir=outputs_dir)
     order = {(m, s): n for n, (m, s) in enumerate((m, s) for s in settings["seeds"] for m in settings["models"])}
     runs = sorted((r for shard in shards for r in shard["runs"]), key=lambda r: order[(r["model"], r["seed"])])
-    if elapsed is None and runs and all("started_at" in r for r in runs):
+    if started_at is not None and any(r.get("started_at", 0) < started_at for r in runs):
+        elapsed = None  # resumed: this invocation's time is not the command's
+    elif elapsed is None and runs and all("started_at" in r for r in runs):
         elapsed = max(r["finished_at"] for r in runs) - min(r["started_at"] for r in runs)
     planned = len(settings["seeds"]) * len(settings["models"])
     results = {"settings": settings, "runs": runs, "total_seconds": None if elapsed is None else round(elapsed, 2),
