@@ -1,7 +1,7 @@
 """Dataset reading, the embedded sample, and the Beam preprocessing (`camenn sample`, `camenn preprocess`).
 
-`camenn.preprocessing.preprocess(dataset_dir, output_dir, image_encoder, image_preset, grid, max_text_length,
-beam_args, cache_dir) -> summary dict` is the entry point for the TFX pipeline's component (contract 2);
+`camenn.preprocessing.preprocess(dataset_dir, output_dir, ...) -> summary dict` is the entry point for the
+TFX pipeline's component;
 it is imported on first use so that importing this package stays free of Beam and TensorFlow.
 """
 

@@ -1,15 +1,19 @@
-"""`camenn preprocess`: the Beam pipeline from a dataset folder to ExampleGen-ready tf.Examples (contract 2).
+"""`camenn preprocess`: the Beam pipeline from a dataset folder to ExampleGen-ready tf.Examples.
 
-    items.csv -> checked rows -> one row per item_id -> photo read and content-hashed -> WordPiece ids
-        photos not in the cache -> decoded -> patches -> EmbedPatches (issue 4) -> written to the cache
+    items.csv -> checked rows -> one row per item_id -> WordPiece ids
+        texts not in the cache -> EmbedTexts (frozen BERT, pooled tokens) -> written to the cache
+        photo read and content-hashed; photos not in the cache -> decoded -> patches -> EmbedPatches
+        -> written to the cache
         -> OUT/items/*.tfrecord.gz (features.ITEM_FEATURES, merchant_size from listings kept per merchant)
     events.csv -> checked rows -> joined to their listing -> split by time
         -> OUT/examples/{train,eval}/*.tfrecord.gz (item features + event features + label)
     every rejected row -> OUT/quarantine/{items,events}.csv with its reason; counts -> OUT/summary.json
 
-Patch embeddings are cached under `cache_dir` by sha256(image bytes, encoder, preset, grid, CACHE_VERSION):
-a second run over an unchanged catalog reads and hashes each photo but neither decodes nor embeds it.
-On a distributed runner, `cache_dir` must be a path every worker reaches (e.g. gs://...).
+Encodings are cached under `cache_dir` by content: `texts/` by sha256(token ids, text encoder, tokens per
+text, CACHE_VERSION), `patches/` by sha256(image bytes, encoder, preset, grid, CACHE_VERSION). A second run
+over an unchanged catalog neither encodes a text nor decodes or embeds a photo; an edited listing is
+encoded again, since its content changed. On a distributed runner, `cache_dir` must be a path every
+worker reaches (e.g. gs://...).
 """
 import dataclasses
 import hashlib
@@ -43,7 +47,7 @@ TIME_RANGE = "split/time_range"
 
 
 def default_cache_dir() -> str:
-    return str(paths.cache_dir() / "patch_embeddings")
+    return str(paths.cache_dir() / "embeddings")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +59,8 @@ class Listing:
     image_key: str = ""
     token_ids: Optional[np.ndarray] = None
     truncated: bool = False
+    text_key: str = ""
+    text_embeddings: Optional[np.ndarray] = None
     patch_embeddings: Optional[np.ndarray] = None
 
 
@@ -159,25 +165,31 @@ def _cache_path(cache_dir: str, key: str) -> str:
     return FileSystems.join(cache_dir, key[:2], f"{key}.npy")
 
 
-class LookupCache(beam.DoFn):
-    """(key, image path) -> (key, cached [P, D] embeddings), or tagged MISS (key, path)."""
+def _text_key(listing: Listing, salt: str) -> str:
+    return hashlib.sha256(listing.token_ids.astype("<i8").tobytes() + salt.encode()).hexdigest()
 
-    def __init__(self, cache_dir: str, num_patches: int):
-        self.cache_dir, self.num_patches = cache_dir, num_patches
+
+class LookupCache(beam.DoFn):
+    """(key, payload) -> (key, cached float32 [rows, D] encoding), or tagged MISS (key, payload) when the
+    cache has no readable entry of `rows` rows (the payload is what computing it needs: a photo's path,
+    a text's token ids)."""
+
+    def __init__(self, cache_dir: str, rows: int):
+        self.cache_dir, self.rows = cache_dir, rows
 
     def process(self, element):
-        key, path = element
+        key, payload = element
         cached = _cache_path(self.cache_dir, key)
         if FileSystems.exists(cached):
             try:
                 with FileSystems.open(cached, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
                     embeddings = np.load(io.BytesIO(stream.read()), allow_pickle=False)
-                if embeddings.ndim == 2 and embeddings.shape[0] == self.num_patches:
+                if embeddings.ndim == 2 and embeddings.shape[0] == self.rows:
                     yield key, embeddings.astype(np.float32, copy=False)
                     return
             except (OSError, ValueError) as error:
-                log.warning("unreadable cache entry %s (%s): embedding again", cached, error)
-        yield beam.pvalue.TaggedOutput(MISS, (key, path))
+                log.warning("unreadable cache entry %s (%s): encoding again", cached, error)
+        yield beam.pvalue.TaggedOutput(MISS, (key, payload))
 
 
 class DecodeAndSplit(beam.DoFn):
@@ -199,10 +211,11 @@ class DecodeAndSplit(beam.DoFn):
 
 
 class WriteCache(beam.DoFn):
-    """(key, [P, D]) -> written to the cache (atomically: temp file, then rename), passed on; logs progress."""
+    """(key, [rows, D]) -> written to the cache (atomically: temp file, then rename), passed on; logs
+    progress, counting `what` (photos, texts)."""
 
-    def __init__(self, cache_dir: str):
-        self.cache_dir = cache_dir
+    def __init__(self, cache_dir: str, what: str):
+        self.cache_dir, self.what = cache_dir, what
 
     def setup(self):
         self.written, self.started = 0, time.time()
@@ -219,9 +232,17 @@ class WriteCache(beam.DoFn):
         FileSystems.rename([temporary], [final])
         self.written += 1
         if self.written % PROGRESS_EVERY == 0:
-            log.info("embedded %d photos (%.1f/s on this worker)", self.written,
+            log.info("encoded %d %s (%.1f/s on this worker)", self.written, self.what,
                      self.written / (time.time() - self.started))
         yield key, embeddings
+
+
+def _attach_text_embeddings(element):
+    """CoGroupByKey by text key -> listings with text_embeddings (every distinct text was encoded)."""
+    _, grouped = element
+    (embeddings,) = list(grouped["embeddings"])
+    for listing in grouped["listings"]:
+        yield dataclasses.replace(listing, text_embeddings=embeddings)
 
 
 def _attach_embeddings(element):
@@ -262,7 +283,9 @@ def _item_example(listing: Listing, merchant_listings: Dict[str, int]) -> Tuple[
         features.MERCHANT_SIZE: _feature(
             [dataset.merchant_size_label(merchant_listings.get(item.merchant_id, 0))], "bytes"),
         features.PRICE: _feature([item.price], "float"),
+        features.TITLE: _feature([item.title], "bytes"),
         features.TEXT_TOKEN_IDS: _feature(listing.token_ids.tolist(), "int64"),
+        features.TEXT_EMBEDDINGS: _feature(listing.text_embeddings.reshape(-1).tolist(), "float"),
         features.PATCH_EMBEDDINGS: _feature(listing.patch_embeddings.reshape(-1).tolist(), "float"),
     }))
     return item.item_id, example.SerializeToString()
@@ -286,6 +309,7 @@ def _join_events(element):
             continue
         example = tf.train.Example.FromString(items[0])
         feature = example.features.feature
+        del feature[features.TITLE]  # display only: the serving table keeps it, the model never reads it
         feature[features.REQUEST_ID].CopyFrom(_feature([event.request_id], "bytes"))
         feature[features.SHOPPER_ID].CopyFrom(_feature([event.shopper_id], "bytes"))
         feature[features.TIMESTAMP].CopyFrom(_feature([event.timestamp], "int64"))
@@ -334,8 +358,9 @@ def _quarantine_header(header: Sequence[str]) -> str:
     return ",".join(["reason", "detail", "row"] + [f'"{h}"' if "," in h else h for h in header])
 
 
-def feature_summary(max_text_length: int, num_patches: int, patch_dim: Optional[int]) -> Dict[str, dict]:
-    """Each raw tf.Example feature's dtype and length (contract 2)."""
+def feature_summary(max_text_length: int, num_text_tokens: int, text_dim: Optional[int], num_patches: int,
+                    patch_dim: Optional[int]) -> Dict[str, dict]:
+    """Each raw event tf.Example feature's dtype and length."""
     summary = {}
     for name in (features.ITEM_ID, features.MERCHANT_ID, features.CATEGORY, features.COARSE_CATEGORY,
                  features.MERCHANT_SIZE, features.REQUEST_ID, features.SHOPPER_ID):
@@ -345,9 +370,17 @@ def feature_summary(max_text_length: int, num_patches: int, patch_dim: Optional[
     for name in (features.TIMESTAMP, features.HOUR, features.LABEL):
         summary[name] = {"dtype": "int64", "length": 1}
     summary[features.TEXT_TOKEN_IDS] = {"dtype": "int64", "length": max_text_length}
+    summary[features.TEXT_EMBEDDINGS] = {
+        "dtype": "float", "length": num_text_tokens * text_dim if text_dim else None}
     summary[features.PATCH_EMBEDDINGS] = {
         "dtype": "float", "length": num_patches * patch_dim if patch_dim else None}
     return summary
+
+
+def item_feature_summary(event_features: Dict[str, dict]) -> Dict[str, dict]:
+    """Each OUT/items tf.Example feature's dtype and length: the listing's event features and its title."""
+    return {name: {"dtype": "bytes", "length": 1} if name == features.TITLE else event_features[name]
+            for name in features.ITEM_FEATURES}
 
 
 def _clear_outputs(output_dir: str) -> None:
@@ -360,9 +393,16 @@ def _clear_outputs(output_dir: str) -> None:
         FileSystems.delete(stale)
 
 
-def _check_encoder(image_encoder: str, image_preset: str) -> None:
+def _check_encoders(text_encoder: str, num_text_tokens: int, image_encoder: str, image_preset: str) -> None:
     """Fails before any work on an unknown encoder, or on a named preset of another encoder."""
+    from camenn.model import bert
     from camenn.model.patch_encoders import ENCODER_PRESETS
+
+    if text_encoder not in bert.PRESETS and not FileSystems.exists(text_encoder):
+        raise ValueError(f"unknown text encoder {text_encoder!r}: a BERT preset ({', '.join(bert.PRESETS)}) "
+                         "or a keras-hub preset folder")
+    if num_text_tokens < 1:
+        raise ValueError(f"num_text_tokens must be at least 1, got {num_text_tokens}")
 
     if image_encoder not in ENCODER_PRESETS:
         raise ValueError(f"unknown image encoder {image_encoder!r}; choose one of {', '.join(ENCODER_PRESETS)}")
@@ -383,10 +423,11 @@ def _read_header(path: str, columns, file_name: str) -> List[str]:
 def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCODER,
                image_preset: str = defaults.IMAGE_PRESET,
                grid: Union[images.Grid, str] = defaults.GRID, max_text_length: int = defaults.MAX_TEXT_LENGTH,
-               beam_args: Optional[Sequence[str]] = None, cache_dir=None) -> dict:
+               beam_args: Optional[Sequence[str]] = None, cache_dir=None,
+               text_encoder: str = defaults.TEXT_ENCODER, num_text_tokens: int = defaults.NUM_TEXT_TOKENS) -> dict:
     """Runs the preprocessing pipeline and returns the summary it writes to OUTPUT/summary.json.
 
-    The entry point of `camenn preprocess` and of the TFX pipeline's preprocessing component (contract 2).
+    The entry point of `camenn preprocess` and of the TFX pipeline's preprocessing component.
 
     Args:
         dataset_dir: dataset folder (items.csv, events.csv, images/); local or any Beam filesystem.
@@ -395,15 +436,18 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
         grid: (rows, cols) or "ROWSxCOLS": each photo's patches.
         max_text_length: token ids per listing.
         beam_args: Beam pipeline options (e.g. ["--runner=DataflowRunner", ...]); DirectRunner by default.
-        cache_dir: patch-embedding cache; default `camenn.paths.cache_dir() / "patch_embeddings"`.
+        cache_dir: encoding cache (`texts/`, `patches/`); default `camenn.paths.cache_dir() / "embeddings"`.
+        text_encoder: the frozen BERT preset (`camenn.model.text_encoders`) or a preset folder.
+        num_text_tokens: pooled tokens per listing text.
 
     Example:
     >>> summary = preprocess("data/sample", "/tmp/out", "inception_v4", "inception_v4_tiny")  # doctest: +SKIP
     >>> summary["events"]["train"], summary["patch_dim"]  # doctest: +SKIP
     """
     from camenn.preprocessing.patch_embedding import EmbedPatches
+    from camenn.preprocessing.text_embedding import EmbedTexts
 
-    _check_encoder(image_encoder, image_preset)
+    _check_encoders(text_encoder, num_text_tokens, image_encoder, image_preset)
     dataset_dir, output_dir = str(dataset_dir), str(output_dir)
     grid = images.parse_grid(grid) if isinstance(grid, str) else tuple(grid)
     cache_dir = str(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -414,9 +458,12 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
     event_header = _read_header(events_path, dataset.EVENT_COLUMNS, dataset.EVENTS_FILE)
     _clear_outputs(output_dir)
     salt = f"|{image_encoder}|{image_preset}|{images.format_grid(grid)}|v{CACHE_VERSION}"
+    text_salt = f"|{text_encoder}|{num_text_tokens}|v{CACHE_VERSION}"
+    patch_cache, text_cache = FileSystems.join(cache_dir, "patches"), FileSystems.join(cache_dir, "texts")
     stats_prefix = FileSystems.join(output_dir, ".stats", "stats")
-    log.info("preprocessing %s -> %s (image encoder %s/%s, grid %s, cache %s)", dataset_dir, output_dir,
-             image_encoder, image_preset, images.format_grid(grid), cache_dir)
+    log.info("preprocessing %s -> %s (text encoder %s x %d tokens, image encoder %s/%s, grid %s, cache %s)",
+             dataset_dir, output_dir, text_encoder, num_text_tokens, image_encoder, image_preset,
+             images.format_grid(grid), cache_dir)
 
     started = time.time()
     options = PipelineOptions(list(beam_args or []))
@@ -436,20 +483,37 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
         tokenized = (unique.listings
                      | "BatchTexts" >> beam.BatchElements(min_batch_size=16, max_batch_size=256)
                      | "Tokenize" >> beam.ParDo(Tokenize(max_text_length)))
-        hashed = tokenized | "HashImages" >> beam.ParDo(HashImage(dataset_dir, salt)).with_outputs(
+
+        # --- Texts: each distinct text once, from the cache or encoded.
+        keyed_texts = tokenized | "TextKey" >> beam.Map(lambda l: (_text_key(l, text_salt), l))
+        distinct_texts = (keyed_texts
+                          | "TextTokens" >> beam.Map(lambda kv: (kv[0], kv[1].token_ids))
+                          | "DistinctTexts" >> beam.combiners.Sample.FixedSizePerKey(1)
+                          | "OneTokens" >> beam.Map(lambda kv: (kv[0], kv[1][0])))
+        texts_looked_up = distinct_texts | "LookupTextCache" >> beam.ParDo(
+            LookupCache(text_cache, num_text_tokens)).with_outputs(MISS, main="hits")
+        encoded_texts = (texts_looked_up[MISS]
+                         | "EmbedTexts" >> EmbedTexts(text_encoder, num_text_tokens)
+                         | "WriteTextCache" >> beam.ParDo(WriteCache(text_cache, "texts")))
+        text_embeddings = (texts_looked_up.hits, encoded_texts) | "AllTextEmbeddings" >> beam.Flatten()
+        with_texts = ({"listings": keyed_texts, "embeddings": text_embeddings}
+                      | "JoinTexts" >> beam.CoGroupByKey()
+                      | "AttachTextEmbeddings" >> beam.FlatMap(_attach_text_embeddings))
+
+        hashed = with_texts | "HashImages" >> beam.ParDo(HashImage(dataset_dir, salt)).with_outputs(
             REJECTED, main="keyed")
 
         # --- Photos: each distinct image once, from the cache or decoded and embedded.
         distinct = (hashed.keyed
                     | "ImagePath" >> beam.Map(lambda kv: (kv[0], kv[1][0]))
                     | "DistinctImages" >> beam.CombinePerKey(min))
-        looked_up = distinct | "LookupCache" >> beam.ParDo(LookupCache(cache_dir, num_patches)).with_outputs(
+        looked_up = distinct | "LookupCache" >> beam.ParDo(LookupCache(patch_cache, num_patches)).with_outputs(
             MISS, main="hits")
         decoded = looked_up[MISS] | "DecodeAndSplit" >> beam.ParDo(DecodeAndSplit(grid)).with_outputs(
             REJECTED, main="patches")
         embedded = (decoded.patches
                     | "EmbedPatches" >> EmbedPatches(image_encoder, image_preset)
-                    | "WriteCache" >> beam.ParDo(WriteCache(cache_dir)))
+                    | "WriteCache" >> beam.ParDo(WriteCache(patch_cache, "photos")))
         embeddings = (looked_up.hits, embedded) | "AllEmbeddings" >> beam.Flatten()
         attached = ({"listings": hashed.keyed, "embeddings": embeddings, "errors": decoded[REJECTED]}
                     | "JoinImages" >> beam.CoGroupByKey()
@@ -512,6 +576,10 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
             _tally(item_examples, "items/out", "ItemsOut"),
             _tally_reasons(rejected_items, "items/quarantined", "ItemReasons"),
             _tally(tokenized | "Truncated" >> beam.Filter(lambda l: l.truncated), "text/truncated", "Truncated"),
+            _tally(distinct_texts, "texts/distinct", "DistinctTexts"),
+            _tally(texts_looked_up.hits, "texts/cache_hits", "TextHits"),
+            _tally(encoded_texts, "texts/encoded", "TextsEncoded"),
+            text_embeddings | "TextDim" >> beam.Map(lambda kv: (f"text_dim/{kv[1].shape[1]}", 1)),
             _tally(distinct, "images/distinct", "Distinct"),
             _tally(looked_up.hits, "images/cache_hits", "Hits"),
             _tally(embedded, "images/embedded", "Embedded"),
@@ -527,8 +595,8 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
              | "StatsJson" >> beam.Map(json.dumps)
              | "WriteStats" >> beam.io.WriteToText(stats_prefix, shard_name_template=""))
 
-    summary = _summarize(stats_prefix, dataset_dir, output_dir, image_encoder, image_preset, grid,
-                         max_text_length, cache_dir, time.time() - started)
+    summary = _summarize(stats_prefix, dataset_dir, output_dir, text_encoder, num_text_tokens, image_encoder,
+                         image_preset, grid, max_text_length, cache_dir, time.time() - started)
     with FileSystems.create(FileSystems.join(output_dir, "summary.json")) as stream:
         stream.write(json.dumps(summary, indent=2).encode())
     FileSystems.delete([FileSystems.join(output_dir, ".stats")])
@@ -540,8 +608,15 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
     return summary
 
 
-def _summarize(stats_path, dataset_dir, output_dir, image_encoder, image_preset, grid, max_text_length,
-               cache_dir, seconds) -> dict:
+def _single_width(counts: Dict[str, int], prefix: str, what: str, cache_dir: str) -> Optional[int]:
+    widths = sorted(int(name.split("/")[1]) for name in counts if name.startswith(prefix + "/"))
+    if len(widths) > 1:
+        raise RuntimeError(f"{what} of different widths {widths}: clear the cache {cache_dir}")
+    return widths[0] if widths else None
+
+
+def _summarize(stats_path, dataset_dir, output_dir, text_encoder, num_text_tokens, image_encoder, image_preset,
+               grid, max_text_length, cache_dir, seconds) -> dict:
     counts: Dict[str, int] = {}
     time_range = None
     with FileSystems.open(stats_path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
@@ -551,15 +626,14 @@ def _summarize(stats_path, dataset_dir, output_dir, image_encoder, image_preset,
                 time_range = value
             else:
                 counts[name] = counts.get(name, 0) + value
-    patch_dims = sorted(int(name.split("/")[1]) for name in counts if name.startswith("patch_dim/"))
-    if len(patch_dims) > 1:
-        raise RuntimeError(f"patch embeddings of different widths {patch_dims}: clear the cache {cache_dir}")
-    patch_dim = patch_dims[0] if patch_dims else None
+    patch_dim = _single_width(counts, "patch_dim", "patch embeddings", cache_dir)
+    text_dim = _single_width(counts, "text_dim", "text embeddings", cache_dir)
     num_patches = grid[0] * grid[1]
 
     def by_reason(prefix):
         return {name[len(prefix) + 1:]: n for name, n in sorted(counts.items()) if name.startswith(prefix + "/")}
 
+    event_features = feature_summary(max_text_length, num_text_tokens, text_dim, num_patches, patch_dim)
     items_quarantined = by_reason("items/quarantined")
     events_quarantined = by_reason("events/quarantined")
     return {
@@ -576,17 +650,21 @@ def _summarize(stats_path, dataset_dir, output_dir, image_encoder, image_preset,
                   "first_timestamp": time_range[0] if time_range else None,
                   "last_timestamp": time_range[1] if time_range else None,
                   "eval_after_timestamp": eval_cutoff(time_range)},
-        "text": {"truncated": counts.get("text/truncated", 0)},
+        "text": {"truncated": counts.get("text/truncated", 0), "distinct": counts.get("texts/distinct", 0),
+                 "cache_hits": counts.get("texts/cache_hits", 0), "encoded": counts.get("texts/encoded", 0)},
         "images": {"distinct": counts.get("images/distinct", 0), "cache_hits": counts.get("images/cache_hits", 0),
                    "embedded": counts.get("images/embedded", 0), "cache_dir": cache_dir},
+        "text_encoder": text_encoder,
+        "num_text_tokens": num_text_tokens,
+        "text_dim": text_dim,
         "image_encoder": image_encoder,
         "image_preset": image_preset,
         "grid": images.format_grid(grid),
         "num_patches": num_patches,
         "patch_dim": patch_dim,
         "max_text_length": max_text_length,
-        "features": feature_summary(max_text_length, num_patches, patch_dim),
-        "item_features": list(features.ITEM_FEATURES),
+        "features": event_features,
+        "item_features": item_feature_summary(event_features),
     }
 
 
@@ -603,6 +681,9 @@ def format_summary(summary: dict) -> str:
     lines.append(f"  photos: {i['distinct']} distinct, {i['cache_hits']} from the cache, {i['embedded']} embedded "
                  f"({summary['image_encoder']}/{summary['image_preset']}, grid {summary['grid']}, "
                  f"{summary['num_patches']} x {summary['patch_dim']})")
-    lines.append(f"  texts truncated to {summary['max_text_length']} tokens: {summary['text']['truncated']}")
+    t = summary["text"]
+    lines.append(f"  texts: {t['distinct']} distinct, {t['cache_hits']} from the cache, {t['encoded']} encoded "
+                 f"({summary['text_encoder']}, {summary['num_text_tokens']} x {summary['text_dim']}); "
+                 f"{t['truncated']} truncated to {summary['max_text_length']} tokens")
     lines.append(f"  quarantined rows: {summary['output']}/quarantine/; summary: {summary['output']}/summary.json")
     return "\n".join(lines)

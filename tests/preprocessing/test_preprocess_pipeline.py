@@ -22,18 +22,20 @@ from camenn.preprocessing.dataset import DatasetFormatError
 from awkward_data import KEPT_PHOTOS, expected_event_reasons, expected_item_reasons
 
 ENCODER, PRESET, PATCH_DIM = "inception_v4", "inception_v4_tiny", 192
+TEXT_ENCODER, TEXT_TOKENS, TEXT_DIM = "bert_tiny", 3, 32
 MAX_TEXT_LENGTH = 24
 
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("patch_cache")
+    return tmp_path_factory.mktemp("embedding_cache")
 
 
 @pytest.fixture(scope="module")
 def cold(awkward_dataset, cache_dir, tmp_path_factory):
     output = tmp_path_factory.mktemp("preprocessed")
-    summary = pipeline.preprocess(awkward_dataset, output, ENCODER, PRESET, (2, 2), MAX_TEXT_LENGTH, [], cache_dir)
+    summary = pipeline.preprocess(awkward_dataset, output, ENCODER, PRESET, (2, 2), MAX_TEXT_LENGTH, [], cache_dir,
+                                  text_encoder=TEXT_ENCODER, num_text_tokens=TEXT_TOKENS)
     return output, summary
 
 
@@ -46,7 +48,8 @@ def warm(cold, awkward_dataset, cache_dir):
     with pytest.raises(SystemExit) as exit_code, contextlib.redirect_stdout(printed):
         cli.main(["preprocess", "--dataset", str(awkward_dataset), "--output", str(second), "--image-encoder",
                   ENCODER, "--image-preset", PRESET, "--max-text-length", str(MAX_TEXT_LENGTH), "--cache-dir",
-                  str(cache_dir), "--", "--direct_num_workers=1"])
+                  str(cache_dir), "--text-encoder", TEXT_ENCODER, "--text-tokens", str(TEXT_TOKENS), "--",
+                  "--direct_num_workers=1"])
     assert exit_code.value.code == 0
     return second, json.loads((second / "summary.json").read_text()), printed.getvalue()
 
@@ -101,6 +104,9 @@ def test_examples_follow_contract_2(cold):
     assert summary["patch_dim"] == PATCH_DIM and summary["num_patches"] == 4 and summary["grid"] == "2x2"
     assert summary["features"][features.PATCH_EMBEDDINGS]["length"] == 4 * PATCH_DIM
     assert summary["features"][features.TEXT_TOKEN_IDS]["length"] == MAX_TEXT_LENGTH
+    assert summary["features"][features.TEXT_EMBEDDINGS]["length"] == TEXT_TOKENS * TEXT_DIM
+    assert (summary["text_encoder"], summary["num_text_tokens"], summary["text_dim"]) == (
+        TEXT_ENCODER, TEXT_TOKENS, TEXT_DIM)
     assert (summary["image_encoder"], summary["image_preset"]) == (ENCODER, PRESET)
     event_spec = spec(summary)
     train = read_examples(str(output / "examples/train/*.tfrecord.gz"), event_spec)
@@ -114,8 +120,10 @@ def test_examples_follow_contract_2(cold):
         assert set(split[features.LABEL][:, 0]) <= {0, 1}
         assert (split[features.TEXT_TOKEN_IDS][:, 0] == 101).all()  # [CLS]
         assert np.isfinite(split[features.PATCH_EMBEDDINGS]).all()
+        assert np.isfinite(split[features.TEXT_EMBEDDINGS]).all()
+    assert features.TITLE not in event_spec  # display only: never in the model's examples
 
-    item_spec = {name: event_spec[name] for name in summary["item_features"]}
+    item_spec = spec({"features": summary["item_features"]})
     assert tuple(summary["item_features"]) == features.ITEM_FEATURES
     items = read_examples(str(output / "items/*.tfrecord.gz"), item_spec)
     item_ids = [i.decode() for i in items[features.ITEM_ID][:, 0]]
@@ -130,14 +138,26 @@ def test_examples_follow_contract_2(cold):
         j = by_id[item_id.decode()]
         np.testing.assert_array_equal(train[features.PATCH_EMBEDDINGS][k], items[features.PATCH_EMBEDDINGS][j])
         np.testing.assert_array_equal(train[features.TEXT_TOKEN_IDS][k], items[features.TEXT_TOKEN_IDS][j])
+        np.testing.assert_array_equal(train[features.TEXT_EMBEDDINGS][k], items[features.TEXT_EMBEDDINGS][j])
+    # A text's tokens are its encoder's pooled states, computed once per distinct text.
+    from camenn.model.text_encoders import load_text_encoder
+
+    encoder = load_text_encoder(TEXT_ENCODER, TEXT_TOKENS)
+    expected = encoder(items[features.TEXT_TOKEN_IDS][:8]).reshape(8, -1)
+    np.testing.assert_allclose(items[features.TEXT_EMBEDDINGS][:8], expected, rtol=1e-4, atol=1e-5)
+    distinct_texts = {bytes(row) for row in items[features.TEXT_TOKEN_IDS].astype("<i8")}
+    assert summary["text"]["distinct"] == len(distinct_texts) == summary["text"]["encoded"]
+    assert items[features.TITLE].dtype == object and all(items[features.TITLE][:, 0])
 
 
 @pytest.mark.slow
-def test_second_run_takes_every_photo_from_the_cache(cold, warm):
+def test_second_run_takes_every_photo_and_text_from_the_cache(cold, warm):
     (first_output, first), (second_output, second, printed) = cold, warm
     assert first["images"]["cache_hits"] == 0 and first["images"]["embedded"] == first["items"]["out"]
     assert second["images"]["embedded"] == 0
     assert second["images"]["cache_hits"] == first["images"]["embedded"]
+    assert first["text"]["cache_hits"] == 0 and second["text"]["encoded"] == 0
+    assert second["text"]["cache_hits"] == first["text"]["encoded"] > 0
     for key in ("items", "events", "features", "split"):
         assert second[key] == first[key]
     assert f"items: {first['items']['in']} in, {first['items']['out']} out" in printed
