@@ -3,7 +3,7 @@ Transform makes of it, and what the model and the serving signatures take.
 
 A raw tf.Example carries the listing's features (joined from the item catalog) and the event's features.
 Transform turns the id features into vocabulary indices (with OOV buckets) and the numbers into
-normalised floats; token ids and patch embeddings pass through unchanged, since tokenising and image
+normalised floats; text and image encodings (and token ids) pass through unchanged, since tokenising and
 encoding happen before the graph (`camenn preprocess`), so the serving graph holds only core TF ops.
 """
 
@@ -14,8 +14,13 @@ CATEGORY = "category"  # fine product class, e.g. "Pink-Lady"
 COARSE_CATEGORY = "coarse_category"  # e.g. "Apple": hard ITA/TIA negatives share it
 MERCHANT_SIZE = "merchant_size"  # small | medium | large: an evaluation slice, not a model input
 PRICE = "price"  # listing price, > 0
-# WordPiece ids of "[CLS] title [SEP] description [SEP]" (uncased, accents stripped), right-padded with 0.
+TITLE = "title"  # the merchant's title, for display (the listing table); never a model input
+# WordPiece ids of "[CLS] title [SEP] description [SEP]" (uncased, accents stripped), right-padded with 0:
+# what an end-to-end model (text encoder inside) takes instead of TEXT_EMBEDDINGS.
 TEXT_TOKEN_IDS = "text_token_ids"
+# num_text_tokens x text_dim floats, row-major: the frozen text encoder's token states of the listing
+# text, averaged over that many contiguous segments (`camenn.model.text_encoders.segment_mean_pool`).
+TEXT_EMBEDDINGS = "text_embeddings"
 # num_patches x patch_dim floats, row-major: the frozen image encoder's embedding of each photo patch
 # (patches in reading order, left to right then top to bottom).
 PATCH_EMBEDDINGS = "patch_embeddings"
@@ -39,12 +44,19 @@ ID_FEATURES = (SHOPPER_ID, ITEM_ID, MERCHANT_ID, CATEGORY, COARSE_CATEGORY)
 NUMERIC_FEATURES = (PRICE, DISTANCE_KM)
 # Small integer features the model embeds directly (no vocabulary needed).
 INTEGER_FEATURES = {HOUR: 24}
-# What the model takes (contract 5), after Transform: the id, integer and numeric features, the text's
-# token ids and the image's patch embeddings.
-MODEL_INPUTS = ID_FEATURES + tuple(INTEGER_FEATURES) + NUMERIC_FEATURES + (TEXT_TOKEN_IDS, PATCH_EMBEDDINGS)
-# Item-level features attached by id at serving time (the ranking client's cache).
-ITEM_FEATURES = (ITEM_ID, MERCHANT_ID, CATEGORY, COARSE_CATEGORY, MERCHANT_SIZE, PRICE, TEXT_TOKEN_IDS,
-                 PATCH_EMBEDDINGS)
+# What a model may take, after Transform: the id, integer and numeric features, the text (pooled token
+# states, or token ids end to end) and the image (patch embeddings, or pixels end to end). Each model
+# takes the subset its `input` names.
+MODEL_INPUTS = ID_FEATURES + tuple(INTEGER_FEATURES) + NUMERIC_FEATURES + (TEXT_EMBEDDINGS, TEXT_TOKEN_IDS,
+                                                                            PATCH_EMBEDDINGS)
+# The two sides of a ranking request. What depends only on the listing is computed once per listing and
+# model version (the listing table); a request brings only the shopper and the context.
+LISTING_INPUTS = (ITEM_ID, MERCHANT_ID, CATEGORY, COARSE_CATEGORY, PRICE, TEXT_EMBEDDINGS, TEXT_TOKEN_IDS,
+                  PATCH_EMBEDDINGS, IMAGE)
+REQUEST_INPUTS = (SHOPPER_ID, HOUR, DISTANCE_KM)
+# Item-level features `camenn preprocess` writes once per listing (OUT/items).
+ITEM_FEATURES = (ITEM_ID, MERCHANT_ID, CATEGORY, COARSE_CATEGORY, MERCHANT_SIZE, PRICE, TITLE, TEXT_TOKEN_IDS,
+                 TEXT_EMBEDDINGS, PATCH_EMBEDDINGS)
 # Raw features that are never model inputs.
 NON_MODEL_FEATURES = (REQUEST_ID, TIMESTAMP, MERCHANT_SIZE, LABEL)
 
@@ -53,8 +65,17 @@ CVR = "cvr"  # will the click convert?
 ITA = "ita"  # image-to-text alignment: for this image, is this the right text?
 TIA = "tia"  # text-to-image alignment: for this text, is this the right image?
 TASKS = (CVR, ITA, TIA)
+# Tasks that look at the listing alone: their scores are computed once per listing and model version.
+LISTING_TASKS = (ITA, TIA)
 
 # --- Evaluation only (the pipeline's AlignmentEvalExamples writes them; never model inputs).
 LISTING_QUALITY = "listing_quality"  # a slice: the listing's known quality where a truth file gives it
+# A slice of the ITA/TIA rows: which negatives a true pair is judged against. A true pair carries both
+# values (it is in both slices), a negative its own kind.
+NEGATIVE_KIND = "negative_kind"
+HARD_NEGATIVE = "hard"  # another product of the same coarse category (another apple for an apple)
+OTHER_COARSE_NEGATIVE = "other_coarse"  # a product of another coarse category (an onion for an apple)
+# The training split's conversion rate on every eval row: the prior normalized entropy is measured against.
+TRAIN_CONVERSION_RATE = "train_conversion_rate"
 EVAL_LABELS = {CVR: LABEL, ITA: "ita_label", TIA: "tia_label"}  # 1 for the true pair, 0 for a negative
 EVAL_WEIGHTS = {CVR: "cvr_weight", ITA: "ita_weight", TIA: "tia_weight"}  # which rows count for which task

@@ -5,7 +5,7 @@ import keras_hub
 
 from camenn.model import features
 from camenn.model.baselines.baseline_presets import dnn_ranker_presets
-from camenn.model.baselines.pooled_inputs import PooledInputs, model_inputs
+from camenn.model.baselines.pooled_inputs import PooledBaseline, PooledInputs, model_inputs
 from camenn.model.camenn.camenn_backbone import NamedPresets
 from camenn.model.camenn.camenn_multi_task import CameNNMultiTask
 
@@ -20,19 +20,18 @@ def mlp(dims, dropout, dtype, name):
 
 
 @keras.saving.register_keras_serializable(package="camenn")
-class DNNRankerBackbone(NamedPresets, keras_hub.models.Backbone):
-    """From model inputs (contract 5) to one vector, the same for every task: `PooledInputs`, then an MLP.
+class DNNRankerBackbone(PooledBaseline, NamedPresets, keras_hub.models.Backbone):
+    """From model inputs to one vector, the same for every task: `PooledInputs`, then an MLP.
 
     Args:
-        text_encoder: a `keras_hub.models.BertBackbone` (see `camenn.model.camenn.load_text_encoder`).
         vocabulary_sizes: dict from each of `features.ID_FEATURES` to its vocabulary size.
+        num_text_tokens: int. Cached text tokens per listing.
+        text_dim: int. Width of each cached text token.
         num_patches: int. Image patches per listing.
         patch_dim: int. Width of each cached patch embedding.
         hidden_dim: int. Width of each pooled part (text, image, each feature).
         mlp_dims: sequence of int. Widths of the MLP's ReLU layers.
         dropout: float. Dropout after each MLP layer.
-        max_text_length: int. Token ids per listing text.
-        freeze_text_encoder: bool. Keep the text encoder's weights fixed.
         task_names: sequence of str. The tasks; each gets the same vector.
         dtype: str or `keras.DTypePolicy`.
         **kwargs: base `keras_hub.models.Backbone` arguments (`name`, `trainable`).
@@ -45,10 +44,10 @@ class DNNRankerBackbone(NamedPresets, keras_hub.models.Backbone):
 
     backbone = DNNRankerBackbone.from_preset(
         "dnn_ranker_tiny", vocabulary_sizes={name: 50 for name in features.ID_FEATURES},
-        num_patches=4, patch_dim=16)
+        num_text_tokens=2, text_dim=8, num_patches=4, patch_dim=16)
     batch = {name: np.zeros((2,), "int64") for name in (*features.ID_FEATURES, features.HOUR)}
     batch.update({name: np.zeros((2,), "float32") for name in features.NUMERIC_FEATURES})
-    batch[features.TEXT_TOKEN_IDS] = np.full((2, 64), 101)
+    batch[features.TEXT_EMBEDDINGS] = np.zeros((2, 16), "float32")
     batch[features.PATCH_EMBEDDINGS] = np.zeros((2, 64), "float32")
     pooled = backbone(batch)  # {"cvr": (2, 32), "ita": (2, 32), "tia": (2, 32)}
     ```
@@ -56,38 +55,36 @@ class DNNRankerBackbone(NamedPresets, keras_hub.models.Backbone):
 
     preset_configs = dnn_ranker_presets
 
-    def __init__(self, text_encoder, vocabulary_sizes, num_patches, patch_dim, hidden_dim, mlp_dims, dropout=0.1,
-                 max_text_length=64, freeze_text_encoder=False, task_names=features.TASKS, dtype=None, **kwargs):
+    def __init__(self, vocabulary_sizes, num_text_tokens, text_dim, num_patches, patch_dim, hidden_dim, mlp_dims,
+                 dropout=0.1, task_names=features.TASKS, dtype=None, **kwargs):
         # === Layers ===
-        self.text_encoder = text_encoder
-        self.pooled_inputs = PooledInputs(text_encoder, vocabulary_sizes, num_patches, patch_dim, hidden_dim,
-                                          freeze_text_encoder, dtype=dtype, name="pooled_inputs")
+        self.pooled_inputs = PooledInputs(vocabulary_sizes, num_text_tokens, text_dim, num_patches, patch_dim,
+                                          hidden_dim, dtype=dtype, name="pooled_inputs")
         self.mlp = mlp(mlp_dims, dropout, dtype, "mlp")
 
         # === Functional Model ===
-        inputs = model_inputs(max_text_length, num_patches, patch_dim)
+        inputs = model_inputs(num_text_tokens, text_dim, num_patches, patch_dim)
         shared = self.mlp(self.pooled_inputs(inputs))
         super().__init__(inputs=inputs, outputs={task: shared for task in task_names}, dtype=dtype, **kwargs)
 
         # === Config ===
         self.vocabulary_sizes = self.pooled_inputs.vocabulary_sizes
+        self.num_text_tokens = num_text_tokens
+        self.text_dim = text_dim
         self.num_patches = num_patches
         self.patch_dim = patch_dim
         self.hidden_dim = hidden_dim
         self.mlp_dims = tuple(mlp_dims)
         self.dropout = dropout
-        self.max_text_length = max_text_length
-        self.freeze_text_encoder = freeze_text_encoder
         self.task_names = tuple(task_names)
 
     def get_config(self):
         config = super().get_config()
         config.update({
-            "text_encoder": keras.layers.serialize(self.text_encoder),
-            "vocabulary_sizes": self.vocabulary_sizes, "num_patches": self.num_patches,
-            "patch_dim": self.patch_dim, "hidden_dim": self.hidden_dim, "mlp_dims": list(self.mlp_dims),
-            "dropout": self.dropout, "max_text_length": self.max_text_length,
-            "freeze_text_encoder": self.freeze_text_encoder, "task_names": list(self.task_names),
+            "vocabulary_sizes": self.vocabulary_sizes, "num_text_tokens": self.num_text_tokens,
+            "text_dim": self.text_dim, "num_patches": self.num_patches, "patch_dim": self.patch_dim,
+            "hidden_dim": self.hidden_dim, "mlp_dims": list(self.mlp_dims), "dropout": self.dropout,
+            "task_names": list(self.task_names),
         })
         return config
 
@@ -104,7 +101,7 @@ class DNNRanker(CameNNMultiTask):
     from camenn.model.baselines import DNNRanker
 
     model = DNNRanker.from_preset("dnn_ranker_tiny", vocabulary_sizes={name: 50 for name in features.ID_FEATURES},
-                                  num_patches=4, patch_dim=16)
+                                  num_text_tokens=2, text_dim=8, num_patches=4, patch_dim=16)
     model.compile(total_steps=100)
     ```
     """

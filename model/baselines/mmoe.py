@@ -7,20 +7,21 @@ from keras import ops
 from camenn.model import features
 from camenn.model.baselines.baseline_presets import mmoe_presets
 from camenn.model.baselines.dnn_ranker import mlp
-from camenn.model.baselines.pooled_inputs import PooledInputs, model_inputs
+from camenn.model.baselines.pooled_inputs import PooledBaseline, PooledInputs, model_inputs
 from camenn.model.camenn.camenn_backbone import NamedPresets
 from camenn.model.camenn.camenn_multi_task import CameNNMultiTask
 
 
 @keras.saving.register_keras_serializable(package="camenn")
-class MMoEBackbone(NamedPresets, keras_hub.models.Backbone):
-    """From model inputs (contract 5) to one vector per task: `PooledInputs`, `num_experts` MLP experts
+class MMoEBackbone(PooledBaseline, NamedPresets, keras_hub.models.Backbone):
+    """From model inputs to one vector per task: `PooledInputs`, `num_experts` MLP experts
     that every example goes through (dense, not top-k), and per task a softmax gate over the experts
     (fed with the pooled inputs) whose weighted sum feeds the task's ReLU tower.
 
     Args:
-        text_encoder: a `keras_hub.models.BertBackbone` (see `camenn.model.camenn.load_text_encoder`).
         vocabulary_sizes: dict from each of `features.ID_FEATURES` to its vocabulary size.
+        num_text_tokens: int. Cached text tokens per listing.
+        text_dim: int. Width of each cached text token.
         num_patches: int. Image patches per listing.
         patch_dim: int. Width of each cached patch embedding.
         hidden_dim: int. Width of each pooled part (text, image, each feature).
@@ -28,8 +29,6 @@ class MMoEBackbone(NamedPresets, keras_hub.models.Backbone):
         expert_dims: sequence of int. Widths of each expert's ReLU layers.
         tower_dim: int. Width of each task's ReLU tower.
         dropout: float. Dropout after each expert and tower layer.
-        max_text_length: int. Token ids per listing text.
-        freeze_text_encoder: bool. Keep the text encoder's weights fixed.
         task_names: sequence of str. The tasks, each with a gate and a tower.
         dtype: str or `keras.DTypePolicy`.
         **kwargs: base `keras_hub.models.Backbone` arguments (`name`, `trainable`).
@@ -41,10 +40,11 @@ class MMoEBackbone(NamedPresets, keras_hub.models.Backbone):
     from camenn.model.baselines import MMoEBackbone
 
     backbone = MMoEBackbone.from_preset(
-        "mmoe_tiny", vocabulary_sizes={name: 50 for name in features.ID_FEATURES}, num_patches=4, patch_dim=16)
+        "mmoe_tiny", vocabulary_sizes={name: 50 for name in features.ID_FEATURES}, num_text_tokens=2,
+        text_dim=8, num_patches=4, patch_dim=16)
     batch = {name: np.zeros((2,), "int64") for name in (*features.ID_FEATURES, features.HOUR)}
     batch.update({name: np.zeros((2,), "float32") for name in features.NUMERIC_FEATURES})
-    batch[features.TEXT_TOKEN_IDS] = np.full((2, 64), 101)
+    batch[features.TEXT_EMBEDDINGS] = np.zeros((2, 16), "float32")
     batch[features.PATCH_EMBEDDINGS] = np.zeros((2, 64), "float32")
     pooled = backbone(batch)  # {"cvr": (2, 32), "ita": (2, 32), "tia": (2, 32)}
     ```
@@ -52,21 +52,19 @@ class MMoEBackbone(NamedPresets, keras_hub.models.Backbone):
 
     preset_configs = mmoe_presets
 
-    def __init__(self, text_encoder, vocabulary_sizes, num_patches, patch_dim, hidden_dim, num_experts,
-                 expert_dims, tower_dim, dropout=0.1, max_text_length=64, freeze_text_encoder=False,
-                 task_names=features.TASKS, dtype=None, **kwargs):
+    def __init__(self, vocabulary_sizes, num_text_tokens, text_dim, num_patches, patch_dim, hidden_dim, num_experts,
+                 expert_dims, tower_dim, dropout=0.1, task_names=features.TASKS, dtype=None, **kwargs):
         task_names = tuple(task_names)
         # === Layers ===
-        self.text_encoder = text_encoder
-        self.pooled_inputs = PooledInputs(text_encoder, vocabulary_sizes, num_patches, patch_dim, hidden_dim,
-                                          freeze_text_encoder, dtype=dtype, name="pooled_inputs")
+        self.pooled_inputs = PooledInputs(vocabulary_sizes, num_text_tokens, text_dim, num_patches, patch_dim,
+                                          hidden_dim, dtype=dtype, name="pooled_inputs")
         self.experts = [mlp(expert_dims, dropout, dtype, f"expert_{e}") for e in range(num_experts)]
         self.gates = [keras.layers.Dense(num_experts, activation="softmax", dtype=dtype, name=f"{task}_gate")
                       for task in task_names]
         self.towers = [mlp((tower_dim,), dropout, dtype, f"{task}_tower") for task in task_names]
 
         # === Functional Model ===
-        inputs = model_inputs(max_text_length, num_patches, patch_dim)
+        inputs = model_inputs(num_text_tokens, text_dim, num_patches, patch_dim)
         pooled = self.pooled_inputs(inputs)
         expert_outputs = ops.stack([expert(pooled) for expert in self.experts], axis=1)  # [B, E, D]
         outputs = {}
@@ -77,6 +75,8 @@ class MMoEBackbone(NamedPresets, keras_hub.models.Backbone):
 
         # === Config ===
         self.vocabulary_sizes = self.pooled_inputs.vocabulary_sizes
+        self.num_text_tokens = num_text_tokens
+        self.text_dim = text_dim
         self.num_patches = num_patches
         self.patch_dim = patch_dim
         self.hidden_dim = hidden_dim
@@ -84,19 +84,15 @@ class MMoEBackbone(NamedPresets, keras_hub.models.Backbone):
         self.expert_dims = tuple(expert_dims)
         self.tower_dim = tower_dim
         self.dropout = dropout
-        self.max_text_length = max_text_length
-        self.freeze_text_encoder = freeze_text_encoder
         self.task_names = task_names
 
     def get_config(self):
         config = super().get_config()
         config.update({
-            "text_encoder": keras.layers.serialize(self.text_encoder),
-            "vocabulary_sizes": self.vocabulary_sizes, "num_patches": self.num_patches,
-            "patch_dim": self.patch_dim, "hidden_dim": self.hidden_dim, "num_experts": self.num_experts,
-            "expert_dims": list(self.expert_dims), "tower_dim": self.tower_dim, "dropout": self.dropout,
-            "max_text_length": self.max_text_length, "freeze_text_encoder": self.freeze_text_encoder,
-            "task_names": list(self.task_names),
+            "vocabulary_sizes": self.vocabulary_sizes, "num_text_tokens": self.num_text_tokens,
+            "text_dim": self.text_dim, "num_patches": self.num_patches, "patch_dim": self.patch_dim,
+            "hidden_dim": self.hidden_dim, "num_experts": self.num_experts, "expert_dims": list(self.expert_dims),
+            "tower_dim": self.tower_dim, "dropout": self.dropout, "task_names": list(self.task_names),
         })
         return config
 
@@ -112,7 +108,7 @@ class MMoE(CameNNMultiTask):
     from camenn.model.baselines import MMoE
 
     model = MMoE.from_preset("mmoe_tiny", vocabulary_sizes={name: 50 for name in features.ID_FEATURES},
-                             num_patches=4, patch_dim=16)
+                             num_text_tokens=2, text_dim=8, num_patches=4, patch_dim=16)
     model.compile(total_steps=100)
     ```
     """

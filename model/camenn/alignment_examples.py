@@ -5,6 +5,10 @@ from camenn.model import features
 
 # How much a hard negative (same coarse category) outranks any other: above every uniform draw.
 _HARD_NEGATIVE_BONUS = 2.0
+# What an ITA negative borrows from its partner (the text) and what a TIA negative borrows (the image),
+# in whichever form the batch holds them: cached encodings, or token ids and pixels end to end.
+TEXT_FEATURES = (features.TEXT_EMBEDDINGS, features.TEXT_TOKEN_IDS)
+IMAGE_FEATURES = (features.PATCH_EMBEDDINGS, features.IMAGE)
 
 
 def _partners(batch, seed, hard_negatives):
@@ -15,7 +19,7 @@ def _partners(batch, seed, hard_negatives):
     allowed, one of the same coarse category (`features.COARSE_CATEGORY`) is preferred when
     `hard_negatives`, and the choice is otherwise uniform.
     """
-    size = tf.shape(batch[features.TEXT_TOKEN_IDS])[0]
+    size = tf.shape(batch[features.ITEM_ID])[0]
     allowed = tf.logical_not(tf.eye(size, dtype=tf.bool))
     for name in (features.CATEGORY, features.ITEM_ID):
         if name in batch:
@@ -29,11 +33,11 @@ def _partners(batch, seed, hard_negatives):
     return partner, tf.reduce_any(allowed, axis=1)
 
 
-def alignment_batch(batch, label, seed, hard_negatives=True, image_feature=features.PATCH_EMBEDDINGS):
+def alignment_batch(batch, label, seed, hard_negatives=True):
     """One batch of N true pairs -> (x, y, sample_weight) with 3N rows, for `CameNNMultiTask.fit`.
 
-    `batch` holds at least `features.MODEL_INPUTS` ([N] or [N, ...] tensors), with `image_feature` for
-    the image; `x` holds exactly those.
+    `batch` holds model inputs ([N] or [N, ...] tensors, `features.ITEM_ID` among them); `x` holds those
+    of `features.MODEL_INPUTS` and `features.IMAGE` the batch has.
 
     Rows 0..N-1 are the true pairs (labels: `cvr` = the order label, `ita` = `tia` = 1). Rows N..2N-1
     are ITA negatives: each keeps its listing's image and every other feature but takes another
@@ -43,14 +47,17 @@ def alignment_batch(batch, label, seed, hard_negatives=True, image_feature=featu
     pairs and TIA negatives; a negative for which the batch holds no allowed partner gets weight 0.
     """
     batch = dict(batch)
-    size = tf.shape(batch[features.TEXT_TOKEN_IDS])[0]
+    size = tf.shape(batch[features.ITEM_ID])[0]
     ita_partner, ita_found = _partners(batch, seed[0], hard_negatives)
     tia_partner, tia_found = _partners(batch, seed[1], hard_negatives)
-    ita_negatives = dict(batch)
-    ita_negatives[features.TEXT_TOKEN_IDS] = tf.gather(batch[features.TEXT_TOKEN_IDS], ita_partner)
-    tia_negatives = dict(batch)
-    tia_negatives[image_feature] = tf.gather(batch[image_feature], tia_partner)
-    names = [image_feature if name == features.PATCH_EMBEDDINGS else name for name in features.MODEL_INPUTS]
+    ita_negatives, tia_negatives = dict(batch), dict(batch)
+    for name in TEXT_FEATURES:
+        if name in batch:
+            ita_negatives[name] = tf.gather(batch[name], ita_partner)
+    for name in IMAGE_FEATURES:
+        if name in batch:
+            tia_negatives[name] = tf.gather(batch[name], tia_partner)
+    names = [name for name in (*features.MODEL_INPUTS, features.IMAGE) if name in batch]
     x = {name: tf.concat([batch[name], ita_negatives[name], tia_negatives[name]], axis=0) for name in names}
 
     ones, zeros = tf.ones([size]), tf.zeros([size])
@@ -64,11 +71,10 @@ def alignment_batch(batch, label, seed, hard_negatives=True, image_feature=featu
     return x, y, sample_weight
 
 
-def make_alignment_examples(dataset, *, seed=None, hard_negatives=True, label_key=features.LABEL,
-                            image_feature=features.PATCH_EMBEDDINGS):
+def make_alignment_examples(dataset, *, seed=None, hard_negatives=True, label_key=features.LABEL):
     """Maps a batched dataset of true (image, text) pairs to CameNN's training examples with negatives.
 
-    Each element of `dataset` is a batch: a dict of model inputs (contract 5) holding `label_key`, or
+    Each element of `dataset` is a batch: a dict of model inputs holding `label_key`, or
     a `(features, label)` tuple. The result yields `(x, y, sample_weight)` with three times the rows
     (see `alignment_batch`), ready for `CameNNMultiTask.fit`. Negatives come from the same batch, so
     larger, shuffled batches give more and harder negatives. `x` keeps only the model's inputs.
@@ -78,8 +84,6 @@ def make_alignment_examples(dataset, *, seed=None, hard_negatives=True, label_ke
         seed: int or None. Seeds the choice of negatives (None: a different choice every run).
         hard_negatives: bool. Prefer negatives of the same coarse category when that feature is there.
         label_key: str. The label's key when elements are dicts.
-        image_feature: str. The image input: `features.PATCH_EMBEDDINGS` (cached), or `features.IMAGE`
-            for an end-to-end model.
 
     Example:
     ```python
@@ -100,7 +104,7 @@ def make_alignment_examples(dataset, *, seed=None, hard_negatives=True, label_ke
     def to_examples(element, seed_pair):
         batch, label = split(element)
         seeds = tf.reshape(tf.random.experimental.stateless_split(seed_pair, num=2), [2, 2])
-        return alignment_batch(batch, label, (seeds[0], seeds[1]), hard_negatives, image_feature)
+        return alignment_batch(batch, label, (seeds[0], seeds[1]), hard_negatives)
 
     seeds = tf.data.Dataset.random(seed=seed).batch(2)
     return tf.data.Dataset.zip((dataset, seeds)).map(to_examples, num_parallel_calls=tf.data.AUTOTUNE)

@@ -1,5 +1,6 @@
 """Small layers that turn CameNN's non-text inputs into tokens of the model width."""
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -173,3 +174,158 @@ class UniqueRows(keras.layers.Layer):
     def compute_output_spec(self, rows):
         return (keras.KerasTensor((None, rows.shape[1]), dtype=rows.dtype),
                 keras.KerasTensor((rows.shape[0],), dtype="int32"))
+
+
+@keras.saving.register_keras_serializable(package="camenn")
+class SideAttentionMask(keras.layers.Layer):
+    """Who may attend to whom in CameNN's token sequence, whose first `listing_length` tokens depend only on
+    the listing and whose last `request_length` tokens on the shopper and context.
+
+    With `listing_only=True`, a listing token attends only to listing tokens, so its state in every
+    layer is a function of the listing alone (computed once per listing and model version), while a
+    request token attends to every token. With `listing_only=False` every token attends to every token.
+
+    Call args:
+        tokens: [batch, listing_length + request_length, hidden_dim].
+
+    Returns:
+        (attention mask int32 [batch, T, T], listing mask int32 [batch, T]: 1 on the listing tokens).
+
+    Example:
+    ```python
+    import numpy as np
+    mask, listing = SideAttentionMask(2, 1)(np.zeros((1, 3, 4), "float32"))
+    # mask[0] = [[1, 1, 0], [1, 1, 0], [1, 1, 1]]; listing[0] = [1, 1, 0]
+    ```
+    """
+
+    def __init__(self, listing_length, request_length, listing_only=True, **kwargs):
+        super().__init__(**kwargs)
+        self.listing_length = int(listing_length)
+        self.request_length = int(request_length)
+        self.listing_only = bool(listing_only)
+        total = self.listing_length + self.request_length
+        listing = np.arange(total) < self.listing_length
+        allowed = listing[None, :] | ~listing[:, None] if self.listing_only else np.ones((total, total), bool)
+        self._mask = allowed.astype("int32")
+        self._listing = listing.astype("int32")
+
+    def call(self, tokens):
+        batch_size = ops.shape(tokens)[0]
+        total = self.listing_length + self.request_length
+        mask = ops.broadcast_to(ops.convert_to_tensor(self._mask)[None], (batch_size, total, total))
+        listing = ops.broadcast_to(ops.convert_to_tensor(self._listing)[None], (batch_size, total))
+        return mask, listing
+
+    def compute_output_spec(self, tokens):
+        total = self.listing_length + self.request_length
+        return (keras.KerasTensor((tokens.shape[0], total, total), dtype="int32"),
+                keras.KerasTensor((tokens.shape[0], total), dtype="int32"))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"listing_length": self.listing_length, "request_length": self.request_length,
+                       "listing_only": self.listing_only})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="camenn")
+class TaskTower(keras.layers.Layer):
+    """One task's transformer tower, read out at the task's own token.
+
+    The same computation as a pre-layer-norm `keras_hub.layers.TransformerEncoder` layer (layer norm,
+    multi-head self-attention, residual; layer norm, GELU feed-forward, residual; the same sublayer
+    names), evaluated only at position `token_index`: the task's token is the query and every token
+    supplies keys and values. Only that token's state is read out, so computing the others would be
+    wasted (a third of the layer's cost on CameNN's sequences).
+
+    Args:
+        token_index: int. The position of the task's token.
+        intermediate_dim: int. Feed-forward width.
+        num_heads: int.
+        dropout: float. On the attention probabilities and both residual branches.
+        activation: str. Feed-forward activation.
+        layer_norm_epsilon: float.
+        kernel_initializer: str or initializer.
+        **kwargs: base `keras.layers.Layer` arguments.
+
+    Call args:
+        sequence: [batch, length, hidden_dim].
+        attention_mask: optional int/bool [batch, length, length]; only row `token_index` is used.
+        training: bool.
+
+    Returns:
+        [batch, hidden_dim]: the task token's state after the layer.
+
+    Example:
+    ```python
+    import numpy as np
+    tower = TaskTower(token_index=0, intermediate_dim=16, num_heads=2)
+    tower(np.random.normal(size=(3, 5, 8)).astype("float32")).shape  # (3, 8)
+    ```
+    """
+
+    def __init__(self, token_index, intermediate_dim, num_heads, dropout=0.0, activation="gelu",
+                 layer_norm_epsilon=1e-6, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.token_index = int(token_index)
+        self.intermediate_dim = intermediate_dim
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.activation = activation
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def _initializer(self):
+        return keras.initializers.get(keras.initializers.serialize(self.kernel_initializer))
+
+    def build(self, sequence_shape, attention_mask_shape=None):
+        hidden_dim = sequence_shape[-1]
+        query_shape = (sequence_shape[0], 1, hidden_dim)
+        self._self_attention_layer_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="self_attention_layer_norm")
+        self._self_attention_layer_norm.build(sequence_shape)
+        self._self_attention_layer = keras.layers.MultiHeadAttention(
+            num_heads=self.num_heads, key_dim=hidden_dim // self.num_heads, dropout=self.dropout,
+            kernel_initializer=self._initializer(), dtype=self.dtype_policy, name="self_attention_layer")
+        self._self_attention_layer.build(query_shape=query_shape, value_shape=sequence_shape)
+        self._self_attention_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy,
+                                                            name="self_attention_dropout")
+        self._feedforward_layer_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="feedforward_layer_norm")
+        self._feedforward_layer_norm.build(query_shape)
+        self._feedforward_intermediate_dense = keras.layers.Dense(
+            self.intermediate_dim, activation=self.activation, kernel_initializer=self._initializer(),
+            dtype=self.dtype_policy, name="feedforward_intermediate_dense")
+        self._feedforward_intermediate_dense.build(query_shape)
+        self._feedforward_output_dense = keras.layers.Dense(
+            hidden_dim, kernel_initializer=self._initializer(), dtype=self.dtype_policy,
+            name="feedforward_output_dense")
+        self._feedforward_output_dense.build((*query_shape[:2], self.intermediate_dim))
+        self._feedforward_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy,
+                                                         name="feedforward_dropout")
+        self.built = True
+
+    def call(self, sequence, attention_mask=None, training=None):
+        i = self.token_index
+        normed = self._self_attention_layer_norm(sequence)
+        mask = None if attention_mask is None else attention_mask[:, i:i + 1, :]
+        attended = self._self_attention_layer(query=normed[:, i:i + 1], value=normed, key=normed,
+                                              attention_mask=mask, training=training)
+        x = sequence[:, i:i + 1] + self._self_attention_dropout(attended, training=training)
+        y = self._feedforward_output_dense(self._feedforward_intermediate_dense(self._feedforward_layer_norm(x)))
+        x = x + self._feedforward_dropout(y, training=training)
+        return x[:, 0]
+
+    def compute_output_shape(self, sequence_shape, attention_mask_shape=None):
+        return (sequence_shape[0], sequence_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "token_index": self.token_index, "intermediate_dim": self.intermediate_dim,
+            "num_heads": self.num_heads, "dropout": self.dropout, "activation": self.activation,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        })
+        return config

@@ -7,6 +7,9 @@ from camenn.model.camenn.camenn_backbone import CameNNBackbone
 from camenn.model.camenn.camenn_optimizer import camenn_optimizer
 
 TASK_ARGUMENTS = ("loss_weights", "compile", "name")
+# Peak learning rate of the weights that start random (embeddings, transformer layers, heads); measured
+# on the sample, README "Training".
+DEFAULT_LEARNING_RATE = 2e-3
 
 
 @keras.saving.register_keras_serializable(package="camenn")
@@ -49,9 +52,9 @@ class CameNNMultiTask(keras_hub.models.Task):
 
     model = CameNNMultiTask.from_preset(
         "camenn_tiny", vocabulary_sizes={name: 50 for name in features.ID_FEATURES},
-        num_patches=4, patch_dim=16)
+        num_text_tokens=4, text_dim=16, num_patches=4, patch_dim=16)
     model.compile(total_steps=100)  # AdamW, linear warmup then linear decay
-    # dataset: batches of model-input dicts (contract 5) plus features.LABEL
+    # dataset: batches of model-input dicts plus features.LABEL
     # model.fit(make_alignment_examples(dataset, seed=0), epochs=1)
     ```
     """
@@ -76,26 +79,31 @@ class CameNNMultiTask(keras_hub.models.Task):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
     def compile(self, optimizer="auto", loss="auto", *, weighted_metrics="auto", total_steps=None,
-                learning_rate=1e-4, **kwargs):
+                learning_rate=DEFAULT_LEARNING_RATE, pretrained_learning_rate_multiplier=0.05,
+                weight_decay=0.01, **kwargs):
         """Configures training; "auto" picks CameNN's defaults.
 
         Args:
             optimizer: "auto" is AdamW (`camenn_optimizer`): with `total_steps`, a linear warmup over
-                the first 10% then a linear decay to 0; without, a constant `learning_rate`.
+                the first 10% then a linear decay to 0; without, a constant `learning_rate`. An
+                end-to-end encoder being fine-tuned steps at `pretrained_learning_rate_multiplier` times
+                the rate of the fresh weights.
             loss: "auto" is binary cross-entropy per task, averaged over the examples whose sample
                 weight for that task is non-zero, weighted by the config's `loss_weights`.
             weighted_metrics: "auto" is AUC per task (logged as `cvr_auc`, `ita_auc`, `tia_auc`).
             total_steps: int or None. Steps of the whole fit, for the learning-rate schedule.
-            learning_rate: float. Peak learning rate.
+            learning_rate: float. Peak learning rate of the weights that start random.
+            pretrained_learning_rate_multiplier: float. See `optimizer`.
+            weight_decay: float. AdamW's decoupled weight decay.
             **kwargs: `keras.Model.compile` arguments.
         """
         tasks = self.backbone.task_names
         if optimizer == "auto":
-            if total_steps:
-                optimizer = camenn_optimizer(total_steps, learning_rate=learning_rate)
-            else:
-                optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=0.01, global_clipnorm=1.0)
-                optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+            encoders = [e for e in (self.backbone.text_encoder, self.backbone.image_encoder) if e is not None]
+            optimizer = camenn_optimizer(
+                total_steps, learning_rate=learning_rate, weight_decay=weight_decay,
+                pretrained_paths=[v.path for e in encoders for v in e.trainable_variables],
+                pretrained_learning_rate_multiplier=pretrained_learning_rate_multiplier)
         if loss == "auto":
             loss = {task: PerExampleBinaryCrossentropy(reduction="mean_with_sample_weight", name=f"{task}_bce")
                     for task in tasks}
@@ -119,8 +127,7 @@ class CameNNMultiTask(keras_hub.models.Task):
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):
         """Builds a CameNN preset: `loss_weights`, `compile` and `name` configure the task, every other
-        argument goes to `CameNNBackbone.from_preset` (see there; `vocabulary_sizes`, `num_patches` and
-        `patch_dim` are required). A preset folder written by `save_to_preset` goes to keras-hub's loader.
+        argument goes to `CameNNBackbone.from_preset` (see there for what the data decides). A preset folder written by `save_to_preset` goes to keras-hub's loader.
         """
         if preset not in cls.backbone_cls.preset_configs:
             return super().from_preset(preset, load_weights=load_weights, **kwargs)

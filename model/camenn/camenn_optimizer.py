@@ -1,4 +1,5 @@
-"""The training method the paper names: AdamW with a linear warmup then a linear decay."""
+"""The training method the paper names: AdamW with a linear warmup then a linear decay, with a smaller
+step for pre-trained weights than for the fresh ones."""
 import keras
 from keras import ops
 
@@ -41,19 +42,69 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "total_steps": self.total_steps, "end_learning_rate": self.end_learning_rate}
 
 
-def camenn_optimizer(total_steps, learning_rate=1e-4, warmup_fraction=0.1, weight_decay=0.01):
-    """AdamW on a `WarmupLinearDecay` schedule, gradients clipped to global norm 1; biases and layer-norm
-    parameters are not decayed.
+@keras.saving.register_keras_serializable(package="camenn")
+class GroupedAdamW(keras.optimizers.AdamW):
+    """AdamW whose step for the variables at `scaled_paths` is `learning_rate_multiplier` times the rest's.
+
+    Fine-tuning a pre-trained encoder wants a small step (BERT's ~5e-5) where fresh embeddings and
+    towers want a large one (~1e-3); one rate for both either forgets the encoder or barely moves the
+    rest. Weight decay stays decoupled and common to all.
 
     Args:
-        total_steps: int. Training steps in all (epochs x steps per epoch).
-        learning_rate: float. Peak learning rate.
+        scaled_paths: sequence of variable paths (`variable.path`) that take the smaller step.
+        learning_rate_multiplier: float. Their step relative to the others'.
+        **kwargs: `keras.optimizers.AdamW` arguments.
+
+    Example:
+    ```python
+    optimizer = GroupedAdamW(scaled_paths=[v.path for v in bert.trainable_variables],
+                             learning_rate_multiplier=0.05, learning_rate=1e-3)
+    ```
+    """
+
+    def __init__(self, scaled_paths=(), learning_rate_multiplier=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scaled_paths = sorted(scaled_paths)
+        self.learning_rate_multiplier = float(learning_rate_multiplier)
+        self._scaled_keys = set()
+
+    def build(self, var_list):
+        # update_step sees the backend's variables, not Keras', so the variables are known by their keys.
+        paths = set(self.scaled_paths)
+        self._scaled_keys = {self._var_key(v) for v in var_list if v.path in paths}
+        super().build(var_list)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self._var_key(variable) in self._scaled_keys:
+            learning_rate = ops.multiply(learning_rate, self.learning_rate_multiplier)
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"scaled_paths": list(self.scaled_paths),
+                       "learning_rate_multiplier": self.learning_rate_multiplier})
+        return config
+
+
+def camenn_optimizer(total_steps=None, learning_rate=1e-3, warmup_fraction=0.1, weight_decay=0.01,
+                     pretrained_paths=(), pretrained_learning_rate_multiplier=0.05):
+    """AdamW (`GroupedAdamW`), gradients clipped to global norm 1; biases and layer-norm parameters are not
+    decayed.
+
+    Args:
+        total_steps: int or None. Training steps in all (epochs x steps per epoch): a
+            `WarmupLinearDecay` schedule over them; None keeps `learning_rate` constant.
+        learning_rate: float. Peak learning rate of the fresh weights.
         warmup_fraction: float. Share of `total_steps` spent warming up.
         weight_decay: float. Decoupled weight decay.
+        pretrained_paths: paths of pre-trained variables being fine-tuned (an end-to-end encoder).
+        pretrained_learning_rate_multiplier: float. Their learning rate relative to `learning_rate`.
     """
-    warmup_steps = int(total_steps * warmup_fraction)
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=WarmupLinearDecay(learning_rate, warmup_steps, max(total_steps, warmup_steps + 1)),
-        weight_decay=weight_decay, global_clipnorm=1.0)
+    schedule = learning_rate
+    if total_steps:
+        warmup_steps = int(total_steps * warmup_fraction)
+        schedule = WarmupLinearDecay(learning_rate, warmup_steps, max(total_steps, warmup_steps + 1))
+    optimizer = GroupedAdamW(scaled_paths=pretrained_paths, learning_rate_multiplier=pretrained_learning_rate_multiplier,
+                             learning_rate=schedule, weight_decay=weight_decay, global_clipnorm=1.0)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return optimizer

@@ -1,20 +1,20 @@
 """CameNN preset configurations: whole architectures, named by the machine they suit.
 
-Each preset names its text encoder (a `camenn.model.bert` preset, whose weights load when
-`load_weights=True`) and the rest of the architecture; the other weights start random. What the data
-decides is not in a preset and must be passed when building one: `vocabulary_sizes` (from Transform),
-`num_patches` and `patch_dim` (from `camenn preprocess`'s summary.json), and `max_text_length` if it is
-not 64.
+The CPU presets read the listing text as the cached pooled tokens `camenn preprocess` wrote (a frozen
+all-MiniLM-L6-v2, or `bert_tiny` for the tiny preset's tests); the GPU preset names a text encoder
+(`text_encoder`, a `camenn.model.bert` preset whose weights load with `load_weights=True`) and
+fine-tunes it end to end on token ids. Every other weight starts random. What the data decides is not
+in a preset and must be passed when building one: `vocabulary_sizes` (from Transform), and unless an
+end-to-end encoder takes the modality, `num_text_tokens` and `text_dim`, `num_patches` and `patch_dim`
+(from `camenn preprocess`'s summary.json).
 """
 
 backbone_presets = {
     "camenn_tiny": {
         "metadata": {
-            "description": "Tests only: bert_tiny text encoder (hidden 32), width 32, 1 shared layer, "
-                           "4 experts (top-2).",
+            "description": "Tests only: cached text tokens, width 32, 1 shared layer, 4 experts (top-2).",
             "path": "camenn",
         },
-        "text_encoder": "bert_tiny",
         "config": {
             "hidden_dim": 32,
             "num_heads": 2,
@@ -27,11 +27,10 @@ backbone_presets = {
     },
     "camenn_mini": {
         "metadata": {
-            "description": "CPU experiments (`camenn experiments`): frozen all-MiniLM-L6-v2 text encoder, "
-                           "width 64, 1 shared layer, 4 experts (top-2).",
+            "description": "CPU experiments (`camenn experiments`): cached text tokens, width 64, "
+                           "1 shared layer, 4 experts (top-2).",
             "path": "camenn",
         },
-        "text_encoder": "all_minilm_l6_v2",
         "config": {
             "hidden_dim": 64,
             "num_heads": 2,
@@ -40,16 +39,13 @@ backbone_presets = {
             "num_experts": 4,
             "top_k": 2,
             "dropout": 0.1,
-            "freeze_text_encoder": True,
         },
     },
     "camenn_small": {
         "metadata": {
-            "description": "CPU: all-MiniLM-L6-v2 text encoder (6 layers, hidden 384), width 128, "
-                           "2 shared layers, 8 experts (top-2).",
+            "description": "CPU: cached text tokens, width 128, 2 shared layers, 8 experts (top-2).",
             "path": "camenn",
         },
-        "text_encoder": "all_minilm_l6_v2",
         "config": {
             "hidden_dim": 128,
             "num_heads": 4,
@@ -62,8 +58,8 @@ backbone_presets = {
     },
     "camenn_base": {
         "metadata": {
-            "description": "GPU: all-MiniLM-L6-v2 text encoder, width 384, 4 shared layers, "
-                           "16 experts (top-2).",
+            "description": "GPU: all-MiniLM-L6-v2 fine-tuned end to end on token ids, width 384, "
+                           "4 shared layers, 16 experts (top-2).",
             "path": "camenn",
         },
         "text_encoder": "all_minilm_l6_v2",
@@ -75,6 +71,7 @@ backbone_presets = {
             "num_experts": 16,
             "top_k": 2,
             "dropout": 0.1,
+            "num_text_tokens": 4,
         },
     },
 }

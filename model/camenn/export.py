@@ -1,30 +1,47 @@
-"""Exports a trained CameNN as a SavedModel that stock TensorFlow Serving loads (contract 6).
+"""Exports a trained CameNN as a SavedModel that stock TensorFlow Serving loads.
 
-Two signatures, both returning float32 [batch] `cvr`, `ita` and `tia`:
-- `serving_default`: `examples`, serialized tf.Examples (string [batch]);
-- `dense`: one tensor per feature, named as in `camenn.model.features`: [batch] for a scalar feature
-  (shape [] or [1] in the feature spec), [batch, *shape] otherwise.
-With a `transform` (e.g. tf.Transform's `TransformFeaturesLayer`), both take raw features as
-`raw_feature_spec` describes them and the transform makes the model inputs inside the graph; without
-one, they take the model inputs (contract 5) directly.
+Signatures, all on core TensorFlow ops (no CameNN, Keras or keras-hub code is needed to serve them):
+- `serving_default`: `examples`, serialized tf.Examples (string [batch]) -> float32 [batch] `cvr`, `ita`,
+  `tia`: the whole model per example (what TFMA evaluates);
+- `dense`: the same from one tensor per feature, named as in `camenn.model.features`: [batch] for a
+  scalar feature (shape [] or [1] in the feature spec), [batch, *shape] otherwise.
+With listing-only attention (`CameNNBackbone.listing_only_attention`), also the listing table's:
+- `rank`: `item_id`, `shopper_id`, `hour`, `distance_km`, each [batch] -> `cvr`, `ita`, `tia`: the
+  listings' states come from the version's listing table, and only the request's tokens run
+  (`listing_states.score_requests`); an unknown item id is refused with INVALID_ARGUMENT naming it;
+- `listings`: `item_id` [batch] -> the table's `title`, `merchant_id`, `category`, `price`, `ita`, `tia`;
+- `encode_listings`: the listing features [batch, ...] -> the rows the table holds
+  (`listing_states.encode_listings`), so that new or edited listings can be added without retraining.
+The table is written empty here and filled from a catalog afterwards
+(`camenn.tfx_pipeline.listing_tables.write_listing_table`, the pipeline's `ListingTable` step).
+
+With a `transform` (e.g. tf.Transform's `TransformFeaturesLayer`), every signature takes raw features
+as `raw_feature_spec` describes them and the transform makes the model inputs inside the graph; without
+one, they take the model inputs directly.
 
 Every input is checked inside the graph, and a bad one is refused with an error naming the feature:
 a missing feature, a wrong dtype in a tf.Example, a wrong shape (rank or length), an id outside its
 vocabulary, an hour outside 0..23, a token id outside the text encoder's vocabulary, a non-finite number.
-Only core TensorFlow ops are in the graph; no CameNN, Keras or keras-hub code is needed to serve it.
 """
 import keras
 import tensorflow as tf
 
 from camenn.model import features
+from camenn.model.camenn.listing_states import encode_listings, score_requests
+from camenn.model.listing_table import DISPLAY_COLUMNS, ListingTable
 from camenn.model.camenn.transformer_expert_mixture import routing_metrics_paused
 
 EXAMPLES_INPUT = "examples"
 DENSE_SIGNATURE = "dense"
+RANK_SIGNATURE = "rank"
+LISTINGS_SIGNATURE = "listings"
+ENCODE_LISTINGS_SIGNATURE = "encode_listings"
+# The variable collection (`ExportArchive.add_variable_collection`) that holds the listing table.
+LISTING_TABLE_COLLECTION = "listing_table"
 
 
 def model_input_feature_spec(model):
-    """tf.io feature spec of the model's inputs (contract 5): what tf.Examples must hold without Transform."""
+    """tf.io feature spec of the model's inputs: what tf.Examples must hold without a transform."""
     spec = {}
     for name, tensor in model.input.items():
         dtype = tf.as_dtype(tensor.dtype)
@@ -40,8 +57,8 @@ def _dense_shape(feature):
 def _checked_shapes(raw, spec):
     """Each tensor after asserting its rank and trailing dims and a common batch size, in the spec's shape.
 
-    The `dense` signature declares no shapes: a static rank would let TensorFlow's graph optimiser fold
-    the rank checks away, and nothing checks a signature's shapes at run time.
+    The signatures declare no shapes: a static rank would let TensorFlow's graph optimiser fold the rank
+    checks away, and nothing checks a signature's shapes at run time.
     """
     checked = {}
     batch_name = batch_size = None
@@ -70,33 +87,50 @@ def _check_values(inputs, backbone):
     """Asserts that each model input lies in the range the model can embed (the id must fit its table)."""
     upper = dict(backbone.vocabulary_sizes)
     upper.update(features.INTEGER_FEATURES)
-    upper[features.TEXT_TOKEN_IDS] = backbone.text_encoder.vocabulary_size
+    if backbone.text_encoder is not None:
+        upper[features.TEXT_TOKEN_IDS] = backbone.text_encoder.vocabulary_size
     checks = []
     for name, limit in upper.items():
-        if name not in inputs:  # an ablation without the text
+        if name not in inputs:  # the other side of a request, or an ablation without the text
             continue
         values = inputs[name]
         checks.append(tf.debugging.Assert(
             tf.reduce_all((values >= 0) & (values < limit)),
             [f"feature {name!r} must lie in [0, {limit}); got values from", tf.reduce_min(values), "to",
              tf.reduce_max(values)]))
-    for name in (*features.NUMERIC_FEATURES, features.PATCH_EMBEDDINGS):
-        if name not in inputs:  # an end-to-end model takes pixels instead, an ablation may take no image
+    for name in (*features.NUMERIC_FEATURES, features.TEXT_EMBEDDINGS, features.PATCH_EMBEDDINGS):
+        if name not in inputs:  # an end-to-end model takes pixels or token ids instead, an ablation may take none
             continue
         checks.append(tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(inputs[name])),
                                           [f"feature {name!r} holds a NaN or infinite value"]))
     return checks
 
 
+def _model_inputs(raw, transform, names, backbone):
+    """The model inputs `names` from raw features, through the transform, checked."""
+    inputs = transform(raw) if transform is not None else raw
+    missing = [name for name in names if name not in inputs]
+    if missing:
+        raise ValueError(f"the transform's outputs lack the model inputs {missing}")
+    selected = {name: inputs[name] for name in names}
+    with tf.control_dependencies(_check_values(selected, backbone)):
+        return {name: tf.identity(value) for name, value in selected.items()}
+
+
+def _signature_inputs(spec):
+    return {name: tf.TensorSpec(None, feature.dtype, name=name) for name, feature in spec.items()}
+
+
 def export_saved_model(model, export_dir, *, transform=None, raw_feature_spec=None, transform_trackables=(),
                        verbose=False):
-    """Writes `model` (a `CameNNMultiTask`) as a SavedModel with `serving_default` and `dense` signatures.
+    """Writes `model` (a `CameNNMultiTask`) as a SavedModel with the signatures of the module docstring.
 
     Args:
         model: a `CameNNMultiTask`.
         export_dir: str. Where the SavedModel goes (e.g. `<serving base>/camenn/<version>`).
         transform: callable or None. Raw feature dict -> dict holding the model inputs (more keys are
-            ignored), traced into the graph, e.g. `tft_output.transform_features_layer()`.
+            ignored), traced into the graph, e.g. `tft_output.transform_features_layer()`. It must accept
+            the listing's or the request's raw features alone (tf.Transform's layer does).
         raw_feature_spec: dict of `tf.io.FixedLenFeature`, the raw features the signatures take
             (without the label). Required with `transform`; without, the model inputs' spec.
         transform_trackables: objects that own what `transform` needs (tables, vocabulary assets),
@@ -124,36 +158,77 @@ def export_saved_model(model, export_dir, *, transform=None, raw_feature_spec=No
     for name, feature in spec.items():
         if not isinstance(feature, tf.io.FixedLenFeature):
             raise ValueError(f"feature {name!r}: only tf.io.FixedLenFeature is supported, got {feature!r}")
+    backbone = model.backbone
     model_inputs = list(model.input)
-    tasks = model.backbone.task_names
+    tasks = backbone.task_names
 
     def predict(raw):
-        inputs = transform(raw) if transform is not None else raw
-        missing = [name for name in model_inputs if name not in inputs]
-        if missing:
-            raise ValueError(f"the transform's outputs lack the model inputs {missing}")
-        with tf.control_dependencies(_check_values(inputs, model.backbone)):
-            inputs = {name: tf.identity(inputs[name]) for name in model_inputs}
-        outputs = model(inputs, training=False)
+        outputs = model(_model_inputs(raw, transform, model_inputs, backbone), training=False)
         return {task: tf.cast(outputs[task], tf.float32) for task in tasks}
 
+    archive = keras.export.ExportArchive()
+    for trackable in transform_trackables:
+        archive.track(trackable)
     with routing_metrics_paused(model):
         # One trace of the transform and model, which both signatures call.
         predict = tf.function(predict, autograph=False).get_concrete_function(
             {name: tf.TensorSpec([None, *feature.shape], feature.dtype, name=name) for name, feature in spec.items()})
 
-    def serve_examples(examples):
-        return predict(tf.io.parse_example(examples, spec))
+        def serve_examples(examples):
+            return predict(tf.io.parse_example(examples, spec))
 
-    def serve_dense(raw):
-        return predict(_checked_shapes(raw, spec))
+        def serve_dense(raw):
+            return predict(_checked_shapes(raw, spec))
 
-    archive = keras.export.ExportArchive()
-    for trackable in transform_trackables:
-        archive.track(trackable)
-    archive.add_endpoint("serving_default", serve_examples,
-                         input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
-    archive.add_endpoint(DENSE_SIGNATURE, serve_dense, input_signature=[
-        {name: tf.TensorSpec(None, feature.dtype, name=name) for name, feature in spec.items()}])
+        archive.add_endpoint("serving_default", serve_examples,
+                             input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+        archive.add_endpoint(DENSE_SIGNATURE, serve_dense, input_signature=[_signature_inputs(spec)])
+        if backbone.listing_only_attention and backbone.request_tasks:
+            _add_listing_endpoints(archive, model, transform, spec)
     archive.write_out(str(export_dir), verbose=verbose)
     return export_dir
+
+
+def _add_listing_endpoints(archive, model, transform, spec):
+    """`encode_listings`, `rank` and `listings` over an empty `ListingTable` (module docstring)."""
+    backbone = model.backbone
+    listing_names = [name for name in model.input if name in features.LISTING_INPUTS]
+    request_names = [name for name in model.input if name in features.REQUEST_INPUTS]
+    listing_spec = {name: spec[name] for name in spec if name in listing_names or name == features.ITEM_ID}
+    request_spec = {name: spec[name] for name in request_names}
+
+    def encode(raw):
+        return encode_listings(model, _model_inputs(_checked_shapes(raw, listing_spec), transform, listing_names,
+                                                    backbone))
+
+    encode = tf.function(encode, autograph=False).get_concrete_function(_signature_inputs(listing_spec))
+    state_columns = {name: (tensor.dtype, tensor.shape[1:]) for name, tensor in encode.structured_outputs.items()}
+    display = {name: (dtype, ()) for name, dtype in DISPLAY_COLUMNS.items()}
+    table = ListingTable({**state_columns, **display})
+    states = [name for name in state_columns if name not in backbone.listing_tasks]
+
+    def rows_of(raw_item_ids):
+        # Without a transform the model's item ids are vocabulary indices; the table keys them as strings.
+        item_ids = tf.reshape(raw_item_ids, [-1])
+        return table.rows(item_ids if item_ids.dtype == tf.string else tf.strings.as_string(item_ids))
+
+    def rank(request):
+        raw = _checked_shapes(request, {features.ITEM_ID: spec[features.ITEM_ID], **request_spec})
+        rows = rows_of(raw[features.ITEM_ID])
+        inputs = _model_inputs(raw, transform, request_names, backbone)
+        scores = {task: tf.gather(table.columns[task], rows) for task in backbone.listing_tasks}
+        for task in backbone.request_tasks:
+            scores[task] = score_requests(model, inputs, table.gather(rows, states))
+        return scores
+
+    def listings(request):
+        rows = rows_of(_checked_shapes(request, {features.ITEM_ID: spec[features.ITEM_ID]})[features.ITEM_ID])
+        return table.gather(rows, [*DISPLAY_COLUMNS, *backbone.listing_tasks])
+
+    archive.add_endpoint(ENCODE_LISTINGS_SIGNATURE, lambda raw: encode(raw),
+                         input_signature=[_signature_inputs(listing_spec)])
+    archive.add_endpoint(RANK_SIGNATURE, rank, input_signature=[
+        _signature_inputs({features.ITEM_ID: spec[features.ITEM_ID], **request_spec})])
+    archive.add_endpoint(LISTINGS_SIGNATURE, listings,
+                         input_signature=[_signature_inputs({features.ITEM_ID: spec[features.ITEM_ID]})])
+    archive.add_variable_collection(LISTING_TABLE_COLLECTION, table.ordered_variables)

@@ -85,7 +85,7 @@ class TransformerExpertMixture(keras.layers.Layer):
     """A mixture of transformer-encoder experts, gated per task (MMoE) and routed per example (top-k).
 
     Each task has a softmax gate over the `num_experts` experts, fed with the masked mean of the input
-    sequence standardised per feature (batch normalisation without scale or offset: batch statistics
+    sequence (over the tokens `router_mask` marks, default the unpadded ones) standardised per feature (batch normalisation without scale or offset: batch statistics
     in training, moving averages at inference), so that routing follows how examples differ. The gate
     keeps its `top_k` weights and renormalises them to sum to 1. Each expert is a
     `keras_hub.layers.TransformerEncoder`; task t's output for an example is
@@ -130,6 +130,10 @@ class TransformerExpertMixture(keras.layers.Layer):
     Call args:
         sequence: float tensor [batch, length, hidden_dim].
         padding_mask: optional bool/int tensor [batch, length]; 0/False marks padding.
+        attention_mask: optional bool/int tensor [batch, length, length] for the experts' self-attention
+            (CameNN's listing-only attention).
+        router_mask: optional bool/int tensor [batch, length]: the tokens the gates pool (CameNN routes by
+            the listing's tokens, so that routing is a property of the listing).
         training: bool.
         return_routing: bool. Also return a dict with `gate_logits`, `gate_probs`, `gate_weights`
             (each [num_tasks, batch, num_experts]), `expert_indices` (per expert, the batch indices it
@@ -200,7 +204,7 @@ class TransformerExpertMixture(keras.layers.Layer):
     def _clone_initializer(self):
         return keras.initializers.get(keras.initializers.serialize(self.kernel_initializer))
 
-    def build(self, sequence_shape, padding_mask_shape=None):
+    def build(self, sequence_shape, padding_mask_shape=None, attention_mask_shape=None, router_mask_shape=None):
         for expert in self.experts:
             expert.build(sequence_shape)
         self.router_input_norm.build((sequence_shape[0], sequence_shape[-1]))
@@ -213,7 +217,8 @@ class TransformerExpertMixture(keras.layers.Layer):
             gate.kernel.assign(self.gates[0].kernel)
         self.built = True
 
-    def compute_output_shape(self, sequence_shape, padding_mask_shape=None):
+    def compute_output_shape(self, sequence_shape, padding_mask_shape=None, attention_mask_shape=None,
+                             router_mask_shape=None):
         return [tuple(sequence_shape) for _ in self.task_names]
 
     def _route(self, sequence, mask, training):
@@ -238,7 +243,7 @@ class TransformerExpertMixture(keras.layers.Layer):
         capacity = tf.cast(tf.math.ceil(fair_share * tf.cast(batch_size, tf.float32)), tf.int32)
         return tf.minimum(capacity, batch_size)
 
-    def _sparse_updates(self, sequence, mask, weights, assignments, training):
+    def _sparse_updates(self, sequence, mask, attention_mask, weights, assignments, training):
         """Runs each expert on the examples routed to it; returns per-task residual updates [B, L, H]."""
         batch_size = tf.shape(sequence)[0]
         capacity = self._capacity(batch_size, training)
@@ -251,7 +256,9 @@ class TransformerExpertMixture(keras.layers.Layer):
             order = tf.math.top_k(tf.where(routed[e], priority[e], -1.0), k=capacity).indices
             batch_indices = order[:kept]
             x = tf.gather(sequence, batch_indices)
-            y = expert(x, padding_mask=tf.gather(mask, batch_indices), training=training)
+            y = expert(x, padding_mask=tf.gather(mask, batch_indices),
+                       attention_mask=None if attention_mask is None else tf.gather(attention_mask, batch_indices),
+                       training=training)
             indices.append(batch_indices)
             updates.append(y - x)
             routed_count += count
@@ -268,12 +275,12 @@ class TransformerExpertMixture(keras.layers.Layer):
         ]
         return task_updates, indices, capacity, routed_count, routed_count - kept_count
 
-    def _dense_updates(self, sequence, mask, weights, assignments, training):
+    def _dense_updates(self, sequence, mask, attention_mask, weights, assignments, training):
         """Runs every expert on every example and masks by the gate weights (no capacity)."""
         weights = tf.cast(weights, sequence.dtype)
         task_updates = [tf.zeros_like(sequence) for _ in self.task_names]
         for e, expert in enumerate(self.experts):
-            update = expert(sequence, padding_mask=mask, training=training) - sequence
+            update = expert(sequence, padding_mask=mask, attention_mask=attention_mask, training=training) - sequence
             for t in range(len(self.task_names)):
                 task_updates[t] += weights[t, :, e][:, None, None] * update
         batch_size = tf.shape(sequence)[0]
@@ -281,15 +288,18 @@ class TransformerExpertMixture(keras.layers.Layer):
         routed = tf.reduce_sum(tf.cast(tf.reduce_max(assignments, axis=0) > 0, tf.int32))
         return task_updates, indices, batch_size, routed, 0
 
-    def call(self, sequence, padding_mask=None, training=None, return_routing=False):
+    def call(self, sequence, padding_mask=None, attention_mask=None, router_mask=None, training=None,
+             return_routing=False):
         if padding_mask is None:
             mask = tf.ones(tf.shape(sequence)[:2], dtype=tf.bool)
         else:
             mask = tf.cast(padding_mask, tf.bool)
-        logits, probs, weights, assignments = self._route(sequence, mask, training)
+        pooled_mask = mask if router_mask is None else mask & tf.cast(router_mask, tf.bool)
+        logits, probs, weights, assignments = self._route(sequence, pooled_mask, training)
 
         dispatch = self._sparse_updates if self.dispatch == "sparse" else self._dense_updates
-        task_updates, indices, capacity, routed, dropped = dispatch(sequence, mask, weights, assignments, training)
+        task_updates, indices, capacity, routed, dropped = dispatch(sequence, mask, attention_mask, weights,
+                                                                    assignments, training)
         outputs = [sequence + update for update in task_updates]
 
         aux_loss = 0.0

@@ -18,6 +18,7 @@ def batch_of(categories, coarse, seed=0):
     batch[F.HOUR] = rng.integers(0, 24, n)
     batch.update({name: rng.normal(size=n).astype("float32") for name in F.NUMERIC_FEATURES})
     batch[F.TEXT_TOKEN_IDS] = np.repeat(np.arange(n)[:, None], 6, axis=1) + 1000
+    batch[F.TEXT_EMBEDDINGS] = np.repeat(np.arange(n)[:, None], 8, axis=1).astype("float32")
     batch[F.PATCH_EMBEDDINGS] = np.repeat(np.arange(n)[:, None], 4, axis=1).astype("float32")
     batch[F.LABEL] = rng.integers(0, 2, n)
     batch["request_id"] = np.array([b"r"] * n)  # not a model input: dropped
@@ -32,6 +33,8 @@ def one_step(batch, **kwargs):
 
 
 def text_source(x):
+    # Both forms of the text travel together: the cached tokens and the token ids.
+    np.testing.assert_array_equal(x[F.TEXT_EMBEDDINGS][:, 0].astype(int), x[F.TEXT_TOKEN_IDS][:, 0] - 1000)
     return x[F.TEXT_TOKEN_IDS][:, 0] - 1000
 
 
@@ -124,7 +127,7 @@ def test_end_to_end_batches_swap_the_pixels():
     batch[F.IMAGE] = np.repeat(np.arange(4)[:, None, None, None], 3, axis=3).astype("uint8") * np.ones(
         (1, 2, 2, 1), "uint8")
     del batch[F.PATCH_EMBEDDINGS]
-    x, _, _ = one_step(batch, seed=0, image_feature=F.IMAGE)
+    x, _, _ = one_step(batch, seed=0)
     assert F.IMAGE in x and F.PATCH_EMBEDDINGS not in x
     pixels = x[F.IMAGE][:, 0, 0, 0].astype(int)
     np.testing.assert_array_equal(pixels[:8], [0, 1, 2, 3, 0, 1, 2, 3])

@@ -11,16 +11,22 @@ from camenn.model.camenn import CameNNBackbone, CameNNMultiTask, WarmupLinearDec
 
 VOCABULARY_SIZES = {name: 30 + i for i, name in enumerate(F.ID_FEATURES)}
 NUM_PATCHES, PATCH_DIM = 4, 8
+TEXT_TOKENS, TEXT_DIM = 4, 12
+DATA = dict(vocabulary_sizes=VOCABULARY_SIZES, num_text_tokens=TEXT_TOKENS, text_dim=TEXT_DIM,
+            num_patches=NUM_PATCHES, patch_dim=PATCH_DIM)
 
 
-def model_inputs(batch_size, seed=0):
+def model_inputs(batch_size, seed=0, token_ids=False):
     rng = np.random.default_rng(seed)
     inputs = {name: rng.integers(0, VOCABULARY_SIZES[name], batch_size) for name in F.ID_FEATURES}
     inputs[F.HOUR] = rng.integers(0, 24, batch_size)
     inputs.update({name: rng.normal(size=batch_size).astype("float32") for name in F.NUMERIC_FEATURES})
-    text = rng.integers(1000, 3000, (batch_size, 64))
-    text[:, rng.integers(5, 64):] = 0  # padding
-    inputs[F.TEXT_TOKEN_IDS] = text
+    if token_ids:
+        text = rng.integers(1000, 3000, (batch_size, 64))
+        text[:, rng.integers(5, 64):] = 0  # padding
+        inputs[F.TEXT_TOKEN_IDS] = text
+    else:
+        inputs[F.TEXT_EMBEDDINGS] = rng.normal(size=(batch_size, TEXT_TOKENS * TEXT_DIM)).astype("float32")
     inputs[F.PATCH_EMBEDDINGS] = rng.normal(size=(batch_size, NUM_PATCHES * PATCH_DIM)).astype("float32")
     return inputs
 
@@ -35,8 +41,7 @@ def assert_same_outputs(model, other, inputs):
 
 @pytest.fixture(scope="module")
 def model():
-    return CameNNMultiTask.from_preset("camenn_tiny", vocabulary_sizes=VOCABULARY_SIZES, num_patches=NUM_PATCHES,
-                                       patch_dim=PATCH_DIM)
+    return CameNNMultiTask.from_preset("camenn_tiny", **DATA)
 
 
 def test_outputs_are_float32_probabilities_per_task(model):
@@ -51,23 +56,66 @@ def test_preset_overrides_reach_the_architecture_and_data_arguments_are_required
     backbone = model.backbone
     assert backbone.vocabulary_sizes == VOCABULARY_SIZES
     assert backbone.input[F.PATCH_EMBEDDINGS].shape == (None, NUM_PATCHES * PATCH_DIM)
-    assert backbone.expert_mixture.num_experts == 4 and backbone.text_encoder.hidden_dim == 32
+    assert backbone.input[F.TEXT_EMBEDDINGS].shape == (None, TEXT_TOKENS * TEXT_DIM)
+    assert backbone.expert_mixture.num_experts == 4 and backbone.text_encoder is None
     with pytest.raises(ValueError, match="vocabulary_sizes"):
-        CameNNBackbone.from_preset("camenn_tiny", num_patches=4, patch_dim=8)
+        CameNNBackbone.from_preset("camenn_tiny", num_text_tokens=4, text_dim=8, num_patches=4, patch_dim=8)
+    with pytest.raises(ValueError, match="text_dim"):
+        CameNNBackbone.from_preset("camenn_tiny", vocabulary_sizes=VOCABULARY_SIZES, num_patches=4, patch_dim=8,
+                                   num_text_tokens=4)
 
 
-@pytest.mark.parametrize("preset,experts,width", [("camenn_small", 8, 128), ("camenn_base", 16, 384)])
-def test_every_preset_builds_with_what_the_data_decides(preset, experts, width):
-    built = CameNNMultiTask.from_preset(preset, vocabulary_sizes=VOCABULARY_SIZES, num_patches=4, patch_dim=1280,
-                                        load_weights=False, compile=False)
+@pytest.mark.parametrize("preset,experts,width", [("camenn_mini", 4, 64), ("camenn_small", 8, 128)])
+def test_every_cpu_preset_reads_cached_text(preset, experts, width):
+    built = CameNNMultiTask.from_preset(preset, vocabulary_sizes=VOCABULARY_SIZES, num_text_tokens=4, text_dim=384,
+                                        num_patches=4, patch_dim=1280, compile=False)
     backbone = built.backbone
-    assert (backbone.num_experts, backbone.hidden_dim, backbone.text_encoder.hidden_dim) == (experts, width, 384)
-    assert built.input[F.PATCH_EMBEDDINGS].shape == (None, 4 * 1280)
+    assert (backbone.num_experts, backbone.hidden_dim, backbone.text_encoder) == (experts, width, None)
+    assert built.input[F.TEXT_EMBEDDINGS].shape == (None, 4 * 384) and F.TEXT_TOKEN_IDS not in built.input
+
+
+def test_the_gpu_preset_fine_tunes_its_text_encoder_on_token_ids_at_a_smaller_rate():
+    built = CameNNMultiTask.from_preset("camenn_base", vocabulary_sizes=VOCABULARY_SIZES, num_patches=4,
+                                        patch_dim=1280, load_weights=False)
+    backbone = built.backbone
+    assert (backbone.num_experts, backbone.hidden_dim, backbone.text_encoder.hidden_dim) == (16, 384, 384)
+    assert F.TEXT_TOKEN_IDS in built.input and F.TEXT_EMBEDDINGS not in built.input
+    assert backbone.text_encoder.trainable
+    built.compile(total_steps=10, learning_rate=1e-3, pretrained_learning_rate_multiplier=0.05)
+    encoder_paths = {v.path for v in backbone.text_encoder.trainable_variables}
+    assert set(built.optimizer.scaled_paths) == encoder_paths and built.optimizer.learning_rate_multiplier == 0.05
+
+
+def test_the_pretrained_step_is_the_multiplier_times_the_fresh_one():
+    from camenn.model.camenn import GroupedAdamW
+
+    fresh, pretrained = keras.Variable([1.0], name="fresh"), keras.Variable([1.0], name="pretrained")
+    optimizer = GroupedAdamW(scaled_paths=[pretrained.path], learning_rate_multiplier=0.1, learning_rate=0.01,
+                             weight_decay=0.0)
+    optimizer.apply([tf.constant([1.0]), tf.constant([1.0])], [fresh, pretrained])
+    # Adam's first step moves each variable by its learning rate, whatever the gradient's size.
+    np.testing.assert_allclose([1.0 - fresh.numpy()[0], 1.0 - pretrained.numpy()[0]], [0.01, 0.001], rtol=1e-3)
+
+
+def test_end_to_end_text_pools_the_encoders_token_states_like_preprocessing():
+    from camenn.model.camenn import load_text_encoder
+    from camenn.model.text_encoders import TextEncoder
+
+    encoder = load_text_encoder("bert_tiny")
+    model = CameNNMultiTask.from_preset("camenn_tiny", **{**DATA, "text_dim": 32}, text_encoder=encoder,
+                                        max_text_length=64, compile=False)
+    inputs = model_inputs(3, token_ids=True)
+    tokens = model.backbone.listing_tokens({k: tf.constant(v) for k, v in inputs.items()})
+    cached = dict(inputs)
+    cached[F.TEXT_EMBEDDINGS] = TextEncoder(encoder, TEXT_TOKENS)(inputs.pop(F.TEXT_TOKEN_IDS)).reshape(3, -1)
+    text_only = CameNNBackbone.from_config({**model.backbone.get_config(), "text_encoder": None})
+    text_only.set_weights([w for w in model.backbone.get_weights()][len(encoder.weights):])
+    np.testing.assert_allclose(text_only.listing_tokens({k: tf.constant(v) for k, v in cached.items()}), tokens,
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_score_of_an_example_does_not_depend_on_its_batch(model):
     inputs = model_inputs(8)
-    inputs[F.TEXT_TOKEN_IDS][[3, 5]] = inputs[F.TEXT_TOKEN_IDS][0]  # texts repeat: encoded once
     batched = model(inputs, training=False)
     for row in (0, 3, 5, 7):
         alone = model({k: v[row:row + 1] for k, v in inputs.items()}, training=False)
@@ -114,8 +162,8 @@ def test_end_to_end_mode_takes_pixels_and_trains_the_image_encoder():
     from camenn.model.patch_embedding import PatchEmbedding
 
     image_encoder = PatchEmbedding("inception_v4", "inception_v4_tiny", grid=(2, 2))
-    model = CameNNMultiTask.from_preset("camenn_tiny", vocabulary_sizes=VOCABULARY_SIZES,
-                                        image_encoder=image_encoder, compile=False)
+    model = CameNNMultiTask.from_preset("camenn_tiny", vocabulary_sizes=VOCABULARY_SIZES, num_text_tokens=TEXT_TOKENS,
+                                        text_dim=TEXT_DIM, image_encoder=image_encoder, compile=False)
     assert F.IMAGE in model.input and F.PATCH_EMBEDDINGS not in model.input
     assert model.backbone.num_patches == 4 and model.backbone.patch_dim == image_encoder.output_dim
     inputs = model_inputs(2)
@@ -133,8 +181,7 @@ def test_end_to_end_mode_takes_pixels_and_trains_the_image_encoder():
 
 
 def test_mixed_precision_keeps_outputs_float32():
-    model = CameNNMultiTask.from_preset("camenn_tiny", vocabulary_sizes=VOCABULARY_SIZES, num_patches=NUM_PATCHES,
-                                        patch_dim=PATCH_DIM, dtype="mixed_bfloat16", compile=False)
+    model = CameNNMultiTask.from_preset("camenn_tiny", **DATA, dtype="mixed_bfloat16", compile=False)
     assert model.backbone.expert_mixture.compute_dtype == "bfloat16"
     outputs = model(model_inputs(3))
     assert all(outputs[task].dtype == "float32" for task in F.TASKS)

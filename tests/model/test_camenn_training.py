@@ -8,30 +8,27 @@ import tensorflow as tf
 from camenn.model import features as F
 from camenn.model.camenn import CameNNMultiTask, make_alignment_examples
 
-NUM_PATCHES, PATCH_DIM, TEXT_LENGTH = 4, 16, 64
+NUM_PATCHES, PATCH_DIM, TEXT_TOKENS, TEXT_DIM = 4, 16, 4, 12
 NUM_FINE, FINE_PER_COARSE = 8, 2  # hard negatives: the other fine category of the same coarse one
 
 
 def synthetic_events(n, seed):
-    """Each listing's fine category decides both its words (token ids 2000 + 10c + 0..4) and its image
-    (a per-category prototype plus noise); conversion follows the price: P = sigmoid(2.5 * price)."""
+    """Each listing's fine category decides both its text tokens and its image (per-category prototypes
+    plus noise); conversion follows the price: P = sigmoid(2.5 * price)."""
     rng = np.random.default_rng(seed)
     prototypes = np.random.default_rng(1234).normal(size=(NUM_FINE, NUM_PATCHES * PATCH_DIM))
+    texts = np.random.default_rng(4321).normal(size=(NUM_FINE, TEXT_TOKENS * TEXT_DIM))
     fine = rng.integers(0, NUM_FINE, n)
-    text = np.zeros((n, TEXT_LENGTH), "int64")
-    text[:, 0] = 101  # [CLS]
-    for i, c in enumerate(fine):
-        length = rng.integers(6, 20)
-        text[i, 1:length] = 2000 + 10 * c + rng.integers(0, 5, length - 1)
-        text[i, length] = 102  # [SEP]
     price = rng.normal(size=n).astype("float32")
+
+    def noisy(table):
+        return (table[fine] + 0.5 * rng.normal(size=(n, table.shape[1]))).astype("float32")
+
     return {
         F.SHOPPER_ID: rng.integers(0, 20, n), F.ITEM_ID: fine * 10 + rng.integers(0, 3, n),
         F.MERCHANT_ID: rng.integers(0, 5, n), F.CATEGORY: fine, F.COARSE_CATEGORY: fine // FINE_PER_COARSE,
         F.HOUR: rng.integers(0, 24, n), F.PRICE: price, F.DISTANCE_KM: rng.normal(size=n).astype("float32"),
-        F.TEXT_TOKEN_IDS: text,
-        F.PATCH_EMBEDDINGS: (prototypes[fine] + 0.5 * rng.normal(size=fine.shape + prototypes.shape[1:])
-                             ).astype("float32"),
+        F.TEXT_EMBEDDINGS: noisy(texts), F.PATCH_EMBEDDINGS: noisy(prototypes),
         F.LABEL: (rng.random(n) < 1 / (1 + np.exp(-2.5 * price))).astype("int64"),
     }
 
@@ -65,7 +62,8 @@ def auc(labels, scores):
 def trained():
     keras.utils.set_random_seed(0)
     model = CameNNMultiTask.from_preset("camenn_tiny", vocabulary_sizes={name: 64 for name in F.ID_FEATURES},
-                                        num_patches=NUM_PATCHES, patch_dim=PATCH_DIM, dropout=0.0)
+                                        num_text_tokens=TEXT_TOKENS, text_dim=TEXT_DIM, num_patches=NUM_PATCHES,
+                                        patch_dim=PATCH_DIM, dropout=0.0)
     epochs, steps_per_epoch = 3, 24
     model.compile(total_steps=epochs * steps_per_epoch, learning_rate=6e-3)
     history = model.fit(alignment_dataset(steps_per_epoch * 32, 0, 32, shuffle=True), epochs=epochs, verbose=0)
