@@ -130,7 +130,7 @@ def main(argv=None):
     if args.beam_mode:
         overrides["beam_direct_running_mode"] = args.beam_mode
     if args.cold_images:
-        overrides["image_cache_dir"] = os.path.join(outputs, "patch_cache")
+        overrides["embedding_cache_dir"] = os.path.join(outputs, "embedding_cache")
     config = configs.from_preset(args.preset, **overrides)
     for assignment in args.set:
         config = configs.parse_override(config, assignment)

@@ -424,7 +424,8 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
                image_preset: str = defaults.IMAGE_PRESET,
                grid: Union[images.Grid, str] = defaults.GRID, max_text_length: int = defaults.MAX_TEXT_LENGTH,
                beam_args: Optional[Sequence[str]] = None, cache_dir=None,
-               text_encoder: str = defaults.TEXT_ENCODER, num_text_tokens: int = defaults.NUM_TEXT_TOKENS) -> dict:
+               text_encoder: str = defaults.TEXT_ENCODER, num_text_tokens: int = defaults.NUM_TEXT_TOKENS,
+               items_only: bool = False) -> dict:
     """Runs the preprocessing pipeline and returns the summary it writes to OUTPUT/summary.json.
 
     The entry point of `camenn preprocess` and of the TFX pipeline's preprocessing component.
@@ -439,6 +440,8 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
         cache_dir: encoding cache (`texts/`, `patches/`); default `camenn.paths.cache_dir() / "embeddings"`.
         text_encoder: the frozen BERT preset (`camenn.model.text_encoders`) or a preset folder.
         num_text_tokens: pooled tokens per listing text.
+        items_only: encode the listings of items.csv alone (for `camenn listings add`): no events.csv is
+            read, and OUT/examples stays empty.
 
     Example:
     >>> summary = preprocess("data/sample", "/tmp/out", "inception_v4", "inception_v4_tiny")  # doctest: +SKIP
@@ -455,7 +458,8 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
     items_path = FileSystems.join(dataset_dir, dataset.ITEMS_FILE)
     events_path = FileSystems.join(dataset_dir, dataset.EVENTS_FILE)
     item_header = _read_header(items_path, dataset.ITEM_COLUMNS, dataset.ITEMS_FILE)
-    event_header = _read_header(events_path, dataset.EVENT_COLUMNS, dataset.EVENTS_FILE)
+    event_header = ([column.name for column in dataset.EVENT_COLUMNS] if items_only
+                    else _read_header(events_path, dataset.EVENT_COLUMNS, dataset.EVENTS_FILE))
     _clear_outputs(output_dir)
     salt = f"|{image_encoder}|{image_preset}|{images.format_grid(grid)}|v{CACHE_VERSION}"
     text_salt = f"|{text_encoder}|{num_text_tokens}|v{CACHE_VERSION}"
@@ -536,7 +540,7 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
 
         # --- Events: row checks, join to their listing, split by time.
         event_records = (pipeline
-                         | "EventsPath" >> beam.Create([events_path])
+                         | "EventsPath" >> beam.Create([] if items_only else [events_path])
                          | "ReadEvents" >> beam.ParDo(ReadCsv(dataset.EVENT_COLUMNS, dataset.EVENTS_FILE))
                          .with_outputs(REJECTED, main="rows"))
         parsed_events = (event_records.rows

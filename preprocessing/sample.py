@@ -164,9 +164,14 @@ def _csv_bytes(header: List[str], rows: List[List[str]]) -> bytes:
     return text.getvalue().encode("utf-8", "surrogateescape")
 
 
+# Each simulated click's true conversion probability, by (request_id, item_id): the ceiling of what any
+# model can score on the data (evaluation only; training never reads it).
+EVENTS_TRUTH_FILE = "events_truth.csv"
+
+
 def build_sample(source: Path, output: Path, seed: int = 0, num_listings: int = 480, num_merchants: int = 40,
                  num_shoppers: int = 200, num_events: int = 6000, include_bad_rows: bool = True) -> dict:
-    """Writes items.csv, events.csv, images/, truth.csv, LICENSE and README.md under `output`.
+    """Writes items.csv, events.csv, images/, truth.csv, events_truth.csv, LICENSE and README.md under `output`.
 
     Returns the counts written into README.md (listings by quality and merchant size, events, conversion
     rates by listing quality).
@@ -276,6 +281,8 @@ def build_sample(source: Path, output: Path, seed: int = 0, num_listings: int = 
     event_rows = [[events.request_id[e], events.shopper_id[e], events.item_id[e], str(events.timestamp[e]),
                    str(events.hour[e]), f"{events.distance_km[e]:.2f}", str(events.converted[e])]
                   for e in range(len(events.item_id))]
+    probability_rows = [[events.request_id[e], events.item_id[e], f"{events.probability[e]:.6f}"]
+                        for e in range(len(events.item_id))]
 
     if include_bad_rows:
         bad_items, bad_events = _bad_rows(rng, output, source, item_rows, event_rows, listing_photo,
@@ -287,6 +294,7 @@ def build_sample(source: Path, output: Path, seed: int = 0, num_listings: int = 
     (output / dataset.ITEMS_FILE).write_bytes(_csv_bytes(ITEM_HEADER, item_rows))
     (output / dataset.EVENTS_FILE).write_bytes(_csv_bytes(EVENT_HEADER, event_rows))
     (output / "truth.csv").write_bytes(_csv_bytes(["item_id", "quality", "detail"], truth_rows))
+    (output / EVENTS_TRUTH_FILE).write_bytes(_csv_bytes(["request_id", "item_id", "probability"], probability_rows))
     shutil.copyfile(source / "LICENSE", output / "LICENSE")
 
     stats = {
@@ -382,6 +390,9 @@ A dataset folder in the format of the README's "Dataset format": `items.csv`, `e
 - {events} clicks by {shoppers} simulated shoppers over 28 days, each with a `converted` label.
 - `truth.csv` (item_id, quality, detail): which listings have an inaccurate text or a vague photo (and
   which rows are deliberately bad). It is the hidden truth for tests and evaluation; training never reads it.
+- `events_truth.csv` (request_id, item_id, probability): each simulated click's true conversion
+  probability, from which its `converted` label was drawn: the ceiling any model can reach (the oracle's
+  AUC), for evaluation only.
 - `LICENSE`: the Grocery Store Dataset's MIT licence, which covers the photos and product texts.
 
 ## Attribution

@@ -84,6 +84,7 @@ class Events:
     hour: np.ndarray
     distance_km: np.ndarray
     converted: np.ndarray
+    probability: np.ndarray  # each click's true P(converted): the ceiling a model can reach (never trained on)
 
 
 def make_shoppers(rng: np.random.Generator, num_shoppers: int, num_coarse: int) -> Shoppers:
@@ -154,8 +155,8 @@ def simulate_events(rng: np.random.Generator, shoppers: Shoppers, listings: List
     shopper, listing, timestamp = np.array(shopper), np.array(listing), np.array(timestamp, dtype=np.int64)
     distance_km = np.round(distance[shopper, listing], 2)
     hour = (timestamp // 3600) % 24
-    converted = rng.random(len(listing)) < conversion_probability(
-        shoppers, listings, shopper, listing, distance_km, hour)
+    probability = conversion_probability(shoppers, listings, shopper, listing, distance_km, hour)
+    converted = rng.random(len(listing)) < probability
     order = np.lexsort((listing, np.array(request), timestamp))
     width = len(str(request_number))
     return Events(
@@ -166,6 +167,7 @@ def simulate_events(rng: np.random.Generator, shoppers: Shoppers, listings: List
         hour=hour[order],
         distance_km=distance_km[order],
         converted=converted[order].astype(np.int64),
+        probability=probability[order],
     )
 
 

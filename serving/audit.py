@@ -1,32 +1,32 @@
 """`camenn audit`: finds the listings whose photo and text disagree, so merchants can fix them.
 
-Every listing of a merchant (or of all merchants) is scored through the server with the model's two
-alignment heads: ITA (for this image, is this the right text?) and TIA (for this text, is this the right
-image?). A listing is flagged when either is below the threshold; listings are reported worst first by
-their alignment, min(ITA, TIA). A low ITA points at the text (it may describe another product), a low
-TIA at the photo (vague, cropped, dark, or of something else).
+Every listing has two alignment scores: ITA (for this image, is this the right text?) and TIA (for this
+text, is this the right image?). A listing is flagged when either is below the threshold; listings are
+reported worst first by their alignment, min(ITA, TIA). A low ITA points at the text (it may describe
+another product), a low TIA at the photo (vague, cropped, dark, or of something else).
 
-The alignment heads look at the listing, not the shopper; the audit asks with an unknown shopper id
-(the model's out-of-vocabulary shopper), at noon and the client's default distance.
+The scores come from the pipeline's ListingAudit step (`camenn.tfx_pipeline.components.listing_audit`),
+not from the served model: that model trained on every listing's own (photo, text) pair as a positive,
+flawed or not, so it learned the flawed pairs as aligned and grades its own homework. The audit scores
+each listing with a model that never saw that listing (out of fold), as confident learning does for
+label errors, and writes one CSV per run (`REPORT_FILE`).
 
 `evaluate_audit` measures the audit against known truth (the embedded sample's data/sample/truth.csv,
 whose `quality` column says ok, inaccurate_text or vague_photo).
 """
 import csv
 import dataclasses
+import glob
+import os
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from camenn.model import features
-from camenn.serving import examples
-from camenn.serving.client import RankingClient
-
-AUDIT_SHOPPER = ""
-AUDIT_HOUR = 12
 DEFAULT_THRESHOLD = 0.5
-CSV_COLUMNS = ("rank", "merchant_id", "item_id", "category", "ita", "tia", "alignment", "flagged", "issue")
+REPORT_FILE = "listing_audit.csv"
+REPORT_COLUMNS = ("item_id", "merchant_id", "category", "title", "ita", "tia", "fold")
+CSV_COLUMNS = ("rank", "merchant_id", "item_id", "category", "title", "ita", "tia", "alignment", "flagged", "issue")
 GOOD_QUALITY = "ok"
 
 
@@ -37,6 +37,7 @@ class ListingAudit:
     category: str
     ita: float
     tia: float
+    title: str = ""
 
     @property
     def alignment(self) -> float:
@@ -54,24 +55,35 @@ class ListingAudit:
         return ""
 
 
-def audit_listings(client: RankingClient, merchant_id: Optional[str] = None, batch_size: int = 256
-                   ) -> List[ListingAudit]:
-    """Scores every listing of `merchant_id` (all merchants when None); worst alignment first.
+def newest_report(pipeline_root: Union[str, Path]) -> Path:
+    """The newest ListingAudit report under a pipeline root (outputs/pipelines/camenn by default)."""
+    reports = glob.glob(os.path.join(str(pipeline_root), "ListingAudit", "*", "*", REPORT_FILE))
+    if not reports:
+        raise FileNotFoundError(f"no listing audit under {pipeline_root}: run `camenn pipeline run` first, or "
+                                f"pass --report")
+    return Path(max(reports, key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else -1))
 
-    Raises KeyError when the merchant has no listing in the item features.
+
+def read_report(path: Union[str, Path]) -> List[ListingAudit]:
+    """Every listing of a ListingAudit report."""
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = set(REPORT_COLUMNS) - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path} is not a listing audit report: it lacks {sorted(missing)}")
+        return [ListingAudit(row["item_id"], row["merchant_id"], row["category"], float(row["ita"]),
+                             float(row["tia"]), row["title"]) for row in reader]
+
+
+def audit_listings(audits: Sequence[ListingAudit], merchant_id: Optional[str] = None) -> List[ListingAudit]:
+    """The listings of `merchant_id` (all when None), worst alignment first.
+
+    Raises KeyError when the merchant has no listing in the report.
     """
-    item_ids = client.store.item_ids_of(merchant_id)
-    if not item_ids:
-        raise KeyError(f"merchant {merchant_id!r} has no listings in {client.store.source}")
-    audits = []
-    for chunk in examples.iter_chunks(item_ids, batch_size):
-        scores = client.score(AUDIT_SHOPPER, chunk, hour=AUDIT_HOUR)
-        rows = client.store.rows(chunk)
-        for i, item_id in enumerate(chunk):
-            audits.append(ListingAudit(item_id, rows[features.MERCHANT_ID][i].decode(),
-                                       rows[features.CATEGORY][i].decode(),
-                                       float(scores[features.ITA][i]), float(scores[features.TIA][i])))
-    return sorted(audits, key=lambda a: (a.alignment, a.item_id))
+    chosen = [a for a in audits if merchant_id is None or a.merchant_id == merchant_id]
+    if not chosen:
+        raise KeyError(f"merchant {merchant_id!r} has no listings in the audit")
+    return sorted(chosen, key=lambda a: (a.alignment, a.item_id))
 
 
 def flagged(audits: Sequence[ListingAudit], threshold: float = DEFAULT_THRESHOLD) -> List[ListingAudit]:
@@ -87,14 +99,14 @@ def write_csv(audits: Sequence[ListingAudit], path: Union[str, Path], threshold:
         writer.writerow(CSV_COLUMNS)
         for rank, a in enumerate(audits, 1):
             issue = a.issue(threshold)
-            writer.writerow([rank, a.merchant_id, a.item_id, a.category, f"{a.ita:.4f}", f"{a.tia:.4f}",
+            writer.writerow([rank, a.merchant_id, a.item_id, a.category, a.title, f"{a.ita:.4f}", f"{a.tia:.4f}",
                              f"{a.alignment:.4f}", int(bool(issue)), issue])
     return path
 
 
 def format_table(audits: Sequence[ListingAudit], threshold: float = DEFAULT_THRESHOLD) -> str:
     columns = [("merchant", [a.merchant_id for a in audits]), ("item", [a.item_id for a in audits]),
-               ("category", [a.category for a in audits])]
+               ("category", [a.category for a in audits]), ("title", [a.title[:32] for a in audits])]
     widths = [max(len(title), *(len(v) for v in values)) for title, values in columns]
     header = "  ".join(t.ljust(w) for (t, _), w in zip(columns, widths)) + f"  {'ITA':>5}  {'TIA':>5}  issue"
     lines = [header, "-" * len(header)]

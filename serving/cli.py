@@ -1,4 +1,4 @@
-"""Verbs `camenn serve`, `camenn rank`, `camenn audit` and `camenn serving-bundle`.
+"""Verbs `camenn serve`, `camenn rank`, `camenn audit`, `camenn listings add` and `camenn serving-bundle`.
 
 Only argparse here: TensorFlow and gRPC are imported inside the functions the verbs run.
 """
@@ -49,16 +49,13 @@ def _client_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=defaults.GRPC_PORT, help="server gRPC port (default 8500)")
     parser.add_argument("--model-name", default=defaults.MODEL_NAME, help="served model (default camenn)")
-    parser.add_argument("--item-features", default=str(defaults.ITEM_FEATURES),
-                        help="the listings' cached features: the pipeline's copy beside the pushed model "
-                             "(default outputs/serving_model/item_features), or `camenn preprocess`'s OUT/items")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
 
 
 def _client(args):
     from camenn.serving.client import RankingClient
 
-    return RankingClient(args.item_features, args.host, args.port, args.model_name, timeout=args.timeout)
+    return RankingClient(args.host, args.port, args.model_name, timeout=args.timeout)
 
 
 def _report_failure(args, error) -> int:
@@ -85,12 +82,16 @@ def _rank(args) -> int:
     item_ids = [i.strip() for i in args.items.split(",") if i.strip()]
     try:
         with _client(args) as client:
-            ranked = client.rank(args.user, item_ids, hour=args.hour, distance_km=args.distance_km)
+            ranked = client.rank(args.user, item_ids, hour=args.hour, distance_km=args.distance_km,
+                                 with_titles=True)
     except Exception as error:  # noqa: BLE001 - _report_failure re-raises what is not a user's error
         return _report_failure(args, error)
-    print(f"{'rank':>4}  {'item':<20} {'CVR':>7} {'ITA':>7} {'TIA':>7}")
+    width = max([5, *(len(item.item_id) for item in ranked)])
+    print(f"{'rank':>4}  {'item':<{width}}  {'CVR':>6} {'ITA':>6} {'TIA':>6}  title")
     for rank, item in enumerate(ranked, 1):
-        print(f"{rank:>4}  {item.item_id:<20} {item.cvr:7.4f} {item.ita:7.4f} {item.tia:7.4f}")
+        print(f"{rank:>4}  {item.item_id:<{width}}  {item.cvr:6.4f} {item.ita:6.4f} {item.tia:6.4f}  {item.title}")
+    if ranked.unknown_item_ids:
+        print(f"not ranked, unknown to the served model version: {', '.join(ranked.unknown_item_ids)}")
     return 0
 
 
@@ -98,10 +99,11 @@ def _audit(args) -> int:
     from camenn.serving import audit
 
     try:
-        with _client(args) as client:
-            audits = audit.audit_listings(client, args.merchant)
-    except Exception as error:  # noqa: BLE001
-        return _report_failure(args, error)
+        report = args.report or audit.newest_report(args.pipeline_root)
+        audits = audit.audit_listings(audit.read_report(report), args.merchant)
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     output = args.output or defaults.AUDIT_DIR / f"audit_{args.merchant or 'all'}.csv"
     audit.write_csv(audits, output, args.threshold)
     bad = audit.flagged(audits, args.threshold)
@@ -112,12 +114,49 @@ def _audit(args) -> int:
         print(audit.format_table(bad[: args.limit], args.threshold))
         if len(bad) > args.limit:
             print(f"... {len(bad) - args.limit} more in the CSV")
-    print(f"every listing's scores: {output}")
+    print(f"every listing's scores: {output} (out-of-fold scores from {report})")
     if args.truth:
         result = audit.evaluate_audit(audits, audit.read_truth(args.truth), args.threshold)
         counts = ("listings", "inaccurate")
         print(f"against the truth in {args.truth}:",
               ", ".join(f"{k} {int(v)}" if k in counts else f"{k} {v:.3f}" for k, v in result.items()))
+    return 0
+
+
+def _listings_add(args) -> int:
+    import tempfile
+
+    from camenn.serving import listings
+    from camenn.serving.servables import version_directories
+
+    try:
+        if args.items:
+            features = listings.read_listing_features(args.items)
+        else:
+            versions = version_directories(args.model_base_path)
+            if not versions:
+                raise FileNotFoundError(f"no SavedModel version under {args.model_base_path}")
+            encoding = listings.read_encoding(versions[max(versions)])
+            from camenn.preprocessing.pipeline import format_summary, preprocess
+
+            with tempfile.TemporaryDirectory(prefix="camenn-listings-") as out:
+                summary = preprocess(args.dataset, out, image_encoder=encoding["image_encoder"],
+                                     image_preset=encoding["image_preset"], grid=encoding["grid"],
+                                     max_text_length=int(encoding["max_text_length"]),
+                                     text_encoder=encoding["text_encoder"],
+                                     num_text_tokens=int(encoding["num_text_tokens"]), items_only=True,
+                                     beam_args=[a for a in args.beam_args if a != "--"], cache_dir=args.cache_dir)
+                print(format_summary(summary))
+                if not summary["items"]["out"]:
+                    print("error: no listing of the dataset passed the checks; nothing to add", file=sys.stderr)
+                    return 2
+                features = listings.read_listing_features(out)
+        version, counts = listings.add_listings(args.model_base_path, features)
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {version}: {counts['listings']} listings ({counts['added']} added, {counts['replaced']} "
+          "replaced); a server watching the base path serves it once loaded")
     return 0
 
 
@@ -151,8 +190,10 @@ def register(subparsers) -> None:
 
     rank = subparsers.add_parser(
         "rank", help="rank candidate items for a shopper through the server (one gRPC Predict)",
-        description="Attaches the cached item features to the candidates, sends one Predict to the `dense` "
-                    "signature, and prints the items ranked by CVR with their ITA and TIA scores. Writes nothing.")
+        description="Sends one Predict to the `rank` signature with the shopper, the context and the candidate "
+                    "item ids (the model version looks the listings up itself), and prints the items ranked "
+                    "by CVR with their ITA and TIA scores and titles (a second request, to `listings`). "
+                    "Unknown item ids are reported and the rest ranked. Writes nothing.")
     rank.add_argument("--user", required=True, help="shopper id")
     rank.add_argument("--items", required=True, help="candidate item ids, comma-separated")
     rank.add_argument("--hour", type=int, default=None, help="local hour of the request, 0-23 (default: now)")
@@ -163,9 +204,10 @@ def register(subparsers) -> None:
 
     audit = subparsers.add_parser(
         "audit", help="find listings whose photo and text disagree (low ITA or TIA), worst first",
-        description="Scores a merchant's listings (or all) through the server and reports those with a low "
-                    "image-to-text (ITA) or text-to-image (TIA) alignment, worst first, as a table. Writes every "
-                    "audited listing's scores to a CSV (default outputs/audit/audit_<merchant|all>.csv).")
+        description="Reads the pipeline's listing audit (each listing scored out of fold: by a model that "
+                    "never trained on it) and reports a merchant's listings (or all) with a low image-to-text "
+                    "(ITA) or text-to-image (TIA) alignment, worst first, as a table. Writes every audited "
+                    "listing's scores to a CSV (default outputs/audit/audit_<merchant|all>.csv).")
     who = audit.add_mutually_exclusive_group(required=True)
     who.add_argument("--merchant", help="audit this merchant's listings")
     who.add_argument("--all", action="store_true", help="audit every merchant's listings")
@@ -174,8 +216,33 @@ def register(subparsers) -> None:
     audit.add_argument("--output", default=None, help="CSV to write")
     audit.add_argument("--truth", default=None,
                        help="truth CSV (item_id, quality) to measure the audit against, e.g. data/sample/truth.csv")
-    _client_flags(audit)
+    audit.add_argument("--report", default=None, help="a listing audit CSV (default: the newest pipeline run's)")
+    audit.add_argument("--pipeline-root", default=str(defaults.PIPELINE_ROOT),
+                       help="where to look for the newest run (default outputs/pipelines/camenn)")
     audit.set_defaults(func=_audit)
+
+    listings = subparsers.add_parser(
+        "listings", help="add new or edited listings to a served model version, without retraining")
+    listings_verbs = listings.add_subparsers(dest="listings_command", metavar="VERB")
+    listings_verbs.required = True
+    add = listings_verbs.add_parser(
+        "add", help="encode listings against the newest version and write them into the next one",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Encodes the listings of a dataset folder (items.csv and photos; events.csv is not needed)\n"
+                    "the way the newest version under --model_base_path was trained (its recorded text and image\n"
+                    "encoders), runs them through that version's own encode_listings signature, and writes the\n"
+                    "version again as the next version number with the listings in its listing table (an item id\n"
+                    "it already holds is replaced: an edited listing). Bad rows are quarantined and counted as in\n"
+                    "`camenn preprocess`. `camenn serve` and TensorFlow Serving load the new version as any push.")
+    source = add.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help="dataset folder with items.csv and the photos")
+    source.add_argument("--items", help="listings `camenn preprocess` already encoded (its OUT or OUT/items)")
+    add.add_argument("--model_base_path", "--model-base-path", default=str(defaults.MODEL_BASE_PATH),
+                     help="folder of the model's numbered versions (default outputs/serving_model/camenn)")
+    add.add_argument("--cache-dir", default=None, help="text and patch encoding cache (as `camenn preprocess`)")
+    add.add_argument("beam_args", nargs=argparse.REMAINDER, metavar="-- BEAM_OPTION",
+                     help="Apache Beam pipeline options for the encoding, after `--`")
+    add.set_defaults(func=_listings_add)
 
     bundle = subparsers.add_parser(
         "serving-bundle", help="write the TensorFlow Serving bundle beside pushed models",

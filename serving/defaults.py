@@ -4,7 +4,7 @@ from camenn import paths
 MODEL_NAME = "camenn"
 SERVING_BASE = paths.DEFAULT_OUTPUTS / "serving_model"  # the Pusher's destination: <base>/<model>/<version>/
 MODEL_BASE_PATH = SERVING_BASE / MODEL_NAME
-ITEM_FEATURES = SERVING_BASE / "item_features"  # the pipeline copies the pushed model's listings here
+PIPELINE_ROOT = paths.DEFAULT_OUTPUTS / "pipelines" / MODEL_NAME  # where `camenn audit` finds the newest audit
 AUDIT_DIR = paths.DEFAULT_OUTPUTS / "audit"
 GRPC_PORT = 8500  # TensorFlow Serving's
 DISTANCE_KM = 2.0  # shopper to store when the caller does not say: a typical same-day delivery distance

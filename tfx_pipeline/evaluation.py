@@ -52,10 +52,17 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
         _auc_config(config.min_cvr_auc, max_regression),
         tfma.MetricConfig(class_name="GAUC", module="camenn.tfx_pipeline.metrics",
                           config=json.dumps({"group_key": F.SHOPPER_ID})),
+        tfma.MetricConfig(class_name="BinaryCrossentropy", config=json.dumps({"name": "log_loss"})),
+        # Blessed only when the log loss beats predicting the training rate on these rows (< 1), and the
+        # normalized entropy is below its bound (strictly below 1 by default).
         tfma.MetricConfig(
-            class_name="BinaryCrossentropy", config=json.dumps({"name": "log_loss"}),
-            per_slice_thresholds=_overall(tfma.MetricThreshold(
-                value_threshold=tfma.GenericValueThreshold(upper_bound={"value": config.max_cvr_log_loss})))),
+            class_name="LogLossVsPrior", module="camenn.tfx_pipeline.metrics",
+            per_slice_thresholds=_overall(tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
+                upper_bound={"value": 1.0 - 1e-9})))),
+        tfma.MetricConfig(
+            class_name="NormalizedEntropy", module="camenn.tfx_pipeline.metrics",
+            per_slice_thresholds=_overall(tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
+                upper_bound={"value": config.max_cvr_normalized_entropy - 1e-9})))),
         tfma.MetricConfig(class_name="MeanLabel"),
         tfma.MetricConfig(class_name="MeanPrediction"),
         tfma.MetricConfig(class_name="Calibration"),  # mean prediction / mean label

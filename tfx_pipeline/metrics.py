@@ -1,10 +1,22 @@
-"""GAUC as a TFMA custom metric: the AUC of each shopper's events, averaged with each shopper weighted by
-their number of events (weighted events where the eval config has example weights).
+"""CameNN's TFMA custom metrics, loaded by TFMA on the Beam workers through
+`tfma.MetricConfig(class_name=..., module="camenn.tfx_pipeline.metrics", config=...)`.
 
-A ranking serves one shopper at a time, so what matters is ordering each shopper's own candidates; the
-global AUC also rewards telling shoppers apart. Shoppers whose events are all positive or all negative
-have no AUC and are left out of the average. Loaded by TFMA on the Beam workers through
-`tfma.MetricConfig(class_name="GAUC", module="camenn.tfx_pipeline.metrics", config='{"group_key": ...}')`.
+GAUC: the AUC of each shopper's events, averaged with each shopper weighted by their number of events
+(weighted events where the eval config has example weights). A ranking serves one shopper at a time, so
+what matters is ordering each shopper's own candidates; the global AUC also rewards telling shoppers
+apart. Shoppers whose events are all positive or all negative have no AUC and are left out.
+
+NormalizedEntropy (He et al., "Practical Lessons from Predicting Clicks on Ads at Facebook", 2014): the
+log loss divided by the entropy of the training conversion rate p, -(p log p + (1 - p) log(1 - p)), the
+log loss of always predicting p. Below 1 the model knows more than the prior; the raw log loss cannot say
+that, since what a useless model scores depends on the rate (0.60 at 29% conversion, 0.20 at 5%).
+The rate comes from each row's `features.TRAIN_CONVERSION_RATE` (AlignmentEvalExamples writes it).
+
+LogLossVsPrior: the log loss over the log loss of predicting the training conversion rate for every row
+of the same eval set. Below 1 the model beats the prior on these rows whatever the rate, and also when
+the eval period converts at another rate than the training one, where normalized entropy alone misleads:
+on the sample (22.5% in training, 24.4% in the eval period) the prior scores NE 1.048, and at 25% in
+training and 20% in the eval period it would score NE 0.90 while knowing nothing.
 """
 from collections import defaultdict
 from typing import Dict, Iterable, Optional
@@ -19,6 +31,15 @@ from tensorflow_model_analysis.utils import util
 from camenn.model import features as F
 
 GAUC_NAME = "gauc"
+NORMALIZED_ENTROPY_NAME = "normalized_entropy"
+LOG_LOSS_VS_PRIOR_NAME = "log_loss_vs_prior"
+_EPSILON = 1e-7  # predictions are clipped to [eps, 1 - eps], as Keras' binary cross-entropy does
+
+
+def binary_entropy(rate: float) -> float:
+    """-(p log p + (1 - p) log(1 - p)) in nats: the log loss of predicting the rate p for every example."""
+    p = min(max(float(rate), _EPSILON), 1.0 - _EPSILON)
+    return float(-(p * np.log(p) + (1.0 - p) * np.log(1.0 - p)))
 
 
 def weighted_auc(labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray) -> float:
@@ -103,3 +124,84 @@ class _GAUCCombiner(beam.CombineFn):
                 total += weights.sum()
                 weighted += weights.sum() * auc
         return {self._key: weighted / total if total else float("nan")}
+
+
+def _cross_entropy(label: float, prediction: float) -> float:
+    p = min(max(float(prediction), _EPSILON), 1.0 - _EPSILON)
+    return float(-(label * np.log(p) + (1.0 - label) * np.log(1.0 - p)))
+
+
+class NormalizedEntropy(tfma.metrics.Metric):
+    """Weighted log loss over the entropy of the training conversion rate (module docstring).
+
+    Args:
+        name: metric name.
+        rate_key: the feature that holds the training split's conversion rate on every row.
+    """
+
+    def __init__(self, name: str = NORMALIZED_ENTROPY_NAME, rate_key: str = F.TRAIN_CONVERSION_RATE):
+        super().__init__(metric_util.merge_per_key_computations(_prior_metric), name=name, rate_key=rate_key)
+
+
+class LogLossVsPrior(tfma.metrics.Metric):
+    """Weighted log loss over that of predicting the training conversion rate on the same rows (module
+    docstring).
+
+    Args:
+        name: metric name.
+        rate_key: the feature that holds the training split's conversion rate on every row.
+    """
+
+    def __init__(self, name: str = LOG_LOSS_VS_PRIOR_NAME, rate_key: str = F.TRAIN_CONVERSION_RATE):
+        super().__init__(metric_util.merge_per_key_computations(_prior_metric), name=name, rate_key=rate_key)
+
+
+metric_types.register_metric(NormalizedEntropy)
+metric_types.register_metric(LogLossVsPrior)
+
+
+def _prior_metric(name: str = NORMALIZED_ENTROPY_NAME, rate_key: str = F.TRAIN_CONVERSION_RATE, eval_config=None,
+                  model_name: str = "", output_name: str = "", sub_key=None, example_weighted: bool = False):
+    key = metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name, sub_key=sub_key,
+                                 example_weighted=example_weighted)
+    return [metric_types.MetricComputation(
+        keys=[key],
+        preprocessors=[metric_types.FeaturePreprocessor(feature_keys=[rate_key])],
+        combiner=_PriorCombiner(key, eval_config, rate_key, example_weighted))]
+
+
+class _PriorCombiner(beam.CombineFn):
+    """Accumulates [weighted log loss, weight, weighted rate, weighted log loss of the rate]; extracts the
+    metric its key names: normalized entropy, or the log loss relative to the prior's."""
+
+    def __init__(self, key, eval_config, rate_key: str, example_weighted: bool):
+        self._key, self._eval_config = key, eval_config
+        self._rate_key, self._example_weighted = rate_key, example_weighted
+
+    def create_accumulator(self):
+        return [0.0, 0.0, 0.0, 0.0]
+
+    def add_input(self, accumulator, element: metric_types.StandardMetricInputs):
+        rates = util.get_by_keys(element.features, [self._rate_key]).flatten()
+        values = metric_util.to_label_prediction_example_weight(
+            element, eval_config=self._eval_config, model_name=self._key.model_name,
+            output_name=self._key.output_name, example_weighted=self._example_weighted, flatten=True)
+        for rate, (label, prediction, weight) in zip(rates, values):
+            weight = float(weight)
+            if weight > 0:
+                accumulator[0] += weight * _cross_entropy(float(label), prediction)
+                accumulator[1] += weight
+                accumulator[2] += weight * float(rate)
+                accumulator[3] += weight * _cross_entropy(float(label), rate)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        return [sum(column) for column in zip(*accumulators)]
+
+    def extract_output(self, accumulator) -> Dict[metric_types.MetricKey, Optional[float]]:
+        loss, weight, rate, prior_loss = accumulator
+        if weight <= 0:
+            return {self._key: float("nan")}
+        if self._key.name == LOG_LOSS_VS_PRIOR_NAME:
+            return {self._key: loss / prior_loss}
+        return {self._key: (loss / weight) / binary_entropy(rate / weight)}

@@ -16,10 +16,12 @@ from camenn.tfx_pipeline.components.alignment_eval import AlignmentEvalExamples
 from camenn.tfx_pipeline.components.anomalies_gate import AnomaliesGate
 from camenn.tfx_pipeline.components.contract_schema import ContractSchemaGen
 from camenn.tfx_pipeline.components.evaluation_tensorboard import EvaluationTensorBoard
+from camenn.tfx_pipeline.components.listing_audit import ListingAudit
+from camenn.tfx_pipeline.components.listing_table import ListingTable
 from camenn.tfx_pipeline.components.preprocess import PreprocessDataset, dataset_fingerprint
 from camenn.tfx_pipeline.components.serving_bundle import ServingBundle
 
-_CODE_ROOTS = ("model", "preprocessing", "tfx_pipeline")
+_CODE_ROOTS = ("model", "preprocessing", "serving", "tfx_pipeline")
 
 
 @functools.lru_cache(maxsize=None)
@@ -48,20 +50,23 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
     version = code_version()
     trainer_config = dict(
         model_preset=config.model_preset, batch_size=config.batch_size, epochs=config.epochs,
+        early_stopping_patience=config.early_stopping_patience,
         steps_per_epoch=config.steps_per_epoch, learning_rate=config.learning_rate,
         hard_negatives=config.hard_negatives, mixed_precision=config.mixed_precision,
         checkpoint_every_steps=config.checkpoint_every_steps, validate_each_epoch=config.validate_each_epoch,
         seed=config.seed, model_options=config.model_options, num_oov_buckets=config.num_oov_buckets,
-        num_patches=config.grid[0] * config.grid[1],
+        num_patches=config.grid[0] * config.grid[1], num_text_tokens=config.num_text_tokens,
+        encoding=config.listing_encoding(),
         checkpoint_root=config.checkpoint_dir, code_version=version,
         run_fn=trainer_run_fn)  # part of the checkpoint key: another trainer never resumes this one's state
 
-    # Beam job: tokens and cached patch embeddings per listing, events joined to listings, split by time.
+    # Beam job: tokens, cached text and patch encodings per listing, events joined to listings, split by time.
     preprocess = PreprocessDataset(
         dataset_dir=config.dataset_dir, dataset_fingerprint=dataset_fingerprint(config.dataset_dir),
         code_version=version, image_encoder=config.image_encoder, image_preset=config.image_preset,
         grid="x".join(str(n) for n in config.grid), max_text_length=config.max_text_length,
-        beam_args=json.dumps(config.beam_pipeline_args()), image_cache_dir=config.image_cache_dir)
+        text_encoder=config.text_encoder, num_text_tokens=config.num_text_tokens,
+        beam_args=json.dumps(config.beam_pipeline_args()), embedding_cache_dir=config.embedding_cache_dir)
     # Per-split feature statistics (TFDV) for validation and for a look in TensorBoard / Facets.
     statistics_gen = tfx.components.StatisticsGen(examples=preprocess.outputs["examples"])
     # The schema the data must follow, from the data contract rather than inferred from the data itself.
@@ -79,12 +84,22 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
         custom_config=dict(num_oov_buckets=config.num_oov_buckets,
                            vocabulary_min_frequency=config.vocabulary_min_frequency, code_version=version))
     transform.add_upstream_node(anomalies_gate)
+    # Every listing's ITA/TIA from a model that never trained on it (out of fold), for `camenn audit`.
+    listing_audit = ListingAudit(
+        items=preprocess.outputs["items"], transform_graph=transform.outputs["transform_graph"],
+        model_preset=config.model_preset, num_text_tokens=config.num_text_tokens,
+        num_patches=config.grid[0] * config.grid[1], num_oov_buckets=config.num_oov_buckets, code_version=version,
+        num_folds=config.audit_folds, epochs=config.audit_epochs, batch_size=config.batch_size,
+        learning_rate=config.learning_rate, seed=config.seed,
+        listing_quality_file=config.resolved_listing_quality_file() or "")
     # Keras 3 CameNN on the transformed examples; exports the Transform graph plus model.
     trainer = tfx.components.Trainer(
         run_fn=trainer_run_fn, examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"], schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config=trainer_config)
+    # Every listing's states through the trained model, once per version, in the SavedModel's listing table.
+    listing_table = ListingTable(model=trainer.outputs["model"], items=preprocess.outputs["items"])
     # Eval events plus ITA/TIA negatives and per-task weights, so TFMA can score all three heads.
     alignment_eval = AlignmentEvalExamples(
         examples=preprocess.outputs["examples"], items=preprocess.outputs["items"],
@@ -97,7 +112,7 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
     ).with_id("latest_blessed_model_resolver")
     # TFMA: CVR AUC, GAUC, LogLoss, calibration; ITA/TIA AUC; slices; blessing against thresholds and baseline.
     evaluator = tfx.components.Evaluator(
-        examples=alignment_eval.outputs["eval_examples"], model=trainer.outputs["model"],
+        examples=alignment_eval.outputs["eval_examples"], model=listing_table.outputs["table_model"],
         baseline_model=baseline.outputs["model"] if config.bless_against_last else None,
         eval_config=evaluation.eval_config(config))
     # The TFMA metrics, overall and per slice, as TensorBoard scalars beside the Trainer's.
@@ -105,17 +120,17 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
                                                    model_run=trainer.outputs["model_run"])
     # Copies a blessed model to <serving base>/camenn/<version>/; does nothing for an unblessed one.
     pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+        model=listing_table.outputs["table_model"], model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(filesystem=tfx.proto.PushDestination.Filesystem(
             base_directory=os.path.join(config.serving_model_dir, configs.MODEL_NAME))))
-    # TensorFlow Serving bundle and warmup requests for the pushed version, and the item features cache.
+    # TensorFlow Serving bundle and warmup requests for the pushed version.
     serving_bundle = ServingBundle(
-        pushed_model=pusher.outputs["pushed_model"], items=preprocess.outputs["items"],
-        examples=preprocess.outputs["examples"], serving_base=config.serving_model_dir,
-        model_name=configs.MODEL_NAME)
+        pushed_model=pusher.outputs["pushed_model"], examples=preprocess.outputs["examples"],
+        serving_base=config.serving_model_dir, model_name=configs.MODEL_NAME)
 
-    components = [preprocess, statistics_gen, schema_gen, example_validator, anomalies_gate, transform, trainer,
-                  alignment_eval, baseline, evaluator, evaluation_tensorboard, pusher, serving_bundle]
+    components = [preprocess, statistics_gen, schema_gen, example_validator, anomalies_gate, transform, listing_audit,
+                  trainer, listing_table, alignment_eval, baseline, evaluator, evaluation_tensorboard, pusher,
+                  serving_bundle]
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,

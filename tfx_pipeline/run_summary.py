@@ -98,6 +98,25 @@ def overall_metrics(evaluation_uri: str) -> Dict[str, float]:
     return metrics
 
 
+def metrics_by_slice(evaluation_uri: str, feature: str) -> Dict[str, Dict[str, float]]:
+    """value of `feature` -> {'task/metric': value} on that slice, candidate model only."""
+    import tensorflow_model_analysis as tfma
+
+    result: Dict[str, Dict[str, float]] = {}
+    for slice_metrics in tfma.load_metrics(evaluation_uri):
+        keys = slice_metrics.slice_key.single_slice_keys
+        if len(keys) != 1 or keys[0].column != feature:
+            continue
+        value = keys[0].bytes_value.decode() if keys[0].HasField("bytes_value") else str(keys[0])
+        for entry in slice_metrics.metric_keys_and_values:
+            if entry.key.is_diff or entry.key.model_name == tfma.BASELINE_KEY or \
+                    not entry.value.HasField("double_value"):
+                continue
+            name = f"{entry.key.output_name}/{entry.key.name}" if entry.key.output_name else entry.key.name
+            result.setdefault(value, {})[name] = entry.value.double_value.value
+    return result
+
+
 def validation_failures(evaluation_uri: str) -> List[str]:
     import tensorflow_model_analysis as tfma
 
@@ -129,6 +148,7 @@ def summarize(config: PipelineConfig, run_id: Optional[str] = None) -> dict:
         evaluation = nodes["Evaluator"].output("evaluation")
         blessing = nodes["Evaluator"].output("blessing")
         summary["metrics"] = overall_metrics(evaluation.uri)
+        summary["metrics_by_negative_kind"] = metrics_by_slice(evaluation.uri, F.NEGATIVE_KIND)
         summary["failures"] = validation_failures(evaluation.uri)
         summary["blessed"] = bool(_custom(blessing, "blessed", 0))
     if "Pusher" in nodes:
@@ -140,6 +160,8 @@ def summarize(config: PipelineConfig, run_id: Optional[str] = None) -> dict:
 
 _SHOWN_METRICS = (
     (f"{F.CVR}/auc", "CVR AUC"), (f"{F.CVR}/gauc", "CVR GAUC"), (f"{F.CVR}/log_loss", "CVR LogLoss"),
+    (f"{F.CVR}/normalized_entropy", "CVR normalized entropy (log loss / entropy of the training rate)"),
+    (f"{F.CVR}/log_loss_vs_prior", "CVR log loss / log loss of predicting the training rate"),
     (f"{F.CVR}/calibration", "CVR calibration (mean prediction / mean label)"),
     (f"{F.ITA}/auc", "ITA AUC"), (f"{F.TIA}/auc", "TIA AUC"),
 )
@@ -161,6 +183,12 @@ def format_summary(summary: dict) -> str:
             value = m.get(key)
             lines.append(f"  {label}: {value:.4f}" if value is not None and not math.isnan(value)
                          else f"  {label}: n/a")
+        by_kind = summary.get("metrics_by_negative_kind", {})
+        for task in (F.ITA, F.TIA):
+            parts = [f"{kind} {by_kind[kind][f'{task}/auc']:.4f}" for kind in (F.OTHER_COARSE_NEGATIVE, F.HARD_NEGATIVE)
+                     if f"{task}/auc" in by_kind.get(kind, {})]
+            if parts:
+                lines.append(f"  {task.upper()} AUC against negatives of: " + ", ".join(parts))
         lines.append(f"  blessed: {'yes' if summary['blessed'] else 'no'}")
         for failure in summary["failures"]:
             lines.append(f"    failed: {failure}")

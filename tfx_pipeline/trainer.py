@@ -1,27 +1,39 @@
 """The Trainer component's `run_fn`: trains the Keras 3 CameNN model on Transform's output and exports it
-with the Transform graph in front, so the pushed SavedModel takes raw tf.Examples (contract 6).
+with the Transform graph in front, so the pushed SavedModel takes raw features.
 
-- Data: Transform's materialised examples, read through the TFX data accessor; the model's tf.data step
-  adds the in-batch ITA/TIA negatives.
+- Data: Transform's materialised examples, read once through the TFX data accessor into memory, each
+  distinct listing held once and everything in content order (`training_data.ClickData`); the model's
+  tf.data step adds the in-batch ITA/TIA negatives.
+- Reproducible: the same data, seed and settings give the same weights and metrics (seeded shuffles and
+  negatives, content-ordered inputs, TensorFlow's deterministic ops).
+- Training: up to `epochs` epochs, stopped early once the eval split's loss has not improved for
+  `early_stopping_patience` epochs, the best epoch's weights kept; the CVR head starts at the training
+  conversion rate.
 - Devices: MirroredStrategy over the GPUs it finds (mixed precision there), the default strategy on CPU.
 - Checkpoints: keras.callbacks.BackupAndRestore in a directory keyed by the Trainer's inputs, outside the
   execution's own output folder (a retried execution gets a new one), so a killed Trainer resumes from
-  its last checkpoint when the pipeline runs again with the same inputs.
-- TensorBoard: losses per task, AUCs, expert load and learning rate, in the `model_run` artifact.
+  its last checkpoint when the pipeline runs again with the same inputs; early stopping's state (best
+  epoch and weights) is kept beside it.
+- TensorBoard: losses per task, AUCs, expert load and learning rate, in the `model_run` artifact, and the
+  per-epoch train and eval curves in `model_run/history.json`.
 """
 import hashlib
+import io
 import json
 import logging
+import math
 import os
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
 from camenn.model import features as F
 from camenn.tfx_pipeline import transform
+from camenn.tfx_pipeline.training_data import ClickData
 
 logger = logging.getLogger(__name__)
 
@@ -52,19 +64,12 @@ def checkpoint_dir(fn_args) -> str:
     return os.path.join(fn_args.custom_config["checkpoint_root"], hashlib.sha256(key.encode()).hexdigest()[:16])
 
 
-def read_transformed(fn_args, tft_output, files, batch_size, shuffle, seed, num_epochs=1):
-    """Batches of transformed features (dict of dense tensors); `num_epochs=None` repeats forever."""
-    return fn_args.data_accessor.tf_dataset_factory(
-        files,
-        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed,
-                                       num_epochs=num_epochs),
-        tft_output.transformed_metadata.schema,
-    )
-
-
-def count_examples(file_patterns) -> int:
-    files = tf.data.Dataset.list_files(file_patterns, shuffle=False)
-    return int(tf.data.TFRecordDataset(files, compression_type="GZIP").reduce(0, lambda n, _: n + 1))
+def read_split(fn_args, tft_output, files) -> ClickData:
+    """A split's transformed examples, in memory, each listing once, in content order."""
+    batches = fn_args.data_accessor.tf_dataset_factory(
+        files, tfxio.TensorFlowDatasetOptions(batch_size=1024, shuffle=False, num_epochs=1),
+        tft_output.transformed_metadata.schema)
+    return ClickData.read(batches, F.LISTING_INPUTS)
 
 
 def vocabulary_sizes(tft_output, num_oov_buckets):
@@ -72,10 +77,58 @@ def vocabulary_sizes(tft_output, num_oov_buckets):
             for name in F.ID_FEATURES}
 
 
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """`keras.callbacks.EarlyStopping` with the best epoch's weights restored at the end, whose state
+    outlives a killed Trainer: after every epoch the best value, its epoch, the epochs waited and the
+    best weights go to `directory` (inside BackupAndRestore's, which is removed once training ends), and
+    a resumed run starts from them.
+
+    Args:
+        directory: str. Where the state goes.
+        **kwargs: `keras.callbacks.EarlyStopping` arguments (`monitor`, `patience`, ...).
+    """
+
+    def __init__(self, directory, **kwargs):
+        super().__init__(restore_best_weights=True, **kwargs)
+        self.directory = directory
+
+    def _paths(self):
+        return os.path.join(self.directory, "state.json"), os.path.join(self.directory, "best_weights.npz")
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        state_path, weights_path = self._paths()
+        if tf.io.gfile.exists(state_path) and tf.io.gfile.exists(weights_path):
+            with tf.io.gfile.GFile(state_path) as f:
+                state = json.load(f)
+            self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+            with tf.io.gfile.GFile(weights_path, "rb") as f, np.load(io.BytesIO(f.read())) as saved:
+                self.best_weights = [saved[f"w{i}"] for i in range(len(saved.files))]
+            logger.info("early stopping resumes: best %s %.4f at epoch %d, %d epochs without improvement",
+                        self.monitor, self.best, self.best_epoch + 1, self.wait)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.best_weights is None:
+            return
+        tf.io.gfile.makedirs(self.directory)
+        state_path, weights_path = self._paths()
+        buffer = io.BytesIO()
+        np.savez(buffer, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
+        with tf.io.gfile.GFile(weights_path + ".tmp", "wb") as f:
+            f.write(buffer.getvalue())
+        tf.io.gfile.rename(weights_path + ".tmp", weights_path, overwrite=True)
+        with tf.io.gfile.GFile(state_path, "w") as f:
+            json.dump({"best": float(self.best), "best_epoch": int(self.best_epoch), "wait": int(self.wait)}, f)
+        if self.model.stop_training:
+            logger.info("early stopping after epoch %d: best %s %.4f at epoch %d", epoch + 1, self.monitor,
+                        self.best, self.best_epoch + 1)
+
+
 class ProgressLogger(keras.callbacks.Callback):
-    """Progress lines with examples per second, and each epoch's training time (from its start to its
-    last step, validation excluded) and first-step time (graph tracing, in the first epoch) for
-    throughput figures; says where a resumed run starts."""
+    """Progress lines with clicks per second, and each epoch's training time (from its start to its last
+    step, validation excluded) and first-step time (graph tracing, in the first epoch) for throughput
+    figures; says where a resumed run starts."""
 
     def __init__(self, every, batch_size, total_steps):
         super().__init__()
@@ -102,7 +155,7 @@ class ProgressLogger(keras.callbacks.Callback):
         if step % self.every == 0:
             rate = self.epoch_steps[-1] * self.batch_size / max(self.epoch_seconds[-1], 1e-9)
             shown = ", ".join(f"{k}={float(v):.4f}" for k, v in sorted((logs or {}).items()) if k.endswith("loss"))
-            logger.info("step %d/%d  %s  (%.1f examples/s this epoch)", step, self.total_steps, shown, rate)
+            logger.info("step %d/%d  %s  (%.1f clicks/s this epoch)", step, self.total_steps, shown, rate)
 
     def record(self) -> dict:
         return {"initial_step": self.initial_step, "final_step": int(self.model.optimizer.iterations.numpy()),
@@ -125,11 +178,17 @@ def build_model(config, tft_output, policy):
     """The task model of `config["model_preset"]` with `config["model_options"]` (JSON) over the preset's
     arguments, sized by what Transform and preprocessing made."""
     spec = tft_output.transformed_feature_spec()
-    return task_class(config["model_preset"]).from_preset(
-        config["model_preset"], vocabulary_sizes=vocabulary_sizes(tft_output, config["num_oov_buckets"]),
-        num_patches=config["num_patches"], patch_dim=spec[F.PATCH_EMBEDDINGS].shape[0] // config["num_patches"],
-        max_text_length=spec[F.TEXT_TOKEN_IDS].shape[0], dtype=policy,
-        **json.loads(config.get("model_options") or "{}"))
+    cls = task_class(config["model_preset"])
+    data = dict(vocabulary_sizes=vocabulary_sizes(tft_output, config["num_oov_buckets"]),
+                num_patches=config["num_patches"], patch_dim=spec[F.PATCH_EMBEDDINGS].shape[0] // config["num_patches"],
+                num_text_tokens=config["num_text_tokens"],
+                text_dim=spec[F.TEXT_EMBEDDINGS].shape[0] // config["num_text_tokens"])
+    if cls.backbone_cls.preset_configs[config["model_preset"]].get("text_encoder"):
+        # An end-to-end text encoder reads the token ids; its width and pooled tokens are its own.
+        data.update(max_text_length=spec[F.TEXT_TOKEN_IDS].shape[0])
+        del data["text_dim"]
+    return cls.from_preset(config["model_preset"], dtype=policy, **data,
+                           **json.loads(config.get("model_options") or "{}"))
 
 
 def compile_model(model, config, total_steps):
@@ -139,9 +198,20 @@ def compile_model(model, config, total_steps):
                   **({"learning_rate": config["learning_rate"]} if config["learning_rate"] else {}))
 
 
+def start_at_the_prior(model, conversion_rate):
+    """Sets the CVR head's bias to the logit of the training conversion rate: the model starts out
+    predicting the rate for every click instead of a random value around 0.5."""
+    if F.CVR not in model.backbone.task_names:
+        return
+    rate = min(max(conversion_rate, 1e-4), 1 - 1e-4)
+    head = model.heads[model.backbone.task_names.index(F.CVR)]
+    head.bias.assign(np.full(head.bias.shape, math.log(rate / (1 - rate)), dtype="float32"))
+
+
 def export_serving_model(model, tft_output, export_dir):
-    """The SavedModel of contract 6 with the Transform graph in front: its signatures take raw features
-    (`serving_default`: serialized tf.Examples; `dense`: raw tensors by name), the label not needed.
+    """The serving SavedModel (`camenn.model.camenn.export`) with the Transform graph in front: its
+    signatures take raw features (serialized tf.Examples, or raw tensors by name), the label not needed.
+    Its listing table is empty: the pipeline's ListingTable step fills it from the catalog.
 
     The export tracks the Transform layer, which owns the vocabulary tables and files; the model's
     variables are saved through the signatures that use them (tracking the model too saves them twice).
@@ -151,15 +221,17 @@ def export_serving_model(model, tft_output, export_dir):
     tft_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
     export_saved_model(model, export_dir, transform=tft_layer, transform_trackables=[tft_layer],
-                       raw_feature_spec={name: raw_spec[name] for name in F.MODEL_INPUTS})
+                       raw_feature_spec={name: raw_spec[name] for name in model.input})
 
 
 def run_fn(fn_args):
     """TFX Trainer entry point (`custom_config` from configs.PipelineConfig, see pipeline.py)."""
     from camenn.model.camenn import make_alignment_examples
+    from camenn.serving.listings import write_encoding
 
     config = fn_args.custom_config
     keras.utils.set_random_seed(config["seed"])
+    tf.config.experimental.enable_op_determinism()
     policy = precision_policy(config["mixed_precision"])
     # Global too, so the task model's own policy is mixed and compile() adds loss scaling.
     keras.mixed_precision.set_global_policy(policy)
@@ -167,13 +239,16 @@ def run_fn(fn_args):
     strategy = distribution_strategy()
     batch_size = config["batch_size"] * strategy.num_replicas_in_sync
 
-    steps_per_epoch = config["steps_per_epoch"] or -(-count_examples(fn_args.train_files) // batch_size)
+    train_data = read_split(fn_args, tft_output, fn_args.train_files)
+    eval_data = read_split(fn_args, tft_output, fn_args.eval_files) if config["validate_each_epoch"] else None
+    steps_per_epoch = config["steps_per_epoch"] or -(-train_data.num_clicks // batch_size)
     epochs = config["epochs"]
     total_steps = steps_per_epoch * epochs
 
     with strategy.scope():
         model = build_model(config, tft_output, policy)
         compile_model(model, config, total_steps)
+    start_at_the_prior(model, train_data.conversion_rate)
 
     def with_negatives(dataset, seed):
         # Only what the model takes: an ablation may drop a modality or the alignment tasks.
@@ -182,12 +257,8 @@ def run_fn(fn_args):
             lambda x, y, w: ({k: x[k] for k in inputs}, {t: y[t] for t in tasks}, {t: w[t] for t in tasks})
         ).prefetch(tf.data.AUTOTUNE)
 
-    train = with_negatives(read_transformed(fn_args, tft_output, fn_args.train_files, batch_size, True,
-                                            config["seed"], num_epochs=None), config["seed"])
-    evaluation = None
-    if config["validate_each_epoch"]:
-        evaluation = with_negatives(read_transformed(fn_args, tft_output, fn_args.eval_files, batch_size, False,
-                                                     None), config["seed"])
+    train = with_negatives(train_data.dataset(batch_size, seed=config["seed"], repeat=True), config["seed"])
+    evaluation = None if eval_data is None else with_negatives(eval_data.dataset(batch_size), config["seed"])
 
     backup = checkpoint_dir(fn_args)
     progress = ProgressLogger(max(1, steps_per_epoch // 4), batch_size, total_steps)
@@ -196,12 +267,17 @@ def run_fn(fn_args):
         keras.callbacks.TensorBoard(fn_args.model_run_dir, update_freq=max(1, steps_per_epoch // 10)),
         progress,
     ]
-    logger.info("training %s (%s, %d parameters): %d epochs of %d steps, batch %d, checkpoints in %s",
+    if evaluation is not None and config["early_stopping_patience"]:
+        callbacks.insert(1, ResumableEarlyStopping(os.path.join(backup, "early_stopping"), monitor="val_loss",
+                                                   patience=config["early_stopping_patience"]))
+    logger.info("training %s (%s, %d parameters): up to %d epochs of %d steps, batch %d, checkpoints in %s",
                 config["model_preset"], policy, model.count_params(), epochs, steps_per_epoch, batch_size, backup)
     history = model.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch,
                         validation_data=evaluation, callbacks=callbacks, verbose=0)
+    stopping = next((c for c in callbacks if isinstance(c, ResumableEarlyStopping)), None)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
-        json.dump({**progress.record(),
+        json.dump({**progress.record(), "best_epoch": None if stopping is None else int(stopping.best_epoch),
                    "history": {k: [float(x) for x in v] for k, v in history.history.items()}}, f)
     export_serving_model(model, tft_output, fn_args.serving_model_dir)
+    write_encoding(fn_args.serving_model_dir, config["encoding"])
     logger.info("exported the serving model to %s", fn_args.serving_model_dir)

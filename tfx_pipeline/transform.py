@@ -1,9 +1,9 @@
-"""The Transform component's `preprocessing_fn`: raw tf.Examples (contract 2) to model inputs (contract 5).
+"""The Transform component's `preprocessing_fn`: raw tf.Examples to model inputs.
 
 Ids get vocabularies computed over the training split, with OOV buckets so that a shopper, item or
 merchant never seen in training still maps to an index; numbers are log-scaled and normalised with the
-training split's mean and deviation; text token ids and patch embeddings pass through (tokenising and
-image encoding happened in `camenn preprocess`, so the serving graph holds only core TF ops).
+training split's mean and deviation; text and image encodings and token ids pass through (tokenising and
+encoding happened in `camenn preprocess`, so the serving graph holds only core TF ops).
 """
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -37,6 +37,7 @@ def preprocessing_fn(inputs, custom_config):
         # Prices and distances are positive and heavy-tailed: normalise their logarithm.
         outputs[name] = tft.scale_to_z_score(tf.math.log1p(tf.maximum(_squeeze(inputs[name]), 0.0)))
     outputs[F.TEXT_TOKEN_IDS] = tf.identity(inputs[F.TEXT_TOKEN_IDS])
+    outputs[F.TEXT_EMBEDDINGS] = tf.identity(inputs[F.TEXT_EMBEDDINGS])
     outputs[F.PATCH_EMBEDDINGS] = tf.identity(inputs[F.PATCH_EMBEDDINGS])
     outputs[F.LABEL] = _squeeze(inputs[F.LABEL])
     return outputs

@@ -95,8 +95,10 @@ class TransformerExpertMixture(keras.layers.Layer):
     routed to it, runs on them, and its updates are scattered back, so compute grows with `top_k`, not
     with `num_experts`. Capacity is per expert, shared by the tasks (an expert runs once per example,
     whichever tasks chose it): in training each expert takes at most
-    `ceil(capacity_factor * batch * top_k / num_experts)` examples, those with the largest summed gate
-    weight first; the rest overflow, are counted, and pass through the residual for that expert. At
+    `ceil(capacity_factor * routed / num_experts)` examples, `routed` being the batch's (example, expert)
+    pairs that some task chose (`batch * top_k` while the task gates agree, up to `num_tasks` times that
+    when they route apart: a fixed `batch * top_k` share dropped a quarter of the pairs once CameNN's
+    gates specialised), those with the largest summed gate weight first; the rest overflow, are counted, and pass through the residual for that expert. At
     inference every routed example is processed, so a score never depends on its batch neighbours.
     The task gates start equal, so that tasks route an example together (one expert run serving them
     all) until their losses pull them apart.
@@ -236,18 +238,20 @@ class TransformerExpertMixture(keras.layers.Layer):
         assignments = tf.reduce_sum(chosen, axis=2)
         return logits, probs, weights, assignments
 
-    def _capacity(self, batch_size, training):
+    def _capacity(self, batch_size, routed_pairs, training):
+        """Examples each expert may take: `capacity_factor` times its fair share of the batch's routed
+        (example, expert) pairs in training (when the task gates agree that is `batch * top_k`; when they
+        disagree an example routes to more experts and capacity grows with it), every example at inference."""
         if not training:
             return batch_size
-        fair_share = self.capacity_factor * self.top_k / self.num_experts
-        capacity = tf.cast(tf.math.ceil(fair_share * tf.cast(batch_size, tf.float32)), tf.int32)
-        return tf.minimum(capacity, batch_size)
+        fair_share = self.capacity_factor * tf.cast(routed_pairs, tf.float32) / self.num_experts
+        return tf.minimum(tf.cast(tf.math.ceil(fair_share), tf.int32), batch_size)
 
     def _sparse_updates(self, sequence, mask, attention_mask, weights, assignments, training):
         """Runs each expert on the examples routed to it; returns per-task residual updates [B, L, H]."""
         batch_size = tf.shape(sequence)[0]
-        capacity = self._capacity(batch_size, training)
         routed = tf.transpose(tf.reduce_max(assignments, axis=0) > 0)  # [E, batch], by any task
+        capacity = self._capacity(batch_size, tf.reduce_sum(tf.cast(routed, tf.int32)), training)
         priority = tf.transpose(tf.reduce_sum(weights, axis=0))  # [E, batch]
         indices, updates, routed_count, kept_count = [], [], 0, 0
         for e, expert in enumerate(self.experts):

@@ -159,3 +159,12 @@ def test_config_round_trip():
     mixture = make_mixture(num_experts=4, top_k=2, capacity_factor=1.5, router_z_loss_weight=0.0)
     clone = TransformerExpertMixture.from_config(mixture.get_config())
     assert clone.get_config() == mixture.get_config()
+
+
+def test_capacity_follows_the_routed_pairs_when_the_task_gates_route_apart():
+    mixture = make_mixture(num_experts=4, top_k=2, capacity_factor=1.0)
+    set_gate_biases(mixture, [4.0, 3.0, 0.0, 0.0])
+    mixture.gates[1].bias.assign([0.0, 0.0, 4.0, 3.0])  # one task picks experts 2 and 3: every expert busy
+    _, routing = mixture(sequence(8), training=True, return_routing=True)
+    # 32 routed pairs (each example on all four experts) share the capacity: 8 per expert, none dropped.
+    assert int(routing["routed"]) == 32 and int(routing["capacity"]) == 8 and int(routing["dropped"]) == 0

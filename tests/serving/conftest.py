@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from camenn.model import features as F
-
 from serving_helpers import export_camenn_model, export_toy_model, item_example, make_catalog, Stubs
 
 
@@ -42,7 +40,7 @@ def model_v1(tmp_path_factory, catalog):
 def toy_v1(tmp_path_factory, catalog):
     """A ToyCameNN export (version 1): alignment scores that mean something."""
     items, _ = catalog
-    return export_toy_model(tmp_path_factory.mktemp("toy_export") / "1", [i[F.ITEM_ID] for i in items])
+    return export_toy_model(tmp_path_factory.mktemp("toy_export") / "1", items)
 
 
 @pytest.fixture
@@ -55,7 +53,7 @@ def push(catalog):
         if source is not None:
             shutil.copytree(source, staging)
         else:
-            export_toy_model(staging, [i[F.ITEM_ID] for i in items], cvr_bias)
+            export_toy_model(staging, items, cvr_bias)
         Path(base).mkdir(parents=True, exist_ok=True)
         os.replace(staging, Path(base) / str(version))
         return Path(base) / str(version)

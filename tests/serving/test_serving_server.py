@@ -57,17 +57,23 @@ def test_metadata_and_status(served):
     response = stubs.predict.GetModelMetadata(request, timeout=10)
     signature_defs = get_model_metadata_pb2.SignatureDefMap()
     response.metadata["signature_def"].Unpack(signature_defs)
-    assert set(signature_defs.signature_def) == {"serving_default", "dense"}
+    assert set(signature_defs.signature_def) == {"serving_default", "dense", "rank", "listings", "encode_listings"}
     dense = signature_defs.signature_def["dense"]
-    assert set(dense.inputs) == {*F.ID_FEATURES, *F.NUMERIC_FEATURES, *F.INTEGER_FEATURES, F.TEXT_TOKEN_IDS,
+    assert set(dense.inputs) == {*F.ID_FEATURES, *F.NUMERIC_FEATURES, *F.INTEGER_FEATURES, F.TEXT_EMBEDDINGS,
                                  F.PATCH_EMBEDDINGS}
     assert set(dense.outputs) == set(F.TASKS)
+    rank = signature_defs.signature_def["rank"]
+    assert set(rank.inputs) == set(F.REQUEST_INPUTS) | {F.ITEM_ID} and set(rank.outputs) == set(F.TASKS)
     status = stubs.status()
     assert status[1].state == AVAILABLE and status[1].status.error_code == 0
 
 
 def _without(arrays, name):
     return {k: v for k, v in arrays.items() if k != name}
+
+
+def _request_side(arrays):
+    return {k: v for k, v in arrays.items() if k in (*F.REQUEST_INPUTS, F.ITEM_ID)}
 
 
 BAD_REQUESTS = {
@@ -83,8 +89,12 @@ BAD_REQUESTS = {
                       grpc.StatusCode.INVALID_ARGUMENT, "unknown input(s) ['colour']"),
     "wrong dtype": (lambda a: predict_request({**a, F.PRICE: a[F.PRICE].astype(np.float64)}),
                     grpc.StatusCode.INVALID_ARGUMENT, "'price' has dtype float64"),
-    "wrong shape": (lambda a: predict_request({**a, F.TEXT_TOKEN_IDS: a[F.TEXT_TOKEN_IDS][:, :5]}),
-                    grpc.StatusCode.INVALID_ARGUMENT, ("'text_token_ids'", "shape", "[4 5]")),
+    "wrong shape": (lambda a: predict_request({**a, F.TEXT_EMBEDDINGS: a[F.TEXT_EMBEDDINGS][:, :5]}),
+                    grpc.StatusCode.INVALID_ARGUMENT, ("'text_embeddings'", "shape", "[4 5]")),
+    "unknown item ids": (lambda a: predict_request({**_request_side(a), F.ITEM_ID: np.array(
+        [b"item_001", b"no_such_item", b"item_002", b"nor_this"], dtype=object)}, signature="rank"),
+        grpc.StatusCode.INVALID_ARGUMENT, ("signature 'rank' refused the input",
+                                           "unknown item ids:] [no_such_item,nor_this]")),
     "wrong rank": (lambda a: predict_request({**a, F.HOUR: a[F.HOUR][:, None]}),
                    grpc.StatusCode.INVALID_ARGUMENT, ("'hour'", "shape", "[4 1]")),
     "batch sizes disagree": (lambda a: predict_request({**a, F.PRICE: a[F.PRICE][:3]}),
@@ -123,12 +133,13 @@ def test_bad_request_gets_its_code_and_the_server_goes_on(served, catalog, case)
 
 
 def test_declared_shapes_are_checked_before_the_graph_runs(served_toy, catalog):
-    _, stubs = served_toy  # its signature declares [None, 8] token ids (CameNN's export checks in its graph)
+    _, stubs = served_toy  # its signature declares [None, 12] text tokens (CameNN's export checks in its graph)
     good = dense_inputs(catalog[0], n=4)
     with pytest.raises(grpc.RpcError) as caught:
-        stubs.predict.Predict(predict_request({**good, F.TEXT_TOKEN_IDS: good[F.TEXT_TOKEN_IDS][:, :5]}), timeout=10)
+        stubs.predict.Predict(predict_request({**good, F.TEXT_EMBEDDINGS: good[F.TEXT_EMBEDDINGS][:, :5]}),
+                              timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "input 'text_token_ids' has shape [4, 5]; signature 'dense' expects [None, 8]" in caught.value.details()
+    assert "input 'text_embeddings' has shape [4, 5]; signature 'dense' expects [None, 12]" in caught.value.details()
 
 
 def test_unimplemented_methods_say_so(served):

@@ -18,8 +18,8 @@ from camenn.model import features as F
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 COMPONENTS = ("PreprocessDataset", "StatisticsGen", "ContractSchemaGen", "ExampleValidator", "AnomaliesGate",
-              "Transform", "Trainer", "AlignmentEvalExamples", "latest_blessed_model_resolver", "Evaluator",
-              "EvaluationTensorBoard", "Pusher", "ServingBundle")
+              "Transform", "ListingAudit", "Trainer", "ListingTable", "AlignmentEvalExamples",
+              "latest_blessed_model_resolver", "Evaluator", "EvaluationTensorBoard", "Pusher", "ServingBundle")
 BROKEN_RUN_FN = "broken_trainer.run_fn"
 
 pytestmark = pytest.mark.slow
@@ -49,12 +49,39 @@ def test_every_component_ran_and_the_model_was_pushed(pipeline_run):
     assert (pushed / "saved_model.pb").is_file()
     assert (pushed / "assets.extra" / "tf_serving_warmup_requests").is_file()
     assert (Path(config.serving_model_dir) / "models.config").is_file()
-    assert glob.glob(os.path.join(config.serving_model_dir, "item_features", "*.tfrecord.gz"))
     pre = summary["preprocessing"]
     assert pre["events"]["in"] == pre["events"]["out"] + pre["events"]["quarantined"] > 0
-    for key in (f"{F.CVR}/auc", f"{F.CVR}/gauc", f"{F.CVR}/log_loss", f"{F.CVR}/calibration", f"{F.ITA}/auc",
-                f"{F.TIA}/auc"):
+    for key in (f"{F.CVR}/auc", f"{F.CVR}/gauc", f"{F.CVR}/log_loss", f"{F.CVR}/normalized_entropy",
+                f"{F.CVR}/log_loss_vs_prior", f"{F.CVR}/calibration", f"{F.ITA}/auc", f"{F.TIA}/auc"):
         assert 0.0 <= summary["metrics"][key] < 10.0, key
+    for kind in (F.HARD_NEGATIVE, F.OTHER_COARSE_NEGATIVE):
+        assert {f"{F.ITA}/auc", f"{F.TIA}/auc"} <= set(summary["metrics_by_negative_kind"][kind])
+
+
+def test_the_pushed_version_holds_every_listing_and_ranks_by_item_id(pipeline_run):
+    import numpy as np
+    import tensorflow as tf
+
+    from camenn.serving import listings
+
+    config, summary = pipeline_run
+    pushed = summary["pushed_path"]
+    table = listings.read_table(tf.saved_model.load(pushed))
+    assert len(table["item_ids"]) == summary["preprocessing"]["items"]["out"]
+    assert json.loads(Path(pushed, listings.ENCODING_FILE).read_text()) == config.listing_encoding()
+    # The table is what the version's own encode_listings makes of the catalog today.
+    loaded = tf.saved_model.load(pushed)
+    items = listings.read_listing_features(glob.glob(os.path.join(config.pipeline_root, "PreprocessDataset",
+                                                                   "items", "*"))[0])
+    fresh = listings.encode(loaded, items)
+    rows = {item_id: row for row, item_id in enumerate(table["item_ids"])}
+    order = [rows[i] for i in items[F.ITEM_ID]]
+    for name, value in fresh.items():
+        np.testing.assert_allclose(table[name][order], value, rtol=1e-4, atol=1e-5, err_msg=name)
+    ranked = loaded.signatures["rank"](item_id=tf.constant(items[F.ITEM_ID][:5]),
+                                       shopper_id=tf.constant([b"s0001"] * 5), hour=tf.constant([18] * 5, tf.int64),
+                                       distance_km=tf.constant([1.5] * 5))
+    assert ranked[F.CVR].shape == (5,) and np.all((ranked[F.CVR].numpy() > 0) & (ranked[F.CVR].numpy() < 1))
 
 
 def test_metrics_are_sliced_and_the_truth_file_only_reaches_the_evaluator(pipeline_run):
@@ -65,7 +92,7 @@ def test_metrics_are_sliced_and_the_truth_file_only_reaches_the_evaluator(pipeli
     nodes = node_runs(open_store(config.metadata_path), summary["run_id"])
     sliced = {key.column for metrics in tfma.load_metrics(nodes["Evaluator"].output("evaluation").uri)
               for key in metrics.slice_key.single_slice_keys}
-    assert sliced == {F.CATEGORY, F.MERCHANT_SIZE, F.LISTING_QUALITY}
+    assert sliced == {F.CATEGORY, F.MERCHANT_SIZE, F.LISTING_QUALITY, F.NEGATIVE_KIND}
     # The model's inputs come from Transform, whose raw schema has no quality feature.
     schema_uri = nodes["ContractSchemaGen"].output("schema").uri
     assert F.LISTING_QUALITY not in Path(schema_uri, "schema.pbtxt").read_text()
@@ -98,7 +125,8 @@ def test_pushed_model_scores_a_tf_example_in_a_fresh_process(pipeline_run):
     out = subprocess.run([sys.executable, "-c", script, summary["pushed_path"], *examples], capture_output=True,
                          text=True, timeout=300, check=True).stdout.strip().splitlines()
     scores, signatures = json.loads(out[-2]), json.loads(out[-1])
-    assert set(scores) == set(F.TASKS) and {"serving_default", "dense"} <= set(signatures)
+    assert set(scores) == set(F.TASKS)
+    assert set(signatures) == {"serving_default", "dense", "rank", "listings", "encode_listings"}
     for values in scores.values():
         assert len(values) == 5 and all(0.0 <= v <= 1.0 for v in values)
 
@@ -183,7 +211,8 @@ def test_a_broken_model_is_not_blessed_and_not_pushed(pipeline_run):
     summary = _summary(config)
     assert summary["components"]["Trainer"] == summary["components"]["Evaluator"] == "COMPLETE"
     assert not summary["blessed"] and not summary["pushed"]
-    assert any(failure.startswith(f"{F.CVR}/log_loss") for failure in summary["failures"]), summary["failures"]
+    assert any(failure.startswith(f"{F.CVR}/log_loss_vs_prior") for failure in summary["failures"]), \
+        summary["failures"]
     assert sorted(os.listdir(Path(config.serving_model_dir) / "camenn")) == versions_before
 
 

@@ -14,3 +14,8 @@ class PreprocessingReport(artifact.Artifact):
     """`summary.json` (rows in, out and quarantined by reason; the schema-like summary) and
     `quarantine/*.csv` (every bad row with its reason) of one preprocessing run."""
     TYPE_NAME = "camenn.PreprocessingReport"
+
+
+class ListingAuditReport(artifact.Artifact):
+    """`listing_audit.csv`: every listing's out-of-fold ITA and TIA scores (camenn.serving.audit reads it)."""
+    TYPE_NAME = "camenn.ListingAuditReport"

@@ -2,9 +2,9 @@
 
 SchemaGen infers a schema from the statistics of the very data it should judge, so a column whose type
 changed would simply get a new type. This component writes the schema the data must follow instead:
-every feature's type, presence and exact length (contract 2 of notes/contracts.md, names from
-camenn.model.features) and value ranges, with the lengths that depend on configuration (text length,
-number of patches, patch width) read from the preprocessing report of this run. ExampleValidator checks
+every feature's type, presence and exact length (names from camenn.model.features) and value ranges,
+with the lengths that depend on configuration (text length, text tokens and their width, number of
+patches and their width) read from the preprocessing report of this run. ExampleValidator checks
 the statistics against it, and the pipeline stops before Transform on any anomaly.
 """
 import os
@@ -24,16 +24,18 @@ RAW_FEATURES = {
     F.MERCHANT_SIZE: (BYTES, 1), F.REQUEST_ID: (BYTES, 1), F.SHOPPER_ID: (BYTES, 1),
     F.PRICE: (FLOAT, 1), F.DISTANCE_KM: (FLOAT, 1),
     F.TIMESTAMP: (INT, 1), F.HOUR: (INT, 1), F.LABEL: (INT, 1),
-    F.TEXT_TOKEN_IDS: (INT, None), F.PATCH_EMBEDDINGS: (FLOAT, None),
+    F.TEXT_TOKEN_IDS: (INT, None), F.TEXT_EMBEDDINGS: (FLOAT, None), F.PATCH_EMBEDDINGS: (FLOAT, None),
 }
 INT_RANGES = {F.HOUR: (0, 23), F.LABEL: (0, 1), F.TIMESTAMP: (0, None), F.TEXT_TOKEN_IDS: (0, None)}
 FLOAT_RANGES = {F.PRICE: (0.0, None), F.DISTANCE_KM: (0.0, None)}
 
 
-def build_schema(max_text_length: int, num_patches: int, patch_dim: int,
+def build_schema(max_text_length: int, text_floats: int, num_patches: int, patch_dim: int,
                  min_examples: int = 1) -> schema_pb2.Schema:
+    """`text_floats`: num_text_tokens x text_dim."""
     schema = schema_pb2.Schema()
-    lengths = {F.TEXT_TOKEN_IDS: max_text_length, F.PATCH_EMBEDDINGS: num_patches * patch_dim}
+    lengths = {F.TEXT_TOKEN_IDS: max_text_length, F.TEXT_EMBEDDINGS: text_floats,
+               F.PATCH_EMBEDDINGS: num_patches * patch_dim}
     for name, (dtype, length) in RAW_FEATURES.items():
         feature = schema.feature.add(name=name, type=dtype)
         feature.presence.min_fraction = 1.0
@@ -61,6 +63,6 @@ def ContractSchemaGen(
 ) -> None:
     """Writes `schema.pbtxt` for the raw examples this run's preprocessing produced (module docstring)."""
     summary = report.get_json_value_custom_property("summary")
-    built = build_schema(int(summary["max_text_length"]), int(summary["num_patches"]), int(summary["patch_dim"]),
-                         min_examples)
+    built = build_schema(int(summary["max_text_length"]), int(summary["num_text_tokens"]) * int(summary["text_dim"]),
+                         int(summary["num_patches"]), int(summary["patch_dim"]), min_examples)
     io_utils.write_pbtxt_file(os.path.join(schema.uri, "schema.pbtxt"), built)

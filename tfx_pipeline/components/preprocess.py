@@ -4,7 +4,7 @@ It runs the same Python entry point as the command line and turns its output fol
 a standard `Examples` (splits `train` and `eval`, GZIP tf.Example TFRecords, ready for StatisticsGen,
 Transform and the Evaluator), `ItemFeatures` (one tf.Example per good listing) and a
 `PreprocessingReport` (summary.json and the quarantine). ExampleGen has no stage for tokenising text and
-embedding photo patches, hence this component instead of ExampleGen over files made outside the pipeline.
+encoding texts and photo patches, hence this component instead of ExampleGen over files made outside the pipeline.
 """
 import hashlib
 import json
@@ -65,8 +65,10 @@ def PreprocessDataset(
     image_preset: tfx.dsl.components.Parameter[str],
     grid: tfx.dsl.components.Parameter[str],
     max_text_length: tfx.dsl.components.Parameter[int],
+    text_encoder: tfx.dsl.components.Parameter[str],
+    num_text_tokens: tfx.dsl.components.Parameter[int],
     beam_args: tfx.dsl.components.Parameter[str],
-    image_cache_dir: tfx.dsl.components.Parameter[str] = "",
+    embedding_cache_dir: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
     """Tokenises and joins a dataset folder into tf.Examples (see module docstring).
 
@@ -80,7 +82,7 @@ def PreprocessDataset(
     summary = preprocess(
         dataset_dir=dataset_dir, output_dir=staging, image_encoder=image_encoder, image_preset=image_preset,
         grid=grid, max_text_length=max_text_length, beam_args=json.loads(beam_args),
-        cache_dir=image_cache_dir or None)
+        cache_dir=embedding_cache_dir or None, text_encoder=text_encoder, num_text_tokens=num_text_tokens)
     examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
     for split in SPLITS:
         _move_children(os.path.join(staging, "examples", split), artifact_utils.get_split_uri([examples], split))
