@@ -34,8 +34,11 @@ def preprocessing_fn(inputs, custom_config):
     for name, size in F.INTEGER_FEATURES.items():
         outputs[name] = tf.clip_by_value(_squeeze(inputs[name]), 0, size - 1)
     for name in F.NUMERIC_FEATURES:
-        # Prices and distances are positive and heavy-tailed: normalise their logarithm.
-        outputs[name] = tft.scale_to_z_score(tf.math.log1p(tf.maximum(_squeeze(inputs[name]), 0.0)))
+        # Prices and distances are positive and heavy-tailed: normalise their logarithm. In float64, then
+        # rounded to float32: in float32 the same price came out one ulp apart depending on its position in
+        # a batch (vectorised and scalar code round differently), so a run's inputs depended on batching.
+        value = tf.math.log1p(tf.maximum(tf.cast(_squeeze(inputs[name]), tf.float64), 0.0))
+        outputs[name] = tf.cast(tft.scale_to_z_score(value), tf.float32)
     outputs[F.TEXT_TOKEN_IDS] = tf.identity(inputs[F.TEXT_TOKEN_IDS])
     outputs[F.TEXT_EMBEDDINGS] = tf.identity(inputs[F.TEXT_EMBEDDINGS])
     outputs[F.PATCH_EMBEDDINGS] = tf.identity(inputs[F.PATCH_EMBEDDINGS])

@@ -43,8 +43,10 @@ class NumericFeatureEmbedding(keras.layers.Layer):
         self.outer_bias = self.add_weight((num_features, self.hidden_dim), name="outer_bias", initializer="zeros")
 
     def call(self, inputs):
-        hidden = ops.gelu(inputs[:, :, None] * self.inner_kernel + self.inner_bias)
-        return ops.einsum("bfi,fih->bfh", hidden, self.outer_kernel) + self.outer_bias
+        hidden = ops.gelu(inputs[:, :, None] * self.inner_kernel + self.inner_bias)  # [B, F, I]
+        # A batched matmul over the features ([F, B, I] x [F, I, H]): einsum's generic path took ~10x longer.
+        outer = ops.matmul(ops.transpose(hidden, (1, 0, 2)), self.outer_kernel)
+        return ops.transpose(outer, (1, 0, 2)) + self.outer_bias
 
     def compute_output_shape(self, inputs_shape):
         return (*inputs_shape, self.hidden_dim)

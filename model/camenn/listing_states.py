@@ -20,19 +20,29 @@ import tensorflow as tf
 
 
 def _keys_values(layer, sequence):
-    """The keys and values [batch, length, heads, head_dim] `layer`'s self-attention computes for `sequence`."""
+    """The keys [batch, heads, head_dim, length] and values [batch, heads, length, head_dim] `layer`'s
+    self-attention computes for `sequence`, laid out for `tf.matmul` (so a request multiplies them as they
+    are stored, with no transpose)."""
     normed = layer._self_attention_layer_norm(sequence)
     attention = layer._self_attention_layer
-    return attention._key_dense(normed), attention._value_dense(normed)
+    return (tf.transpose(attention._key_dense(normed), (0, 2, 3, 1)),
+            tf.transpose(attention._value_dense(normed), (0, 2, 1, 3)))
 
 
-def _attend(attention, normed_queries, keys, values):
-    """Multi-head attention of `normed_queries` [B, Q, H] over `keys`/`values` [B, K, heads, head_dim], as
-    `keras.layers.MultiHeadAttention` computes it (no mask: request tokens may attend to every token)."""
-    query = attention._query_dense(normed_queries) * (1.0 / math.sqrt(float(attention._key_dim)))
-    scores = tf.einsum("bkhd,bqhd->bhqk", keys, query)
-    context = tf.einsum("bhqk,bkhd->bqhd", tf.nn.softmax(scores, axis=-1), values)
-    return attention._output_dense(context)
+def _attend(attention, normed_queries, normed_request, listing_keys, listing_values):
+    """Multi-head attention of `normed_queries` [B, Q, H] over the listing's cached keys and values and the
+    request's own tokens `normed_request` [B, R, H], as `keras.layers.MultiHeadAttention` computes it (no
+    mask: request tokens attend to every token). The softmax spans both parts; they are never concatenated."""
+    heads = lambda x: tf.transpose(x, (0, 2, 1, 3))  # noqa: E731  [B, T, h, d] -> [B, h, T, d]
+    query = heads(attention._query_dense(normed_queries)) * (1.0 / math.sqrt(float(attention._key_dim)))
+    own_keys, own_values = heads(attention._key_dense(normed_request)), heads(attention._value_dense(normed_request))
+    listing_scores = tf.matmul(query, listing_keys)  # [B, h, Q, L]
+    scores = tf.concat([listing_scores, tf.matmul(query, own_keys, transpose_b=True)], axis=-1)
+    probabilities = tf.nn.softmax(scores, axis=-1)
+    length = tf.shape(listing_scores)[-1]
+    context = (tf.matmul(probabilities[..., :length], listing_values)
+               + tf.matmul(probabilities[..., length:], own_values))  # [B, h, Q, d]
+    return attention._output_dense(tf.transpose(context, (0, 2, 1, 3)))
 
 
 def _feedforward(layer, x):
@@ -43,21 +53,16 @@ def _request_layer(layer, tokens, listing_keys, listing_values):
     """A pre-layer-norm transformer layer run on the request's tokens only: they attend to the listing's
     cached keys and values and to each other."""
     normed = layer._self_attention_layer_norm(tokens)
-    attention = layer._self_attention_layer
-    keys = tf.concat([listing_keys, attention._key_dense(normed)], axis=1)
-    values = tf.concat([listing_values, attention._value_dense(normed)], axis=1)
-    x = tokens + _attend(attention, normed, keys, values)
+    x = tokens + _attend(layer._self_attention_layer, normed, normed, listing_keys, listing_values)
     return x + _feedforward(layer, x)
 
 
 def _request_tower(tower, tokens, query_index, listing_keys, listing_values):
     """A `TaskTower` read out at request token `query_index`, over the listing's cached keys and values."""
     normed = tower._self_attention_layer_norm(tokens)
-    attention = tower._self_attention_layer
-    keys = tf.concat([listing_keys, attention._key_dense(normed)], axis=1)
-    values = tf.concat([listing_values, attention._value_dense(normed)], axis=1)
     x = tokens[:, query_index:query_index + 1]
-    x = x + _attend(attention, normed[:, query_index:query_index + 1], keys, values)
+    x = x + _attend(tower._self_attention_layer, normed[:, query_index:query_index + 1], normed, listing_keys,
+                    listing_values)
     x = x + _feedforward(tower, x)
     return x[:, 0]
 
@@ -81,10 +86,11 @@ def encode_listings(model, inputs):
 
     Returns:
         dict of float32 [N, ...] tensors (int32 for expert ids): each listing task's score (`ita`,
-        `tia`); and for the request task (CVR), the keys and values of the listing's tokens in every
-        shared layer (`shared_{l}_keys`, `shared_{l}_values`), its top-k experts and their weights
-        (`experts`, `expert_weights`) with those experts' keys and values (`expert_keys`,
-        `expert_values`, [N, k, length, heads, head_dim]), and its tower's (`tower_keys`, `tower_values`).
+        `tia`); and for the request task (CVR), the keys [N, heads, head_dim, length] and values [N, heads,
+        length, head_dim] of the listing's tokens in every shared layer (`shared_{l}_keys`,
+        `shared_{l}_values`), its top-k experts and their weights (`experts`, `expert_weights`) with those
+        experts' keys and values (`expert_keys`, `expert_values`, [N, k, ...]), and its tower's
+        (`tower_keys`, `tower_values`).
     """
     backbone = _check_listing_only(model)
     x = backbone.listing_tokens(inputs, training=False)
