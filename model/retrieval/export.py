@@ -1,0 +1,127 @@
+"""Exports a trained `TwoTowerRetrieval` as a SavedModel that stock TensorFlow Serving loads.
+
+Signatures, all on core TensorFlow ops (no Keras, tf_keras or TFRS is needed to load or call them):
+- `serving_default`: `shopper_id` (string [batch]), `hour` (int64 [batch], 0..23) -> the top K listings per
+  request from the version's index (`camenn.model.retrieval_index`): `item_id`, `score` [batch, K], the
+  index's display columns `title`, `category`, `merchant_id`, `price`, the listing audit's `alignment`,
+  `popularity` [batch, K], and `known_shopper` (bool [batch]). A shopper the vocabulary does not know
+  (no click in the training split) has no trained vector: their top K are the most clicked listings,
+  scored log(1 + clicks), and `known_shopper` says so.
+- `query`: the same inputs -> `query_embedding` [batch, D] and `known_shopper`.
+- `encode_candidates`: raw listing features [batch, ...] -> `candidate_embedding` [batch, D] and
+  `popularity` (training clicks of the listing; 0 for one the vocabulary does not know): what the index
+  holds per listing, so that any listing, new ones included, can be indexed without retraining.
+K is min(`top_k`, listings in the index). The index is written empty here and filled from a catalog
+afterwards (`camenn.serving.retrieval_index.write_index`, the pipeline's `RetrievalIndex` step).
+
+With a `transform` (tf.Transform's `TransformFeaturesLayer`) the signatures take raw features and the
+vocabularies run inside the graph, as in the ranker's export. An hour outside 0..23 is refused.
+"""
+import numpy as np
+import tensorflow as tf
+
+from camenn.model import features as F
+from camenn.model.retrieval_index import POPULARITY, RetrievalIndex
+from camenn.model.retrieval.retrieval_towers import CANDIDATE_FEATURES, QUERY_FEATURES
+
+QUERY_SIGNATURE = "query"
+ENCODE_CANDIDATES_SIGNATURE = "encode_candidates"
+SCORE = "score"
+KNOWN_SHOPPER = "known_shopper"
+QUERY_EMBEDDING = "query_embedding"
+CANDIDATE_EMBEDDING = "candidate_embedding"
+
+
+def _dense_spec(feature, name):
+    shape = [] if list(feature.shape) in ([], [1]) else list(feature.shape)
+    dtype = tf.int64 if feature.dtype == tf.int64 else feature.dtype
+    return tf.TensorSpec([None, *shape], dtype, name=name)
+
+
+class RetrievalServingModule(tf.Module):
+    """The serving graph around a trained model's towers (see the module docstring).
+
+    Only the towers' variables are tracked, not the tf_keras layers: the SavedModel's object graph holds
+    variables, the transform's resources and the index, and its functions hold core ops.
+    """
+
+    def __init__(self, model, transform, raw_feature_spec, transform_trackables, known_shoppers,
+                 item_click_counts, top_k):
+        super().__init__(name="camenn_retrieval")
+        # Not tracked (object.__setattr__ skips tf.Module's tracking): the tf_keras layers stay out of the
+        # SavedModel's object graph; the functions capture their variables.
+        object.__setattr__(self, "_model", model)
+        self.transform_trackables = list(transform_trackables)
+        self.tower_variables = list(model.query_tower.variables) + list(model.candidate_tower.variables)
+        self.item_click_counts = tf.Variable(np.asarray(item_click_counts, np.float32), trainable=False,
+                                             name="item_click_counts")
+        self.index = RetrievalIndex()
+        self.known_shoppers = int(known_shoppers)
+        self.top_k = int(top_k)
+        self._transform = transform
+        self._raw_spec = dict(raw_feature_spec)
+
+    def _transformed(self, raw):
+        checked = {name: tf.reshape(value, [-1, *self._raw_spec[name].shape]) for name, value in raw.items()}
+        out = self._transform(checked) if self._transform is not None else checked
+        return {name: (tf.reshape(out[name], [-1]) if out[name].shape.rank == 2 and out[name].shape[1] == 1
+                       and name not in (F.TEXT_EMBEDDINGS, F.PATCH_EMBEDDINGS) else out[name]) for name in raw}
+
+    def _query(self, shopper_id, hour):
+        check = tf.debugging.Assert(tf.reduce_all((hour >= 0) & (hour < F.INTEGER_FEATURES[F.HOUR])),
+                                    ["feature 'hour' must lie in [0, 24); got values from", tf.reduce_min(hour),
+                                     "to", tf.reduce_max(hour)])
+        with tf.control_dependencies([check]):
+            inputs = self._transformed({F.SHOPPER_ID: shopper_id, F.HOUR: tf.identity(hour)})
+        vectors = self._model.query_tower({name: inputs[name] for name in QUERY_FEATURES}, training=False)
+        return vectors, inputs[F.SHOPPER_ID] < self.known_shoppers
+
+    def query(self, shopper_id, hour):
+        vectors, known = self._query(shopper_id, hour)
+        return {QUERY_EMBEDDING: vectors, KNOWN_SHOPPER: known}
+
+    def retrieve(self, shopper_id, hour):
+        vectors, known = self._query(shopper_id, hour)
+        scores, rows = self.index.top_k(vectors, known, self.top_k)
+        return {SCORE: scores, KNOWN_SHOPPER: known, **self.index.gather(rows)}
+
+    def encode_candidates(self, raw):
+        inputs = self._transformed(raw)
+        vectors = self._model.candidate_tower({name: inputs[name] for name in CANDIDATE_FEATURES}, training=False)
+        return {CANDIDATE_EMBEDDING: vectors, POPULARITY: tf.gather(self.item_click_counts, inputs[F.ITEM_ID])}
+
+    def signatures(self):
+        request = [tf.TensorSpec([None], tf.string, name=F.SHOPPER_ID), tf.TensorSpec([None], tf.int64, name=F.HOUR)]
+        listing = {name: _dense_spec(self._raw_spec[name], name) for name in CANDIDATE_FEATURES}
+        retrieve = tf.function(self.retrieve, input_signature=request)
+        query = tf.function(self.query, input_signature=request)
+        encode = tf.function(self.encode_candidates, input_signature=[listing])
+        return {"serving_default": retrieve.get_concrete_function(), QUERY_SIGNATURE: query.get_concrete_function(),
+                ENCODE_CANDIDATES_SIGNATURE: encode.get_concrete_function()}
+
+
+def export_retrieval_model(model, export_dir, *, raw_feature_spec, known_shoppers, item_click_counts, top_k=100,
+                           transform=None, transform_trackables=()):
+    """Writes the retrieval SavedModel (module docstring) with an empty index.
+
+    Args:
+        model: a trained `TwoTowerRetrieval`.
+        export_dir: the SavedModel folder to write.
+        raw_feature_spec: tf.io feature spec of every raw input the signatures take (`shopper_id`, `hour`
+            and the candidate tower's listing features).
+        known_shoppers: shopper vocabulary indices below this are shoppers the model trained on (Transform's
+            vocabulary size, OOV buckets excluded).
+        item_click_counts: float [item vocabulary size]: training clicks per item index (the popularity).
+        top_k: listings `serving_default` returns per request.
+        transform: raw features -> model inputs (tf.Transform's layer); None: the inputs are indices already.
+        transform_trackables: objects that own the transform's tables and files, saved with the model.
+
+    Example:
+        export_retrieval_model(model, "outputs/camenn_retrieval_export", raw_feature_spec=spec,
+                               known_shoppers=200, item_click_counts=counts, transform=tft_layer,
+                               transform_trackables=[tft_layer])
+    """
+    module = RetrievalServingModule(model, transform, raw_feature_spec, transform_trackables, known_shoppers,
+                                    item_click_counts, top_k)
+    tf.saved_model.save(module, str(export_dir), signatures=module.signatures())
+    return export_dir
