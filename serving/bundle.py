@@ -3,7 +3,9 @@
     <serving base>/                         e.g. outputs/serving_model, mounted at /models in the container
       camenn/<version>/                     the pushed SavedModel
         assets.extra/tf_serving_warmup_requests   PredictionLog records replayed at load (write_warmup_requests)
-      models.config                         ModelServerConfig: the model, its base path, version policy
+      camenn_retrieval/<version>/           the retrieval model, when the bundle lists it too (`more_models`)
+      models.config                         ModelServerConfig: each model, its base path, version policy
+      local_models.config                   the same with this machine's paths, for `camenn serve`
       batching_parameters.txt               BatchingParameters for --enable_batching
       docker_run.sh                         the container command (serves this folder on 8500 gRPC / 8501 REST)
       kubernetes.yaml                       ConfigMap, PersistentVolumeClaim, Deployment and Service
@@ -16,7 +18,7 @@ import dataclasses
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -31,6 +33,7 @@ GRPC_PORT, REST_PORT = defaults.GRPC_PORT, 8501  # the tensorflow/serving image'
 CONTAINER_MODELS_DIR = "/models"
 CONTAINER_CONFIG_DIR = "/config"
 MODELS_CONFIG = "models.config"
+LOCAL_MODELS_CONFIG = "local_models.config"  # base paths on this machine: camenn serve --model_config_file
 BATCHING_PARAMETERS = "batching_parameters.txt"
 DOCKER_RUN = "docker_run.sh"
 KUBERNETES = "kubernetes.yaml"
@@ -63,6 +66,7 @@ class ServingBundle:
     """What write_serving_bundle wrote."""
 
     models_config: Path
+    local_models_config: Path
     batching_parameters: Path
     docker_run: Path
     kubernetes: Path
@@ -138,11 +142,14 @@ def write_warmup_requests(saved_model_dir: Union[str, Path], serialized_examples
     return path
 
 
-def models_config_text(model_name: str, base_path: str, num_versions: int = 1) -> str:
-    """TF Serving's models.config: one model, its base path, serve the `num_versions` newest."""
+def models_config_text(model_name: str, base_path: str, num_versions: int = 1,
+                       more_models: Sequence[Tuple[str, str]] = ()) -> str:
+    """TF Serving's models.config: the model and its base path, then each (name, base path) of
+    `more_models`; every one serves its `num_versions` newest."""
     config = model_server_config_pb2.ModelServerConfig()
-    model = config.model_config_list.config.add(name=model_name, base_path=base_path, model_platform="tensorflow")
-    model.model_version_policy.latest.num_versions = num_versions
+    for name, path in [(model_name, base_path), *more_models]:
+        model = config.model_config_list.config.add(name=name, base_path=path, model_platform="tensorflow")
+        model.model_version_policy.latest.num_versions = num_versions
     return text_format.MessageToString(config)
 
 
@@ -229,7 +236,8 @@ def kubernetes_documents(model_name: str, image: str, models_config: str, batchi
 def write_serving_bundle(serving_base: Union[str, Path], model_name: str = defaults.MODEL_NAME,
                          warmup_examples: Sequence[bytes] = (), version: Optional[int] = None, *,
                          image: str = defaults.TF_SERVING_IMAGE, batching: BatchingParameters = BatchingParameters(),
-                         num_versions: int = 1, poll_seconds: int = 30, replicas: int = 1) -> ServingBundle:
+                         num_versions: int = 1, poll_seconds: int = 30, replicas: int = 1,
+                         more_models: Sequence[str] = ()) -> ServingBundle:
     """Writes the TensorFlow Serving bundle for `<serving_base>/<model_name>/` (see the module docstring).
 
     Args:
@@ -243,6 +251,8 @@ def write_serving_bundle(serving_base: Union[str, Path], model_name: str = defau
         num_versions: how many of the newest versions to serve at once.
         poll_seconds: how often TF Serving looks for new versions.
         replicas: Deployment replicas.
+        more_models: other models under serving_base to serve beside `model_name` (e.g. the retrieval
+            model `camenn_retrieval`); warm their versions with `write_warmup_requests`.
 
     Returns:
         The paths written.
@@ -258,14 +268,19 @@ def write_serving_bundle(serving_base: Union[str, Path], model_name: str = defau
         warmup = version_dir / servables.WARMUP_FILE
         if not warmup.exists():
             write_warmup_requests(version_dir, warmup_examples, model_name)
-    container_config = models_config_text(model_name, f"{CONTAINER_MODELS_DIR}/{model_name}", num_versions)
+    container_config = models_config_text(model_name, f"{CONTAINER_MODELS_DIR}/{model_name}", num_versions,
+                                          [(name, f"{CONTAINER_MODELS_DIR}/{name}") for name in more_models])
     models_config = _write_atomically(base / MODELS_CONFIG, container_config)
+    local_config = models_config_text(model_name, str(model_dir.resolve()), num_versions,
+                                      [(name, str((base / name).resolve())) for name in more_models])
+    local_models_config = _write_atomically(base / LOCAL_MODELS_CONFIG, local_config)
     batching_parameters = _write_atomically(base / BATCHING_PARAMETERS, batching.text_proto())
     docker_run = _write_atomically(base / DOCKER_RUN, docker_run_script(image, poll_seconds), mode=0o755)
     documents = kubernetes_documents(model_name, image, container_config, batching.text_proto(), poll_seconds,
                                      replicas)
-    manifest = ("# TensorFlow Serving for CameNN: kubectl apply -f kubernetes.yaml, then copy the model into the\n"
-                f"# volume: kubectl cp {model_name} <pod>:{CONTAINER_MODELS_DIR}/ (the pod turns ready once it loads).\n"
+    copies = "; ".join(f"kubectl cp {name} <pod>:{CONTAINER_MODELS_DIR}/" for name in (model_name, *more_models))
+    manifest = ("# TensorFlow Serving for CameNN: kubectl apply -f kubernetes.yaml, then copy the models into the\n"
+                f"# volume: {copies} (the pod turns ready once {model_name} loads).\n"
                 + yaml.safe_dump_all(documents, sort_keys=False))
     kubernetes = _write_atomically(base / KUBERNETES, manifest)
-    return ServingBundle(models_config, batching_parameters, docker_run, kubernetes, warmup)
+    return ServingBundle(models_config, local_models_config, batching_parameters, docker_run, kubernetes, warmup)

@@ -1,4 +1,4 @@
-"""Verbs `camenn serve`, `camenn rank`, `camenn audit`, `camenn listings add` and `camenn serving-bundle`.
+"""Verbs `camenn serve`, `camenn rank`, `camenn recommend`, `camenn audit`, `camenn listings add` and `camenn serving-bundle`.
 
 Only argparse here: TensorFlow and gRPC are imported inside the functions the verbs run.
 """
@@ -92,6 +92,29 @@ def _rank(args) -> int:
         print(f"{rank:>4}  {item.item_id:<{width}}  {item.cvr:6.4f} {item.ita:6.4f} {item.tia:6.4f}  {item.title}")
     if ranked.unknown_item_ids:
         print(f"not ranked, unknown to the served model version: {', '.join(ranked.unknown_item_ids)}")
+    return 0
+
+
+def _recommend(args) -> int:
+    from camenn.serving.recommend import RecommendationClient, format_table
+
+    demote_below = None if args.no_demote else args.demote_below
+    try:
+        with RecommendationClient(args.host, args.port, args.model_name, args.retrieval_model_name,
+                                  timeout=args.timeout) as client:
+            found = client.recommend(args.user, k=args.k, hour=args.hour, distance_km=args.distance_km,
+                                     demote_below=demote_below)
+    except Exception as error:  # noqa: BLE001 - _report_failure re-raises what is not a user's error
+        return _report_failure(args, error)
+    source = (f"{found.candidates} candidates from {args.retrieval_model_name}" if found.known_shopper else
+              f"shopper {args.user} is unknown to {args.retrieval_model_name} (no clicks in its training data): "
+              f"the {found.candidates} most popular listings")
+    print(f"top {len(found)} for shopper {args.user}{'' if args.hour is None else f' at {args.hour}:00'} "
+          f"({source}, ranked by {args.model_name} CVR"
+          + (f"; listings the audit flags, min(ITA, TIA) < {demote_below}, last)" if demote_below is not None else ")"))
+    print(format_table(found))
+    if found.unknown_item_ids:
+        print(f"not ranked, unknown to the ranker's version: {', '.join(found.unknown_item_ids)}")
     return 0
 
 
@@ -201,6 +224,29 @@ def register(subparsers) -> None:
                       help=f"shopper-to-store distance for every candidate (default {defaults.DISTANCE_KM} km)")
     _client_flags(rank)
     rank.set_defaults(func=_rank)
+
+    recommend = subparsers.add_parser(
+        "recommend", help="recommend listings for a shopper: retrieval, then ranking (two gRPC Predicts)",
+        description="Asks the retrieval model (camenn_retrieval) for the shopper's top listings at that hour "
+                    "(one Predict; an unknown shopper gets the most popular listings, and the output says so), "
+                    "ranks them with the ranker (camenn, `rank`: one Predict), and prints the top k with title, "
+                    "category, price, CVR, ITA and TIA. Listings whose out-of-fold alignment from the listing "
+                    "audit, min(ITA, TIA), is under --demote-below move below the others. The server must serve "
+                    "both models: camenn serve --model_config_file outputs/serving_model/local_models.config. "
+                    "Writes nothing.")
+    recommend.add_argument("--user", required=True, help="shopper id")
+    recommend.add_argument("--k", type=int, default=10, help="listings to show (default 10)")
+    recommend.add_argument("--hour", type=int, default=None, help="local hour of the request, 0-23 (default: now)")
+    recommend.add_argument("--distance-km", type=float, default=defaults.DISTANCE_KM,
+                           help=f"shopper-to-store distance for every candidate (default {defaults.DISTANCE_KM} km)")
+    recommend.add_argument("--demote-below", type=float, default=0.5,
+                           help="demote listings whose audit alignment min(ITA, TIA) is under this (default 0.5, "
+                                "camenn audit's flag threshold)")
+    recommend.add_argument("--no-demote", action="store_true", help="rank by CVR alone")
+    recommend.add_argument("--retrieval-model-name", default=defaults.RETRIEVAL_MODEL_NAME,
+                           help=f"served retrieval model (default {defaults.RETRIEVAL_MODEL_NAME})")
+    _client_flags(recommend)
+    recommend.set_defaults(func=_recommend)
 
     audit = subparsers.add_parser(
         "audit", help="find listings whose photo and text disagree (low ITA or TIA), worst first",

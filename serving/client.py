@@ -122,11 +122,12 @@ class RankingClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _predict(self, signature: str, arrays: Dict[str, np.ndarray], output_filter: Sequence[str] = ()
-                 ) -> Dict[str, np.ndarray]:
+    def _predict(self, signature: str, arrays: Dict[str, np.ndarray], output_filter: Sequence[str] = (),
+                 model_name: Optional[str] = None) -> Dict[str, np.ndarray]:
+        """One Predict to `model_name` (default: this client's model, at its pinned version if any)."""
         request = predict_pb2.PredictRequest()
-        request.model_spec.name = self.model_name
-        if self.version is not None:
+        request.model_spec.name = model_name or self.model_name
+        if self.version is not None and model_name is None:
             request.model_spec.version.value = self.version
         request.model_spec.signature_name = signature
         request.output_filter.extend(output_filter)

@@ -2,8 +2,10 @@
 from camenn import paths
 
 MODEL_NAME = "camenn"
+RETRIEVAL_MODEL_NAME = "camenn_retrieval"  # the candidate retrieval model, served beside the ranker
 SERVING_BASE = paths.DEFAULT_OUTPUTS / "serving_model"  # the Pusher's destination: <base>/<model>/<version>/
 MODEL_BASE_PATH = SERVING_BASE / MODEL_NAME
+LOCAL_MODELS_CONFIG = SERVING_BASE / "local_models.config"  # both models, this machine's paths (serving bundle)
 PIPELINE_ROOT = paths.DEFAULT_OUTPUTS / "pipelines" / MODEL_NAME  # where `camenn audit` finds the newest audit
 AUDIT_DIR = paths.DEFAULT_OUTPUTS / "audit"
 GRPC_PORT = 8500  # TensorFlow Serving's

@@ -13,6 +13,7 @@ from camenn.model import features as F
 
 PIPELINE_NAME = "camenn"
 MODEL_NAME = "camenn"  # the serving name: <serving base>/camenn/<version>/
+RETRIEVAL_MODEL_NAME = "camenn_retrieval"  # the retrieval model's: <serving base>/camenn_retrieval/<version>/
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,18 @@ class PipelineConfig:
     # JSON object of model arguments over the preset's, e.g. {"num_experts": 0} or {"task_names": ["cvr"]}
     # (the ablations of `camenn experiments`); the preset's name picks the family (CameNN or a baseline).
     model_options: str = ""
+
+    # --- Candidate retrieval (TensorFlow Recommenders, beside the ranker): a second Trainer on the same
+    # Transform output, its top-K index over the catalog, Recall@K evaluation, its own push.
+    retrieval_preset: str = "retrieval_small"  # camenn.model.retrieval presets
+    retrieval_epochs: int = 10  # passes over the training clicks (~15 s for the sample on 2 CPU cores)
+    retrieval_batch_size: int = 128  # clicks per batch: each click's negatives are the batch's other listings
+    retrieval_learning_rate: float = 0.0  # 0: the model's default (Adam, 0.01)
+    retrieval_top_k: int = 100  # listings the served model returns per request: the ranker's candidates
+    retrieval_recall_ks: Tuple[int, ...] = (10, 50, 100)  # Recall@K the evaluator reports
+    # Blessed when Recall@retrieval_top_k is at least this times the popularity baseline's, above random's,
+    # and not below the last blessed retrieval model's by more than `max_regression`.
+    min_retrieval_lift: float = 1.0
 
     # --- The listing audit: each listing's ITA/TIA from a model trained on the other folds' listings.
     audit_folds: int = 5
@@ -104,6 +117,11 @@ class PipelineConfig:
     def serving_model_dir(self) -> str:
         """Serving base: pushed versions land in `<this>/camenn/<version>/`."""
         return os.path.join(self.outputs_dir, "serving_model")
+
+    @property
+    def retrieval_bless_k(self) -> int:
+        """The K the retrieval blessing judges: the candidates the ranker gets."""
+        return self.retrieval_top_k
 
     @property
     def checkpoint_dir(self) -> str:
@@ -159,7 +177,9 @@ PRESETS = {
     # CI and tests: the tiny model and image encoder, a couple of short epochs.
     "tiny": dict(model_preset="camenn_tiny", text_encoder="bert_tiny", image_encoder="inception_v4",
                  image_preset="inception_v4_tiny",
-                 max_text_length=32, batch_size=32, epochs=2, checkpoint_every_steps=5, validate_each_epoch=False),
+                 max_text_length=32, batch_size=32, epochs=2, checkpoint_every_steps=5, validate_each_epoch=False,
+                 retrieval_preset="retrieval_tiny", retrieval_epochs=5, retrieval_batch_size=64, retrieval_top_k=20,
+                 retrieval_recall_ks=(5, 10, 20)),
     # A CPU: the demo on the embedded sample. One epoch: a step of 64 clicks (192 rows with the ITA/TIA
     # negatives) takes ~8 s on 2 cores, so the sample's 73 steps are ~10 minutes (bench/pipeline.py).
     "small": dict(model_preset="camenn_small", epochs=1),
@@ -188,7 +208,7 @@ def parse_override(config: PipelineConfig, assignment: str) -> PipelineConfig:
         parsed = value.lower() in ("true", "1")
     elif isinstance(current, tuple):
         items = [v for v in value.split(",") if v]
-        parsed = tuple(int(v) for v in items) if key == "grid" else tuple(items)
+        parsed = tuple(int(v) for v in items) if key in ("grid", "retrieval_recall_ks") else tuple(items)
     else:
         parsed = type(current)(value)
     return config.replace(**{key: parsed})

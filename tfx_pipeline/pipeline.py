@@ -19,6 +19,8 @@ from camenn.tfx_pipeline.components.evaluation_tensorboard import EvaluationTens
 from camenn.tfx_pipeline.components.listing_audit import ListingAudit
 from camenn.tfx_pipeline.components.listing_table import ListingTable
 from camenn.tfx_pipeline.components.preprocess import PreprocessDataset, dataset_fingerprint
+from camenn.tfx_pipeline.components.retrieval import (LatestBlessedRetrievalModelStrategy, RetrievalEvaluator,
+                                                      RetrievalIndex)
 from camenn.tfx_pipeline.components.serving_bundle import ServingBundle
 
 _CODE_ROOTS = ("model", "preprocessing", "serving", "tfx_pipeline")
@@ -38,7 +40,8 @@ def code_version() -> str:
 
 
 def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=None,
-                    trainer_run_fn: str = "camenn.tfx_pipeline.trainer.run_fn") -> tfx.dsl.Pipeline:
+                    trainer_run_fn: str = "camenn.tfx_pipeline.trainer.run_fn",
+                    retrieval_run_fn: str = "camenn.tfx_pipeline.retrieval_trainer.run_fn") -> tfx.dsl.Pipeline:
     """Builds the pipeline.
 
     Args:
@@ -46,6 +49,7 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
         metadata_connection_config: the ML Metadata store (the local runner's SQLite file); None on
             Kubeflow, which brings its own.
         trainer_run_fn: the Trainer's `run_fn`, as a module path.
+        retrieval_run_fn: the retrieval Trainer's `run_fn`, as a module path.
     """
     version = code_version()
     trainer_config = dict(
@@ -59,6 +63,11 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
         encoding=config.listing_encoding(),
         checkpoint_root=config.checkpoint_dir, code_version=version,
         run_fn=trainer_run_fn)  # part of the checkpoint key: another trainer never resumes this one's state
+    retrieval_config = dict(
+        preset=config.retrieval_preset, epochs=config.retrieval_epochs, batch_size=config.retrieval_batch_size,
+        learning_rate=config.retrieval_learning_rate, top_k=config.retrieval_top_k, seed=config.seed,
+        num_oov_buckets=config.num_oov_buckets, num_patches=config.grid[0] * config.grid[1],
+        num_text_tokens=config.num_text_tokens, code_version=version)
 
     # Beam job: tokens, cached text and patch encodings per listing, events joined to listings, split by time.
     preprocess = PreprocessDataset(
@@ -98,6 +107,35 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
         transform_graph=transform.outputs["transform_graph"], schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config=trainer_config)
+    # The retrieval model (TFRS, Keras 2) on the same transformed clicks: shopper and hour -> top-K listings.
+    retrieval_trainer = tfx.components.Trainer(
+        run_fn=retrieval_run_fn, examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"], schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config=retrieval_config).with_id("RetrievalTrainer")
+    # Every listing's candidate vector (clicked or not) and out-of-fold alignment in the model's top-K index.
+    retrieval_index = RetrievalIndex(model=retrieval_trainer.outputs["model"], items=preprocess.outputs["items"],
+                                     audit=listing_audit.outputs["audit"])
+    # The last blessed retrieval model, the baseline the new one must not fall behind. Local runs only:
+    # Kubeflow V2 compiles TFX's own two resolver strategies and no other, so there the bounds alone judge.
+    with_retrieval_baseline = config.bless_against_last and metadata_connection_config is not None
+    retrieval_baseline = tfx.dsl.Resolver(
+        strategy_class=LatestBlessedRetrievalModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_retrieval_model_resolver")
+    # Recall@K on the eval split against popularity, random and the last blessed model; blesses or not.
+    retrieval_evaluator = RetrievalEvaluator(
+        model=retrieval_index.outputs["indexed_model"], examples=preprocess.outputs["examples"],
+        baseline_model=retrieval_baseline.outputs["model"] if with_retrieval_baseline else None,
+        recall_ks=",".join(str(k) for k in config.retrieval_recall_ks), bless_k=config.retrieval_bless_k,
+        min_lift_over_popularity=config.min_retrieval_lift, max_regression=config.max_regression)
+    # Copies a blessed retrieval model to <serving base>/camenn_retrieval/<version>/.
+    retrieval_pusher = tfx.components.Pusher(
+        model=retrieval_index.outputs["indexed_model"], model_blessing=retrieval_evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(filesystem=tfx.proto.PushDestination.Filesystem(
+            base_directory=os.path.join(config.serving_model_dir, configs.RETRIEVAL_MODEL_NAME)))
+    ).with_id("RetrievalPusher")
     # Every listing's states through the trained model, once per version, in the SavedModel's listing table.
     listing_table = ListingTable(model=trainer.outputs["model"], items=preprocess.outputs["items"])
     # Eval events plus ITA/TIA negatives and per-task weights, so TFMA can score all three heads.
@@ -123,13 +161,16 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
         model=listing_table.outputs["table_model"], model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(filesystem=tfx.proto.PushDestination.Filesystem(
             base_directory=os.path.join(config.serving_model_dir, configs.MODEL_NAME))))
-    # TensorFlow Serving bundle and warmup requests for the pushed version.
+    # TensorFlow Serving bundle listing both models, and warmup requests for the pushed versions.
     serving_bundle = ServingBundle(
         pushed_model=pusher.outputs["pushed_model"], examples=preprocess.outputs["examples"],
-        serving_base=config.serving_model_dir, model_name=configs.MODEL_NAME)
+        serving_base=config.serving_model_dir, model_name=configs.MODEL_NAME,
+        retrieval_pushed_model=retrieval_pusher.outputs["pushed_model"],
+        retrieval_model_name=configs.RETRIEVAL_MODEL_NAME)
 
     components = [preprocess, statistics_gen, schema_gen, example_validator, anomalies_gate, transform, listing_audit,
-                  trainer, listing_table, alignment_eval, baseline, evaluator, evaluation_tensorboard, pusher,
+                  retrieval_trainer, retrieval_index, *([retrieval_baseline] if with_retrieval_baseline else []),
+                  retrieval_evaluator, retrieval_pusher, trainer, listing_table, alignment_eval, baseline, evaluator, evaluation_tensorboard, pusher,
                   serving_bundle]
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,

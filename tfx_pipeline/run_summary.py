@@ -155,6 +155,18 @@ def summarize(config: PipelineConfig, run_id: Optional[str] = None) -> dict:
         pushed = nodes["Pusher"].output("pushed_model")
         summary["pushed"] = bool(_custom(pushed, "pushed", 0))
         summary["pushed_path"] = _custom(pushed, "pushed_destination") if summary["pushed"] else None
+    if "RetrievalEvaluator" in nodes:
+        import json
+        import os
+
+        evaluation = nodes["RetrievalEvaluator"].output("evaluation")
+        with open(os.path.join(evaluation.uri, "retrieval_metrics.json")) as f:
+            summary["retrieval"] = json.load(f)
+    if "RetrievalPusher" in nodes:
+        pushed = nodes["RetrievalPusher"].output("pushed_model")
+        summary["retrieval_pushed"] = bool(_custom(pushed, "pushed", 0))
+        summary["retrieval_pushed_path"] = (_custom(pushed, "pushed_destination") if summary["retrieval_pushed"]
+                                            else None)
     return summary
 
 
@@ -194,6 +206,20 @@ def format_summary(summary: dict) -> str:
             lines.append(f"    failed: {failure}")
     if "pushed" in summary:
         lines.append(f"  pushed: {summary['pushed_path'] if summary['pushed'] else 'no (not blessed)'}")
+    retrieval = summary.get("retrieval")
+    if retrieval:
+        m = retrieval["metrics"]
+        ks = sorted(int(key.split("@")[1]) for key in m if key.startswith("recall@"))
+        lines.append(f"  retrieval over {int(m['listings'])} listings, {int(m['eval_clicks'])} eval clicks "
+                     f"(Recall@K: model / popularity / random):")
+        for k in ks:
+            lines.append(f"    @{k}: {m[f'recall@{k}']:.4f} / {m[f'popularity_recall@{k}']:.4f} / "
+                         f"{m[f'random_recall@{k}']:.4f}  ({m[f'lift_over_popularity@{k}']:.2f}x popularity)")
+        lines.append(f"  retrieval blessed: {'yes' if retrieval['blessed'] else 'no'}")
+        for failure in retrieval["failures"]:
+            lines.append(f"    failed: {failure}")
+    if "retrieval_pushed" in summary:
+        lines.append(f"  retrieval pushed: {summary['retrieval_pushed_path'] if summary['retrieval_pushed'] else 'no'}")
     if summary.get("tensorboard_logdir"):
         lines.append(f"  TensorBoard: tensorboard --logdir {summary['tensorboard_logdir']}")
     return "\n".join(lines)

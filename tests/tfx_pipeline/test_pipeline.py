@@ -18,8 +18,11 @@ from camenn.model import features as F
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 COMPONENTS = ("PreprocessDataset", "StatisticsGen", "ContractSchemaGen", "ExampleValidator", "AnomaliesGate",
-              "Transform", "ListingAudit", "Trainer", "ListingTable", "AlignmentEvalExamples",
-              "latest_blessed_model_resolver", "Evaluator", "EvaluationTensorBoard", "Pusher", "ServingBundle")
+              "Transform", "ListingAudit", "RetrievalTrainer", "RetrievalIndex",
+              "latest_blessed_retrieval_model_resolver", "RetrievalEvaluator", "RetrievalPusher", "Trainer",
+              "ListingTable", "AlignmentEvalExamples", "latest_blessed_model_resolver", "Evaluator",
+              "EvaluationTensorBoard", "Pusher", "ServingBundle")
+RESOLVERS = ("latest_blessed_model_resolver", "latest_blessed_retrieval_model_resolver")
 BROKEN_RUN_FN = "broken_trainer.run_fn"
 
 pytestmark = pytest.mark.slow
@@ -48,7 +51,14 @@ def test_every_component_ran_and_the_model_was_pushed(pipeline_run):
     assert pushed.parent == Path(config.serving_model_dir) / "camenn" and pushed.name.isdigit()
     assert (pushed / "saved_model.pb").is_file()
     assert (pushed / "assets.extra" / "tf_serving_warmup_requests").is_file()
-    assert (Path(config.serving_model_dir) / "models.config").is_file()
+    # The retrieval model was blessed and pushed beside it, and the bundle serves both.
+    assert summary["retrieval"]["blessed"] and summary["retrieval_pushed"], summary["retrieval"]["failures"]
+    retrieval = Path(summary["retrieval_pushed_path"])
+    assert retrieval.parent == Path(config.serving_model_dir) / "camenn_retrieval"
+    assert (retrieval / "assets.extra" / "tf_serving_warmup_requests").is_file()
+    for name in ("models.config", "local_models.config"):
+        text = (Path(config.serving_model_dir) / name).read_text()
+        assert 'name: "camenn"' in text and 'name: "camenn_retrieval"' in text, text
     pre = summary["preprocessing"]
     assert pre["events"]["in"] == pre["events"]["out"] + pre["events"]["quarantined"] > 0
     for key in (f"{F.CVR}/auc", f"{F.CVR}/gauc", f"{F.CVR}/log_loss", f"{F.CVR}/normalized_entropy",
@@ -141,9 +151,10 @@ def test_second_run_with_nothing_changed_reuses_every_output(pipeline_run):
     # to the Trainer is reused.
     local_runner.run(config)
     second = _summary(config)
-    judged_again = COMPONENTS[COMPONENTS.index("Evaluator"):]  # the Evaluator and what depends on it
+    judged_again = ("RetrievalEvaluator", "RetrievalPusher", "Evaluator", "EvaluationTensorBoard", "Pusher",
+                    "ServingBundle")  # the evaluators and what depends on them
     assert {n: s for n, s in second["components"].items() if s != "CACHED"} == {
-        "latest_blessed_model_resolver": "COMPLETE", **{n: "COMPLETE" for n in judged_again}}
+        **{n: "COMPLETE" for n in RESOLVERS}, **{n: "COMPLETE" for n in judged_again}}
     store = open_store(config.metadata_path)
     model = node_runs(store, first["run_id"])["Trainer"].output("model")
     evaluation = node_runs(store, second["run_id"])["Evaluator"].execution
@@ -156,7 +167,7 @@ def test_second_run_with_nothing_changed_reuses_every_output(pipeline_run):
     # From then on the inputs stay the same, and so does every output.
     local_runner.run(config)
     third = _summary(config)["components"]
-    assert {n: s for n, s in third.items() if s != "CACHED"} == {"latest_blessed_model_resolver": "COMPLETE"}
+    assert {n: s for n, s in third.items() if s != "CACHED"} == {n: "COMPLETE" for n in RESOLVERS}
 
 
 def test_a_column_that_changed_type_stops_the_run_before_training(pipeline_run, tiny_dataset, tmp_path):
@@ -224,7 +235,8 @@ def test_compiled_kubeflow_spec_lists_every_component(pipeline_run, tmp_path):
                                                output=str(tmp_path / "spec.json"), image="camenn:test")
     spec = json.loads(Path(path).read_text())["pipelineSpec"]
     tasks = set(spec["root"]["dag"]["tasks"])
-    assert {c for c in COMPONENTS if c != "latest_blessed_model_resolver"} <= tasks
+    assert {c for c in COMPONENTS if c not in RESOLVERS} <= tasks
+    # Kubeflow V2 compiles only TFX's own resolver strategies: the retrieval model's baseline is local-only.
     assert any(t.startswith("latest_blessed_model_resolver") for t in tasks)
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values() if "container" in e}
     assert images == {"camenn:test"}

@@ -1,6 +1,7 @@
 """`ServingBundle`: after a push, everything TensorFlow Serving needs beside it.
 
-For a pushed version: warmup requests from real eval rows in the version's
+It serves the ranker and the retrieval model together: `models.config` lists every model of the two with
+a version in the serving base. For each pushed version: warmup requests from real eval rows in the version's
 `assets.extra/tf_serving_warmup_requests` (for every signature, the id-based `rank` among them), and
 `models.config`, batching parameters, the container command and the Kubernetes manifests in the serving
 base (camenn.serving.bundle). The listings themselves travel inside the version (its listing table).
@@ -30,14 +31,24 @@ def ServingBundle(
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
     serving_base: tfx.dsl.components.Parameter[str],
     model_name: tfx.dsl.components.Parameter[str],
+    retrieval_pushed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.PushedModel] = None,
+    retrieval_model_name: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
-    """Writes the serving bundle for the version the Pusher just pushed (module docstring)."""
-    from camenn.serving import bundle
+    """Writes the serving bundle for the versions the Pushers just pushed (module docstring)."""
+    from camenn.serving import bundle, servables
 
-    if not pushed_model.get_int_custom_property("pushed"):
-        logger.info("the model was not pushed (not blessed): no serving bundle to write")
+    pushes = {name: int(pushed.get_string_custom_property("pushed_version"))
+              for name, pushed in ((model_name, pushed_model), (retrieval_model_name, retrieval_pushed_model))
+              if pushed is not None and name and pushed.get_int_custom_property("pushed")}
+    if not pushes:
+        logger.info("no model was pushed (none blessed): no serving bundle to write")
         return
-    version = int(pushed_model.get_string_custom_property("pushed_version"))
     warmup = _first_records(os.path.join(artifact_utils.get_split_uri([examples], "eval"), "*"), WARMUP_ROWS)
-    written = bundle.write_serving_bundle(serving_base, model_name, warmup_examples=warmup, version=version)
-    logger.info("serving bundle for version %d: %s", version, written.models_config)
+    for name, version in pushes.items():
+        if not os.path.exists(os.path.join(serving_base, name, str(version), servables.WARMUP_FILE)):
+            bundle.write_warmup_requests(os.path.join(serving_base, name, str(version)), warmup, name)
+    served = [name for name in (model_name, retrieval_model_name)
+              if name and os.path.isdir(os.path.join(serving_base, name))]
+    written = bundle.write_serving_bundle(serving_base, served[0], more_models=served[1:])
+    logger.info("serving bundle for %s: %s", ", ".join(f"{n} version {v}" for n, v in pushes.items()),
+                written.models_config)
