@@ -59,6 +59,22 @@ def test_models_config_parses_as_model_server_config(written):
     assert model.model_version_policy.latest.num_versions == 1
 
 
+def test_models_config_lists_the_retrieval_model_beside_the_ranker(model_base, catalog):
+    from camenn.serving.servables import read_model_config_file
+
+    items, _ = catalog
+    (model_base.parent / "camenn_retrieval").mkdir()
+    written = bundle.write_serving_bundle(model_base.parent, "camenn", event_examples(items, 2),
+                                          more_models=["camenn_retrieval"])
+    config = text_format.Parse(written.models_config.read_text(), model_server_config_pb2.ModelServerConfig())
+    assert [(m.name, m.base_path) for m in config.model_config_list.config] == [
+        ("camenn", "/models/camenn"), ("camenn_retrieval", "/models/camenn_retrieval")]
+    # The local twin names this machine's folders, for `camenn serve --model_config_file`.
+    local = read_model_config_file(str(written.local_models_config))
+    assert [(c.name, c.base_path) for c in local] == [
+        ("camenn", str(model_base.resolve())), ("camenn_retrieval", str((model_base.parent / "camenn_retrieval").resolve()))]
+
+
 def test_batching_parameters_parse_as_batching_parameters(written):
     parameters = text_format.Parse(written.batching_parameters.read_text(), batching_parameters_class()())
     assert parameters.max_batch_size.value == bundle.BatchingParameters().max_batch_size
