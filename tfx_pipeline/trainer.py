@@ -263,7 +263,9 @@ def run_fn(fn_args):
     backup = checkpoint_dir(fn_args)
     progress = ProgressLogger(max(1, steps_per_epoch // 4), batch_size, total_steps)
     callbacks = [
-        keras.callbacks.BackupAndRestore(backup, save_freq=config["checkpoint_every_steps"]),
+        # double_checkpoint: a Trainer killed while writing a checkpoint resumes from the one before it
+        # (without it the half-written weights file stops the next run with an h5py error).
+        keras.callbacks.BackupAndRestore(backup, save_freq=config["checkpoint_every_steps"], double_checkpoint=True),
         keras.callbacks.TensorBoard(fn_args.model_run_dir, update_freq=max(1, steps_per_epoch // 10)),
         progress,
     ]
