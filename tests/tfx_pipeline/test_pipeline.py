@@ -141,6 +141,30 @@ def test_pushed_model_scores_a_tf_example_in_a_fresh_process(pipeline_run):
         assert len(values) == 5 and all(0.0 <= v <= 1.0 for v in values)
 
 
+def test_pushed_retrieval_model_answers_without_keras_and_beats_random(pipeline_run):
+    config, summary = pipeline_run
+    script = textwrap.dedent("""
+        import json, sys
+        import tensorflow as tf
+        model = tf.saved_model.load(sys.argv[1])
+        out = model.signatures["serving_default"](shopper_id=tf.constant([b"s0001", b"nobody"]),
+                                                  hour=tf.constant([18, 18], tf.int64))
+        loaded = sorted(m for m in sys.modules if m.partition(".")[0] in
+                        ("keras", "keras_hub", "tf_keras", "tensorflow_text", "tensorflow_recommenders"))
+        print(json.dumps({"shape": out["item_id"].shape.as_list(), "known": out["known_shopper"].numpy().tolist(),
+                          "loaded": loaded}))
+    """)
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "tests" / "serving" / "without_keras.py"), "-c", script,
+                             summary["retrieval_pushed_path"]], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["shape"] == [2, config.retrieval_top_k] and out["known"] == [True, False] and out["loaded"] == []
+    metrics = summary["retrieval"]["metrics"]
+    assert metrics["listings"] == summary["preprocessing"]["items"]["out"]  # every good listing is indexed
+    for k in config.retrieval_recall_ks:
+        assert metrics[f"recall@{k}"] > metrics[f"random_recall@{k}"], k
+
+
 def test_second_run_with_nothing_changed_reuses_every_output(pipeline_run):
     from camenn.tfx_pipeline import local_runner
     from camenn.tfx_pipeline.run_summary import node_runs, open_store
