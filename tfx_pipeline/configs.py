@@ -60,6 +60,7 @@ class PipelineConfig:
 
     # --- Candidate retrieval (TensorFlow Recommenders, beside the ranker): a second Trainer on the same
     # Transform output, its top-K index over the catalog, Recall@K evaluation, its own push.
+    enable_retrieval: bool = True  # false: the ranker alone (e.g. for `camenn experiments`, which compares rankers)
     retrieval_preset: str = "retrieval_small"  # camenn.model.retrieval presets
     retrieval_epochs: int = 10  # passes over the training clicks (~15 s for the sample on 2 CPU cores)
     retrieval_batch_size: int = 128  # clicks per batch: each click's negatives are the batch's other listings

@@ -162,15 +162,17 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
         push_destination=tfx.proto.PushDestination(filesystem=tfx.proto.PushDestination.Filesystem(
             base_directory=os.path.join(config.serving_model_dir, configs.MODEL_NAME))))
     # TensorFlow Serving bundle listing both models, and warmup requests for the pushed versions.
+    retrieval = config.enable_retrieval
     serving_bundle = ServingBundle(
         pushed_model=pusher.outputs["pushed_model"], examples=preprocess.outputs["examples"],
         serving_base=config.serving_model_dir, model_name=configs.MODEL_NAME,
-        retrieval_pushed_model=retrieval_pusher.outputs["pushed_model"],
-        retrieval_model_name=configs.RETRIEVAL_MODEL_NAME)
+        **(dict(retrieval_pushed_model=retrieval_pusher.outputs["pushed_model"],
+                retrieval_model_name=configs.RETRIEVAL_MODEL_NAME) if retrieval else {}))
 
+    retrieval_components = [retrieval_trainer, retrieval_index, *([retrieval_baseline] if with_retrieval_baseline else []),
+                            retrieval_evaluator, retrieval_pusher] if retrieval else []
     components = [preprocess, statistics_gen, schema_gen, example_validator, anomalies_gate, transform, listing_audit,
-                  retrieval_trainer, retrieval_index, *([retrieval_baseline] if with_retrieval_baseline else []),
-                  retrieval_evaluator, retrieval_pusher, trainer, listing_table, alignment_eval, baseline, evaluator, evaluation_tensorboard, pusher,
+                  *retrieval_components, trainer, listing_table, alignment_eval, baseline, evaluator, evaluation_tensorboard, pusher,
                   serving_bundle]
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,

@@ -51,14 +51,6 @@ def test_every_component_ran_and_the_model_was_pushed(pipeline_run):
     assert pushed.parent == Path(config.serving_model_dir) / "camenn" and pushed.name.isdigit()
     assert (pushed / "saved_model.pb").is_file()
     assert (pushed / "assets.extra" / "tf_serving_warmup_requests").is_file()
-    # The retrieval model was blessed and pushed beside it, and the bundle serves both.
-    assert summary["retrieval"]["blessed"] and summary["retrieval_pushed"], summary["retrieval"]["failures"]
-    retrieval = Path(summary["retrieval_pushed_path"])
-    assert retrieval.parent == Path(config.serving_model_dir) / "camenn_retrieval"
-    assert (retrieval / "assets.extra" / "tf_serving_warmup_requests").is_file()
-    for name in ("models.config", "local_models.config"):
-        text = (Path(config.serving_model_dir) / name).read_text()
-        assert 'name: "camenn"' in text and 'name: "camenn_retrieval"' in text, text
     pre = summary["preprocessing"]
     assert pre["events"]["in"] == pre["events"]["out"] + pre["events"]["quarantined"] > 0
     for key in (f"{F.CVR}/auc", f"{F.CVR}/gauc", f"{F.CVR}/log_loss", f"{F.CVR}/normalized_entropy",
@@ -139,6 +131,21 @@ def test_pushed_model_scores_a_tf_example_in_a_fresh_process(pipeline_run):
     assert set(signatures) == {"serving_default", "dense", "rank", "listings", "encode_listings"}
     for values in scores.values():
         assert len(values) == 5 and all(0.0 <= v <= 1.0 for v in values)
+
+
+def test_the_retrieval_model_was_pushed_beside_the_ranker_and_the_bundle_lists_both(pipeline_run):
+    config, summary = pipeline_run
+    assert all(summary["components"][c] == "COMPLETE" for c in ("RetrievalTrainer", "RetrievalIndex",
+                                                                  "RetrievalEvaluator", "RetrievalPusher"))
+    assert summary["retrieval"]["blessed"] and summary["retrieval_pushed"], summary["retrieval"]["failures"]
+    retrieval = Path(summary["retrieval_pushed_path"])
+    assert retrieval.parent == Path(config.serving_model_dir) / "camenn_retrieval" and retrieval.name.isdigit()
+    assert (retrieval / "assets.extra" / "tf_serving_warmup_requests").is_file()
+    # Every pushed model is listed, the ranker first (test_every_component_ran... requires it pushed).
+    pushed = ["camenn"] * summary["pushed"] + ["camenn_retrieval"]
+    for name in ("models.config", "local_models.config"):
+        text = (Path(config.serving_model_dir) / name).read_text()
+        assert [line.split('"')[1] for line in text.splitlines() if line.strip().startswith("name:")] == pushed, text
 
 
 def test_pushed_retrieval_model_answers_without_keras_and_beats_random(pipeline_run):
