@@ -47,7 +47,9 @@ def register(subparsers) -> None:
     pipeline = subparsers.add_parser(
         "pipeline", help="the TFX pipeline: dataset folder -> blessed, pushed SavedModel (run, compile)",
         description="The CameNN TFX pipeline: Beam preprocessing -> StatisticsGen -> schema -> ExampleValidator "
-                    "-> Transform -> Trainer -> Evaluator (TFMA) -> Pusher -> serving bundle.")
+                    "-> Transform -> Trainer -> Evaluator (TFMA) -> Pusher -> serving bundle, and beside the ranker the "
+                    "candidate retrieval model: RetrievalTrainer -> RetrievalIndex -> RetrievalEvaluator (Recall@K) "
+                    "-> RetrievalPusher.")
     verbs = pipeline.add_subparsers(dest="pipeline_command", metavar="VERB")
     verbs.required = True
 
@@ -65,8 +67,9 @@ def register(subparsers) -> None:
             "  metadata/camenn/metadata.db         ML Metadata (SQLite): executions, artifacts, lineage\n"
             "  checkpoints/camenn/                 Trainer checkpoints of unfinished runs\n"
             "  serving_model/camenn/<version>/     the pushed SavedModel (blessed models only), and beside it\n"
-            "                                      models.config, batching_parameters.txt, docker_run.sh,\n"
-            "                                      kubernetes.yaml and item_features/ (the ranking cache)"))
+            "  serving_model/camenn_retrieval/<version>/   the pushed retrieval model (blessed only),\n"
+            "                                      models.config (both models), local_models.config (camenn serve),\n"
+            "                                      batching_parameters.txt, docker_run.sh, kubernetes.yaml"))
     _add_common(run, "where everything goes (default outputs/)")
     run.add_argument("--no-cache", dest="cache", action="store_false",
                      help="run every component again even if its inputs did not change")
