@@ -4,6 +4,7 @@ Only argparse here: TensorFlow and gRPC are imported inside the functions the ve
 """
 import argparse
 import dataclasses
+import os
 import sys
 
 from camenn.serving import defaults
@@ -193,8 +194,11 @@ def _serving_bundle(args) -> int:
         except FileNotFoundError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+    # The retrieval model is served beside the ranker whenever it has been pushed there.
+    more = [name for name in (defaults.RETRIEVAL_MODEL_NAME,)
+            if name != args.model_name and os.path.isdir(os.path.join(args.serving_base, name))]
     written = bundle.write_serving_bundle(args.serving_base, args.model_name, warmup, args.version,
-                                          image=args.image)
+                                          image=args.image, more_models=more)
     for name, path in dataclasses.asdict(written).items():
         if path is not None:
             print(f"{name}: {path}")
@@ -292,7 +296,9 @@ def register(subparsers) -> None:
 
     bundle = subparsers.add_parser(
         "serving-bundle", help="write the TensorFlow Serving bundle beside pushed models",
-        description="Writes into --serving-base: models.config, batching_parameters.txt, docker_run.sh and "
+        description="Writes into --serving-base: models.config (with camenn_retrieval too when it is there), "
+                    "local_models.config (the same with this machine's paths, for camenn serve), "
+                    "batching_parameters.txt, docker_run.sh and "
                     "kubernetes.yaml (ConfigMap, PersistentVolumeClaim, Deployment, Service for the "
                     "tensorflow/serving image), and warmup requests into the newest version's "
                     "assets.extra/tf_serving_warmup_requests when --warmup-examples is given.")
