@@ -2,7 +2,8 @@
 serving both models on 127.0.0.1, against ranking 100 given item ids alone (what `camenn rank` does),
 measured in the same run.
 
-Rows, one client, `--requests` requests each after a warm-up:
+Rows, one client, `--requests` requests each after a warm-up, the three paths taking turns request by
+request:
 1. baseline, `rank` of 100 item ids over gRPC (`RankingClient.score`);
 2. `retrieve`: one Predict to the retrieval model (the top 100 of every listing, with their columns);
 3. `recommend`: both, as `camenn recommend` does (`RecommendationClient.recommend`). Goal: p99 <= 25 ms.
@@ -66,14 +67,17 @@ def start_server(config_file):
     raise SystemExit(f"camenn serve did not start (exit {process.wait()})")
 
 
-def timed(call, requests):
-    latencies = []
+def timed(paths, requests):
+    """p50 and p99 ms of each path, the paths taking turns request by request, so that a change in the
+    machine's load during the run weighs on every path alike."""
+    latencies = {name: [] for name, _ in paths}
     for request in requests:
-        start = time.perf_counter()
-        call(*request)
-        latencies.append(time.perf_counter() - start)
-    latencies = np.array(latencies) * 1e3
-    return np.percentile(latencies, 50), np.percentile(latencies, 99)
+        for name, call in paths:
+            start = time.perf_counter()
+            call(*request)
+            latencies[name].append(time.perf_counter() - start)
+    return {name: (np.percentile(np.array(values) * 1e3, 50), np.percentile(np.array(values) * 1e3, 99))
+            for name, values in latencies.items()}
 
 
 def main():
@@ -107,20 +111,20 @@ def main():
     paths = [("rank 100 ids (baseline)", lambda s: client.ranker.score(s, fixed, hour=12)),
              ("retrieve", lambda s: client.retrieve(s, 12)),
              ("recommend (retrieve + rank)", lambda s: client.recommend(s, k=args.k, hour=12))]
-    rows = {}
     try:
         for _, call in paths:
             for request in shoppers[:10]:
                 call(*request)
-        for name, call in paths:
-            rows[name] = timed(call, shoppers)
+        load = os.getloadavg()[0]
+        rows = timed(paths, shoppers)
     finally:
         client.close()
         process.terminate()
         process.wait(30)
     baseline = rows[paths[0][0]]
-    print(f"\none client, {args.requests} requests per row, retrieval over {listings} listings, "
-          f"{len(fixed)} candidates ranked")
+    print(f"\none client, {args.requests} requests per row (paths interleaved), retrieval over {listings} listings, "
+          f"{len(fixed)} candidates ranked; load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+          f"on {os.cpu_count()} CPUs")
     print(f"{'path':<30} {'p50 ms':>8} {'p99 ms':>8} {'p50 / baseline':>15} {'p99 / baseline':>15}")
     for name, (p50, p99) in rows.items():
         print(f"{name:<30} {p50:8.2f} {p99:8.2f} {p50 / baseline[0]:15.2f} {p99 / baseline[1]:15.2f}")

@@ -100,6 +100,15 @@ class RetrievalServingModule(tf.Module):
                 ENCODE_CANDIDATES_SIGNATURE: encode.get_concrete_function()}
 
 
+def _build_towers(model):
+    """Creates the towers' variables (one call on a zero row) if `fit` has not: an untrained model exports too."""
+    tower = model.candidate_tower
+    model.query_tower({F.SHOPPER_ID: tf.zeros([1], tf.int64), F.HOUR: tf.zeros([1], tf.int64)})
+    tower({**{name: tf.zeros([1], tf.int64) for name in (F.ITEM_ID, F.MERCHANT_ID, F.CATEGORY, F.COARSE_CATEGORY)},
+           F.PRICE: tf.zeros([1]), F.TEXT_EMBEDDINGS: tf.zeros([1, tower.num_text_tokens * tower.text_dim]),
+           F.PATCH_EMBEDDINGS: tf.zeros([1, tower.num_patches * tower.patch_dim])})
+
+
 def export_retrieval_model(model, export_dir, *, raw_feature_spec, known_shoppers, item_click_counts, top_k=100,
                            transform=None, transform_trackables=()):
     """Writes the retrieval SavedModel (module docstring) with an empty index.
@@ -121,6 +130,7 @@ def export_retrieval_model(model, export_dir, *, raw_feature_spec, known_shopper
                                known_shoppers=200, item_click_counts=counts, transform=tft_layer,
                                transform_trackables=[tft_layer])
     """
+    _build_towers(model)
     module = RetrievalServingModule(model, transform, raw_feature_spec, transform_trackables, known_shoppers,
                                     item_click_counts, top_k)
     tf.saved_model.save(module, str(export_dir), signatures=module.signatures())
