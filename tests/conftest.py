@@ -89,3 +89,24 @@ def pipeline_run(tiny_dataset, tmp_path_factory):
     run_pipeline_killed_in_training(config)
     local_runner.run(config)
     return config, run_summary.summarize(config)
+
+
+@pytest.fixture(scope="session")
+def twin_runs(grocery_store_dir, tmp_path_factory):
+    """Two fresh, uninterrupted runs of the pipeline (separate outputs and metadata stores) on one small
+    dataset with the same seed; returns their PipelineConfigs."""
+    from camenn.preprocessing.sample import build_sample
+    from camenn.tfx_pipeline import configs, local_runner
+
+    dataset = tmp_path_factory.mktemp("twin_dataset")
+    build_sample(grocery_store_dir, dataset, seed=5, num_listings=40, num_merchants=6, num_shoppers=30,
+                 num_events=800, include_bad_rows=False)
+    runs = []
+    for name in ("first", "second"):
+        outputs = tmp_path_factory.mktemp(name)
+        config = configs.from_preset("tiny", dataset_dir=str(dataset), outputs_dir=str(outputs),
+                                     embedding_cache_dir=str(outputs / "embedding_cache"), audit_folds=2,
+                                     audit_epochs=1, **TINY_PIPELINE)
+        local_runner.run(config)
+        runs.append(config)
+    return runs

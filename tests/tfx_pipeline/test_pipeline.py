@@ -228,3 +228,9 @@ def test_compiled_kubeflow_spec_lists_every_component(pipeline_run, tmp_path):
     assert any(t.startswith("latest_blessed_model_resolver") for t in tasks)
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values() if "container" in e}
     assert images == {"camenn:test"}
+
+
+def test_the_same_data_and_seed_give_the_same_model_and_metrics(twin_runs):
+    first, second = (_summary(config) for config in twin_runs)
+    assert first["metrics"] and first["metrics"] == second["metrics"]  # exactly, not approximately
+    assert first["metrics_by_negative_kind"] == second["metrics_by_negative_kind"]
