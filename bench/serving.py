@@ -73,7 +73,8 @@ def export_preset(preset, directory, num_patches, patch_dim, max_text_length, vo
 
 def start_server(base_path, threads):
     command = [sys.executable, "-m", "camenn.serving.server", "--port", "0", "--model_base_path", str(base_path),
-               "--file_system_poll_wait_seconds", "0", "--grpc_max_threads", str(threads)]
+               "--file_system_poll_wait_seconds", "0", "--grpc_max_threads", str(threads),
+               "--max_concurrent_requests", str(threads)]  # every client admitted: this measures latency, not shedding
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     for line in process.stdout:
