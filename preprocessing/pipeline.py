@@ -277,7 +277,8 @@ def _item_example(listing: Listing, merchant_listings: Dict[str, int]) -> Tuple[
         features.TEXT_TOKEN_IDS: _feature(listing.token_ids.tolist(), "int64"),
         features.PATCH_EMBEDDINGS: _feature(listing.patch_embeddings.reshape(-1).tolist(), "float"),
     }))
-    return item.item_id, example.SerializeToString()
+    # deterministic: map entries in key order, so every runner and process writes the same bytes
+    return item.item_id, example.SerializeToString(deterministic=True)
 
 
 def _join_events(element):
@@ -304,7 +305,7 @@ def _join_events(element):
         feature[features.HOUR].CopyFrom(_feature([event.hour], "int64"))
         feature[features.DISTANCE_KM].CopyFrom(_feature([event.distance_km], "float"))
         feature[features.LABEL].CopyFrom(_feature([event.converted], "int64"))
-        yield event.timestamp, example.SerializeToString()
+        yield event.timestamp, example.SerializeToString(deterministic=True)
 
 
 class TimeRange(beam.CombineFn):
