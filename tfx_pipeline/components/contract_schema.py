@@ -61,6 +61,8 @@ def ContractSchemaGen(
 ) -> None:
     """Writes `schema.pbtxt` for the raw examples this run's preprocessing produced (module docstring)."""
     summary = report.get_json_value_custom_property("summary")
-    built = build_schema(int(summary["max_text_length"]), int(summary["num_patches"]), int(summary["patch_dim"]),
-                         min_examples)
+    # No listing kept (every photo refused) leaves no patch width, and no example to check against it:
+    # ExampleValidator then finds the splits empty and AnomaliesGate stops the run, saying so.
+    patch_dim = int(summary["patch_dim"] or 0)
+    built = build_schema(int(summary["max_text_length"]), int(summary["num_patches"]), patch_dim, min_examples)
     io_utils.write_pbtxt_file(os.path.join(schema.uri, "schema.pbtxt"), built)
