@@ -34,8 +34,12 @@ def preprocessing_fn(inputs, custom_config):
     for name, size in F.INTEGER_FEATURES.items():
         outputs[name] = tf.clip_by_value(_squeeze(inputs[name]), 0, size - 1)
     for name in F.NUMERIC_FEATURES:
-        # Prices and distances are positive and heavy-tailed: normalise their logarithm.
-        outputs[name] = tft.scale_to_z_score(tf.math.log1p(tf.maximum(_squeeze(inputs[name]), 0.0)))
+        # Prices and distances are positive and heavy-tailed: normalise their logarithm. In float64: the
+        # mean and variance are sums that another runner (worker processes, Dataflow) adds up in another
+        # order; in float32 that moved results by an ulp, in float64 they round to the same float32, so
+        # every runner writes the same transformed examples.
+        log = tf.math.log1p(tf.maximum(tf.cast(_squeeze(inputs[name]), tf.float64), 0.0))
+        outputs[name] = tf.cast(tft.scale_to_z_score(log), tf.float32)
     outputs[F.TEXT_TOKEN_IDS] = tf.identity(inputs[F.TEXT_TOKEN_IDS])
     outputs[F.PATCH_EMBEDDINGS] = tf.identity(inputs[F.PATCH_EMBEDDINGS])
     outputs[F.LABEL] = _squeeze(inputs[F.LABEL])
