@@ -86,6 +86,8 @@ def _partial_folders(pipeline_root: str, node_id: str, execution_id: int) -> Lis
     system folders, <root>/<node>/.system/<kind>/<execution id>; and the node's stateful working
     folders, which a finished execution removes (one left over is an interrupted execution's, and a
     local rerun never reuses it: each execution gets a new one)."""
+    if "://" in pipeline_root:  # a remote filesystem: left as it is
+        return []
     node = os.path.join(pipeline_root, node_id)
     folders = (glob.glob(os.path.join(node, "*", str(execution_id)))
                + glob.glob(os.path.join(node, ".system", "*", str(execution_id)))
