@@ -32,7 +32,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from camenn import paths
 from camenn.model import features
-from camenn.preprocessing import dataset, defaults, images
+from camenn.preprocessing import dataset, defaults, images, photo_files
 from camenn.preprocessing.dataset import Rejected, RowError
 
 log = logging.getLogger(__name__)
@@ -78,14 +78,23 @@ def _tally_reasons(rejected, prefix: str, label: str):
 
 
 class ReadCsv(beam.DoFn):
-    """A dataset CSV -> (row, fields) for each record, Rejected (tagged) for records that are not rows."""
+    """A dataset CSV -> (row, fields) for each record, Rejected (tagged) for records that are not rows.
+
+    Streams (`dataset.read_rows`), up to the size the file had when reading began.
+    """
 
     def __init__(self, columns, file_name: str):
         self.columns, self.file_name = columns, file_name
 
     def process(self, path: str):
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-            for row, record in dataset.read_rows(stream, self.columns, self.file_name):
+        try:
+            size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+            stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        except Exception as error:  # noqa: BLE001 - each filesystem raises its own kinds
+            raise dataset.DatasetFormatError(f"{path} could not be opened: it vanished or became unreadable "
+                                             f"after its header was checked ({error})") from None
+        with stream:
+            for row, record in dataset.read_rows(stream, self.columns, self.file_name, size):
                 if isinstance(record, Rejected):
                     yield beam.pvalue.TaggedOutput(REJECTED, record)
                 else:
@@ -120,24 +129,25 @@ def _first_per_item_id(element):
 
 
 class HashImage(beam.DoFn):
-    """Listing -> (cache key, listing with image_key); `missing_image` if the photo cannot be read."""
+    """Listing -> (cache key, listing with image_key), or the listing Rejected with the photo's reason.
 
-    def __init__(self, dataset_dir: str, salt: str):
-        self.dataset_dir, self.salt = dataset_dir, salt
+    The photo is opened as `photo_files` allows (inside the dataset folder, a regular file, bounded).
+    """
+
+    def __init__(self, dataset_dir: str, salt: str, max_bytes: int = photo_files.MAX_PHOTO_BYTES):
+        self.dataset_dir, self.salt, self.max_bytes = dataset_dir, salt, max_bytes
 
     def process(self, listing: Listing):
         path = FileSystems.join(self.dataset_dir, listing.item.image_path)
-        digest = hashlib.sha256()
         try:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-                for chunk in iter(lambda: stream.read(1 << 20), b""):
-                    digest.update(chunk)
+            key = photo_files.hash_photo(self.dataset_dir, path, self.salt, self.max_bytes)
+        except RowError as error:
+            yield beam.pvalue.TaggedOutput(REJECTED, _rejected_listing(listing, error.reason, error.detail))
+            return
         except Exception as error:  # FileSystems raises BeamIOError, IOError, ... by backend.
             yield beam.pvalue.TaggedOutput(REJECTED, _rejected_listing(
                 listing, "missing_image", f"{listing.item.image_path}: {error}"))
             return
-        digest.update(self.salt.encode())
-        key = digest.hexdigest()
         yield key, (path, dataclasses.replace(listing, image_key=key))
 
 
@@ -193,16 +203,19 @@ class LookupCache(beam.DoFn):
 
 
 class DecodeAndSplit(beam.DoFn):
-    """(key, image path) -> (key, uint8 [P, h, w, 3] patches), or tagged REJECTED (key, (reason, detail))."""
+    """(key, image path) -> (key, uint8 [P, h, w, 3] patches), or tagged REJECTED (key, (reason, detail)).
 
-    def __init__(self, grid: images.Grid):
-        self.grid = grid
+    The photo is read again, as HashImage read it, and must still hash to `key` (else `image_changed`):
+    the embedding cached under a key is always that of the bytes the key names.
+    """
+
+    def __init__(self, grid: images.Grid, dataset_dir: str, salt: str, max_bytes: int = photo_files.MAX_PHOTO_BYTES):
+        self.grid, self.dataset_dir, self.salt, self.max_bytes = grid, dataset_dir, salt, max_bytes
 
     def process(self, element):
         key, path = element
         try:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-                data = stream.read()
+            data = photo_files.read_photo(self.dataset_dir, path, key, self.salt, self.max_bytes)
             yield key, images.split_into_patches(images.decode_image(data, self.grid), self.grid)
         except RowError as error:
             yield beam.pvalue.TaggedOutput(REJECTED, (key, (error.reason, error.detail)))
@@ -288,7 +301,8 @@ def _item_example(listing: Listing, merchant_listings: Dict[str, int]) -> Tuple[
         features.TEXT_EMBEDDINGS: _feature(listing.text_embeddings.reshape(-1).tolist(), "float"),
         features.PATCH_EMBEDDINGS: _feature(listing.patch_embeddings.reshape(-1).tolist(), "float"),
     }))
-    return item.item_id, example.SerializeToString()
+    # deterministic: map entries in key order, so every runner and process writes the same bytes
+    return item.item_id, example.SerializeToString(deterministic=True)
 
 
 def _join_events(element):
@@ -316,7 +330,7 @@ def _join_events(element):
         feature[features.HOUR].CopyFrom(_feature([event.hour], "int64"))
         feature[features.DISTANCE_KM].CopyFrom(_feature([event.distance_km], "float"))
         feature[features.LABEL].CopyFrom(_feature([event.converted], "int64"))
-        yield event.timestamp, example.SerializeToString()
+        yield event.timestamp, example.SerializeToString(deterministic=True)
 
 
 class TimeRange(beam.CombineFn):
@@ -513,7 +527,7 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
                     | "DistinctImages" >> beam.CombinePerKey(min))
         looked_up = distinct | "LookupCache" >> beam.ParDo(LookupCache(patch_cache, num_patches)).with_outputs(
             MISS, main="hits")
-        decoded = looked_up[MISS] | "DecodeAndSplit" >> beam.ParDo(DecodeAndSplit(grid)).with_outputs(
+        decoded = looked_up[MISS] | "DecodeAndSplit" >> beam.ParDo(DecodeAndSplit(grid, dataset_dir, salt)).with_outputs(
             REJECTED, main="patches")
         embedded = (decoded.patches
                     | "EmbedPatches" >> EmbedPatches(image_encoder, image_preset)

@@ -62,14 +62,15 @@ class PipelineConfig:
     audit_epochs: int = 30  # passes over a fold model's listings (a few steps each)
 
     # --- Evaluation and blessing (TFMA). A model is pushed only if every bound holds AND it is no worse
-    # than the last blessed model by more than `max_regression` on each AUC. Always: the CVR log loss must
-    # beat predicting the training conversion rate for every eval row (metrics.LogLossVsPrior < 1,
-    # whatever the rate). The defaults also refuse a model that ranks worse than chance, or whose
-    # normalized entropy is not below `max_cvr_normalized_entropy`; the baseline rule refuses one worse
-    # than what is served. Raise the bounds for data with more signal.
+    # than the last blessed model by more than `max_regression` on each AUC. The defaults refuse a model
+    # that ranks worse than chance, whose CVR log loss does not beat predicting the training conversion
+    # rate for every eval row (metrics.LogLossVsPrior, whatever the rate), or whose normalized entropy
+    # is not below 1; the baseline rule refuses one worse than what is served. Raise the bounds for data
+    # with more signal.
     min_cvr_auc: float = 0.5
     min_ita_auc: float = 0.5
     min_tia_auc: float = 0.5
+    max_cvr_log_loss_vs_prior: float = 1.0  # blessed only strictly below this
     max_cvr_normalized_entropy: float = 1.0  # blessed only strictly below this
     max_regression: float = 0.0
     # False: the Evaluator judges the model on the bounds alone, without the last blessed model (then
