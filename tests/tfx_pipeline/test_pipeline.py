@@ -146,7 +146,7 @@ def test_second_run_with_nothing_changed_reuses_every_output(pipeline_run):
     assert {n: s for n, s in second["components"].items() if s != "CACHED"} == {
         "latest_blessed_model_resolver": "COMPLETE", **{n: "COMPLETE" for n in judged_again}}
     store = open_store(config.metadata_path)
-    model = node_runs(store, first["run_id"])["Trainer"].output("model")
+    model = node_runs(store, first["run_id"])["ListingTable"].output("table_model")  # what was judged and pushed
     evaluation = node_runs(store, second["run_id"])["Evaluator"].execution
     # (one event per artifact: the same model as `model` and as `baseline_model` is one event, two keys)
     baseline = [e.artifact_id for e in store.get_events_by_execution_ids([evaluation.id])
