@@ -1,5 +1,5 @@
 """Installs the top-level folders `model/`, `preprocessing/`, `serving/` and `tfx_pipeline/` as
-subpackages of `camenn`, so the repository keeps the layout of DESIGN.md section 6 while imports stay
+subpackages of `camenn`, so the repository keeps its layout (docs/ARCHITECTURE.md) while imports stay
 namespaced (`camenn.model`, never a bare `model` in site-packages)."""
 from pathlib import Path
 

@@ -20,15 +20,16 @@ if ! ls "$serving_base"/camenn/*/saved_model.pb >/dev/null 2>&1; then
   exit 0
 fi
 
-# A shopper of the sample and eight candidates: three listings they clicked and five others.
-read -r shopper items < <("$python" - "$root/data/sample/events.csv" "$serving_base/item_features" <<'EOF'
-import collections, csv, glob, random, sys
+# A shopper of the sample and eight candidates: three listings they clicked and five others, all among
+# the listings the pushed version holds (its listing table).
+read -r shopper items < <("$python" - "$root/data/sample/events.csv" "$serving_base/camenn" <<'EOF'
+import collections, csv, random, sys
 import tensorflow as tf
 from camenn.model import features as F
+from camenn.serving import listings, servables
+versions = servables.version_directories(sys.argv[2])
+known = {i.decode() for i in listings.read_table(tf.saved_model.load(versions[max(versions)]))["item_ids"]}
 events = list(csv.DictReader(open(sys.argv[1], newline="")))
-known = set()
-for record in tf.data.TFRecordDataset(glob.glob(sys.argv[2] + "/*"), compression_type="GZIP"):
-    known.add(tf.train.Example.FromString(record.numpy()).features.feature[F.ITEM_ID].bytes_list.value[0].decode())
 clicks = collections.Counter(e[F.SHOPPER_ID] for e in events if e[F.ITEM_ID] in known)
 shopper = clicks.most_common(1)[0][0]
 theirs = sorted({e[F.ITEM_ID] for e in events if e[F.SHOPPER_ID] == shopper and e[F.ITEM_ID] in known})
@@ -65,7 +66,6 @@ while True:
     time.sleep(1)
 EOF
 echo "ranking for shopper $shopper (one gRPC Predict through camenn rank):"
-"$camenn" rank --user "$shopper" --items "$items" --hour 18 --port "$port" \
-  --item-features "$serving_base/item_features"
+"$camenn" rank --user "$shopper" --items "$items" --hour 18 --port "$port"
 echo
 echo "TensorBoard: .venv/bin/tensorboard --logdir outputs/pipelines/camenn/Trainer/model_run"

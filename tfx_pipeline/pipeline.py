@@ -3,6 +3,7 @@
 `create_pipeline` lists the components in data-flow order; the runners (local_runner.py,
 kubeflow_v2_runner.py) decide where it runs. Every knob comes from configs.PipelineConfig.
 """
+import dataclasses
 import functools
 import hashlib
 import json
@@ -20,6 +21,7 @@ from camenn.tfx_pipeline.components.listing_audit import ListingAudit
 from camenn.tfx_pipeline.components.listing_table import ListingTable
 from camenn.tfx_pipeline.components.preprocess import PreprocessDataset, dataset_fingerprint
 from camenn.tfx_pipeline.components.serving_bundle import ServingBundle
+from camenn.tfx_pipeline.out_of_fold import AUDIT_TASKS
 
 _CODE_ROOTS = ("model", "preprocessing", "serving", "tfx_pipeline")
 
@@ -48,17 +50,10 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
         trainer_run_fn: the Trainer's `run_fn`, as a module path.
     """
     version = code_version()
-    trainer_config = dict(
-        model_preset=config.model_preset, batch_size=config.batch_size, epochs=config.epochs,
-        early_stopping_patience=config.early_stopping_patience,
-        steps_per_epoch=config.steps_per_epoch, learning_rate=config.learning_rate,
-        hard_negatives=config.hard_negatives, mixed_precision=config.mixed_precision,
-        checkpoint_every_steps=config.checkpoint_every_steps, validate_each_epoch=config.validate_each_epoch,
-        seed=config.seed, model_options=config.model_options, num_oov_buckets=config.num_oov_buckets,
-        num_patches=config.grid[0] * config.grid[1], num_text_tokens=config.num_text_tokens,
-        encoding=config.listing_encoding(),
-        checkpoint_root=config.checkpoint_dir, code_version=version,
-        run_fn=trainer_run_fn)  # part of the checkpoint key: another trainer never resumes this one's state
+    # What the Trainer reads, typed (configs.TrainerSettings); the run_fn is part of the checkpoint key too, so
+    # that another trainer never resumes this one's state.
+    trainer_config = {"settings": configs.TrainerSettings.of(config).to_json(), "code_version": version,
+                      "run_fn": trainer_run_fn}
 
     # Beam job: tokens, cached text and patch encodings per listing, events joined to listings, split by time.
     preprocess = PreprocessDataset(
@@ -85,13 +80,13 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
                            vocabulary_min_frequency=config.vocabulary_min_frequency, code_version=version))
     transform.add_upstream_node(anomalies_gate)
     # Every listing's ITA/TIA from a model that never trained on it (out of fold), for `camenn audit`.
+    audit_settings = dataclasses.replace(
+        configs.TrainerSettings.of(config), model_preset=config.audit_model_preset,
+        model_options=json.dumps({"task_names": list(AUDIT_TASKS)}))
     listing_audit = ListingAudit(
         items=preprocess.outputs["items"], transform_graph=transform.outputs["transform_graph"],
-        model_preset=config.model_preset, num_text_tokens=config.num_text_tokens,
-        num_patches=config.grid[0] * config.grid[1], num_oov_buckets=config.num_oov_buckets, code_version=version,
-        num_folds=config.audit_folds, epochs=config.audit_epochs, batch_size=config.batch_size,
-        learning_rate=config.learning_rate, seed=config.seed,
-        listing_quality_file=config.resolved_listing_quality_file() or "")
+        settings=audit_settings.to_json(), code_version=version, num_folds=config.audit_folds,
+        epochs=config.audit_epochs, listing_quality_file=config.resolved_listing_quality_file() or "")
     # Keras 3 CameNN on the transformed examples; exports the Transform graph plus model.
     trainer = tfx.components.Trainer(
         run_fn=trainer_run_fn, examples=transform.outputs["transformed_examples"],
