@@ -3,6 +3,7 @@ preprocessing, during Transform and mid-training, then completed), then runs aga
 cached components: a rerun with nothing changed, a dataset whose column changed type, and a deliberately
 broken (untrained) model."""
 import csv
+import functools
 import glob
 import json
 import os
@@ -158,6 +159,20 @@ def test_second_run_with_nothing_changed_reuses_every_output(pipeline_run):
     local_runner.run(config)
     third = _summary(config)["components"]
     assert {n: s for n, s in third.items() if s != "CACHED"} == {"latest_blessed_model_resolver": "COMPLETE"}
+
+
+def test_a_fix_under_serving_reruns_the_serving_bundle_and_nothing_upstream(pipeline_run, tmp_path, monkeypatch):
+    from camenn.tfx_pipeline import code_version, local_runner, pipeline
+
+    config, _ = pipeline_run
+    for folder in ("camenn", "model", "preprocessing", "serving", "tfx_pipeline"):
+        shutil.copytree(REPO_ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(tmp_path / "serving" / "bundle.py", "a") as f:
+        f.write("\nWARMUP_LIMIT = 100\n")  # a code change (a docstring edit would not count)
+    monkeypatch.setattr(pipeline, "code_version", functools.partial(code_version.code_version, repo=tmp_path))
+    local_runner.run(config)
+    ran = {n: s for n, s in _summary(config)["components"].items() if s != "CACHED"}
+    assert ran == {"latest_blessed_model_resolver": "COMPLETE", "ServingBundle": "COMPLETE"}
 
 
 def test_a_column_that_changed_type_stops_the_run_before_training(pipeline_run, tiny_dataset, tmp_path):

@@ -30,8 +30,10 @@ def ServingBundle(
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
     serving_base: tfx.dsl.components.Parameter[str],
     model_name: tfx.dsl.components.Parameter[str],
+    code_version: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
     """Writes the serving bundle for the version the Pusher just pushed (module docstring)."""
+    del code_version  # part of the cache key only (code_version.py)
     from camenn.serving import bundle
 
     if not pushed_model.get_int_custom_property("pushed"):
