@@ -71,19 +71,19 @@ def read_in_this_process(path: str, mode: str) -> dict:
     """Reads `path` as `mode` says; returns rows, seconds and memory figures (bytes)."""
     import apache_beam as beam
 
-    from camenn.preprocessing import dataset, pipeline
+    from camenn.preprocessing import dataset, transforms
 
-    read_csv = pipeline.ReadCsv(dataset.EVENT_COLUMNS, dataset.EVENTS_FILE)
+    read_csv = transforms.ReadCsv(dataset.EVENT_COLUMNS, dataset.EVENTS_FILE)
     imported = _current_rss_bytes()
     started = time.perf_counter()
     if mode == "reader":
-        rows = sum(1 for element in read_csv.process(path) for _ in pipeline._parse_events(element))
+        rows = sum(1 for element in read_csv.process(path) for _ in transforms._parse_events(element))
     else:
         counted = Path(tempfile.mkdtemp()) / "count"
         with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(
                 ["--direct_running_mode=in_memory", "--direct_num_workers=1"])) as p:
-            records = p | beam.Create([path]) | beam.ParDo(read_csv).with_outputs(pipeline.REJECTED, main="rows")
-            events = records.rows | beam.FlatMap(pipeline._parse_events).with_outputs(pipeline.REJECTED, main="events")
+            records = p | beam.Create([path]) | beam.ParDo(read_csv).with_outputs(transforms.REJECTED, main="rows")
+            events = records.rows | beam.FlatMap(transforms._parse_events).with_outputs(transforms.REJECTED, main="events")
             _ = (events.events
                  | beam.combiners.Count.Globally()
                  | beam.io.WriteToText(str(counted), shard_name_template=""))

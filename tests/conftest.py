@@ -36,7 +36,7 @@ TINY_PIPELINE = dict(min_cvr_auc=0.0, min_ita_auc=0.0, min_tia_auc=0.0, max_cvr_
 @pytest.fixture(scope="session")
 def tiny_dataset(grocery_store_dir, tmp_path_factory):
     """A small dataset folder made by `camenn sample` (60 listings, 1500 clicks, the deliberately bad rows)."""
-    from camenn.preprocessing.sample import build_sample
+    from camenn.simulator.sample import build_sample
 
     path = tmp_path_factory.mktemp("tiny_dataset")
     build_sample(grocery_store_dir, path, **TINY_DATASET)
@@ -124,7 +124,7 @@ def pipeline_run(tiny_dataset, tmp_path_factory):
 def twin_runs(grocery_store_dir, tmp_path_factory):
     """Two fresh, uninterrupted runs of the pipeline (separate outputs and metadata stores) on one small
     dataset with the same seed; returns their PipelineConfigs."""
-    from camenn.preprocessing.sample import build_sample
+    from camenn.simulator.sample import build_sample
     from camenn.tfx_pipeline import configs, local_runner
 
     dataset = tmp_path_factory.mktemp("twin_dataset")

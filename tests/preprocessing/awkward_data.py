@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from camenn.preprocessing import sample
+from camenn.simulator import sample
 from camenn.preprocessing.photo_files import MAX_PHOTO_BYTES
 
 TINY = dict(seed=0, num_listings=24, num_merchants=4, num_shoppers=8, num_events=120)

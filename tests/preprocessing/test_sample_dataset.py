@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from camenn import paths
-from camenn.preprocessing import dataset, sample
-from camenn.preprocessing.sample import build_sample
+from camenn.preprocessing import dataset
+from camenn.simulator import sample
+from camenn.simulator.sample import build_sample
 
 from awkward_data import TINY
 

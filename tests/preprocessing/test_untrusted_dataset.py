@@ -11,7 +11,7 @@ import tracemalloc
 import apache_beam as beam
 import pytest
 
-from camenn.preprocessing import dataset, photo_files, pipeline
+from camenn.preprocessing import dataset, embedding_cache, photo_files, transforms
 from camenn.preprocessing.dataset import DatasetFormatError, Rejected, RowError
 
 from awkward_data import jpeg, photo
@@ -93,10 +93,10 @@ def test_events_stream_in_bounded_memory(tmp_path):
     """
     path = tmp_path / "events.csv"
     size = write_events(path, 180_000)
-    read_csv = pipeline.ReadCsv(dataset.EVENT_COLUMNS, dataset.EVENTS_FILE)
+    read_csv = transforms.ReadCsv(dataset.EVENT_COLUMNS, dataset.EVENTS_FILE)
     tracemalloc.start()
     try:
-        good = sum(1 for element in read_csv.process(str(path)) for _ in pipeline._parse_events(element))
+        good = sum(1 for element in read_csv.process(str(path)) for _ in transforms._parse_events(element))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -107,7 +107,7 @@ def test_events_stream_in_bounded_memory(tmp_path):
 def test_rows_appended_while_the_file_is_read_wait_for_the_next_run(tmp_path):
     path = tmp_path / "events.csv"
     write_events(path, 20_000)  # well past the readers' buffers
-    rows = pipeline.ReadCsv(dataset.EVENT_COLUMNS, dataset.EVENTS_FILE).process(str(path))
+    rows = transforms.ReadCsv(dataset.EVENT_COLUMNS, dataset.EVENTS_FILE).process(str(path))
     next(rows)
     with open(path, "a") as file:
         file.write("\n".join(EVENT_ROW.format(n=n, label=0) for n in range(20_000, 20_100)) + "\n")
@@ -117,7 +117,7 @@ def test_rows_appended_while_the_file_is_read_wait_for_the_next_run(tmp_path):
 def test_a_file_truncated_while_it_is_read_ends_the_read_without_a_crash(tmp_path):
     path = tmp_path / "events.csv"
     write_events(path, 20_000)
-    rows = pipeline.ReadCsv(dataset.EVENT_COLUMNS, dataset.EVENTS_FILE).process(str(path))
+    rows = transforms.ReadCsv(dataset.EVENT_COLUMNS, dataset.EVENTS_FILE).process(str(path))
     next(rows)
     os.truncate(path, os.path.getsize(path) // 2 + 7)  # mid-record
     rest = list(rows)
@@ -140,7 +140,7 @@ def folder(tmp_path):
 def listing(image_path="images/p.jpg"):
     fields = {"item_id": "i1", "merchant_id": "m1", "title": "Apple", "description": "", "category": "Apple",
               "price": "1", "image_path": image_path}
-    return pipeline.Listing(1, fields, dataset.parse_item(fields))
+    return transforms.Listing(1, fields, dataset.parse_item(fields))
 
 
 def outcomes(generator):
@@ -149,10 +149,10 @@ def outcomes(generator):
 
 
 def hash_then_decode(folder, between=lambda: None):
-    [(tag, (key, (path, _)))] = outcomes(pipeline.HashImage(str(folder), SALT).process(listing()))
+    [(tag, (key, (path, _)))] = outcomes(embedding_cache.HashImage(str(folder), SALT).process(listing()))
     assert tag == "main"
     between()
-    [(tag, value)] = outcomes(pipeline.DecodeAndSplit((2, 2), str(folder), SALT).process((key, path)))
+    [(tag, value)] = outcomes(embedding_cache.DecodeAndSplit((2, 2), str(folder), SALT).process((key, path)))
     return tag, value
 
 
@@ -164,12 +164,12 @@ def test_a_photo_read_twice_unchanged_is_decoded(folder):
 def test_a_photo_replaced_between_hashing_and_decoding_is_quarantined_not_cached(folder):
     other = jpeg(Image.fromarray(photo(2)))
     tag, (_, (reason, detail)) = hash_then_decode(folder, lambda: (folder / "images" / "p.jpg").write_bytes(other))
-    assert (tag, reason) == (pipeline.REJECTED, "image_changed") and "replaced" in detail
+    assert (tag, reason) == (transforms.REJECTED, "image_changed") and "replaced" in detail
 
 
 def test_a_photo_that_vanished_before_decoding_is_missing(folder):
     tag, (_, (reason, _)) = hash_then_decode(folder, lambda: (folder / "images" / "p.jpg").unlink())
-    assert (tag, reason) == (pipeline.REJECTED, "missing_image")
+    assert (tag, reason) == (transforms.REJECTED, "missing_image")
 
 
 @pytest.mark.parametrize("change, word", [
@@ -186,18 +186,18 @@ def test_a_photo_that_changes_size_while_it_is_read_is_image_changed(folder, cha
 
 
 def test_a_photo_file_over_the_byte_bound_is_refused_before_it_is_read(folder):
-    [(tag, rejected)] = outcomes(pipeline.HashImage(str(folder), SALT, max_bytes=1000).process(listing()))
-    assert tag == pipeline.REJECTED and rejected.reason == "image_too_large"
+    [(tag, rejected)] = outcomes(embedding_cache.HashImage(str(folder), SALT, max_bytes=1000).process(listing()))
+    assert tag == transforms.REJECTED and rejected.reason == "image_too_large"
 
 
 def test_a_symlink_inside_the_folder_is_followed(folder):
     (folder / "images" / "alias.jpg").symlink_to("p.jpg")
-    [(tag, _)] = outcomes(pipeline.HashImage(str(folder), SALT).process(listing("images/alias.jpg")))
+    [(tag, _)] = outcomes(embedding_cache.HashImage(str(folder), SALT).process(listing("images/alias.jpg")))
     assert tag == "main"
 
 
 def test_the_dataset_folder_itself_may_be_reached_through_a_symlink(folder, tmp_path_factory):
     link = tmp_path_factory.mktemp("links") / "dataset"
     link.symlink_to(folder, target_is_directory=True)
-    [(tag, _)] = outcomes(pipeline.HashImage(str(link), SALT).process(listing()))
+    [(tag, _)] = outcomes(embedding_cache.HashImage(str(link), SALT).process(listing()))
     assert tag == "main"

@@ -22,7 +22,7 @@ Catalog rules
   preprocessing must quarantine, each with its expected reason in truth.csv; three clicks are copied onto
   each bad listing so the quarantine of their events shows too.
 
-The clicks and their labels come from `camenn.preprocessing.shoppers` (its docstring has the rules).
+The clicks and their labels come from `camenn.simulator.shoppers` (its docstring has the rules).
 """
 import csv
 import dataclasses
@@ -38,7 +38,8 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from camenn.model import features
-from camenn.preprocessing import dataset, shoppers as shopper_simulator
+from camenn.preprocessing import dataset
+from camenn.simulator import shoppers as shopper_simulator
 
 log = logging.getLogger(__name__)
 
