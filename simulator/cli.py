@@ -6,6 +6,7 @@ from pathlib import Path
 
 def register(subparsers) -> None:
     from camenn import paths
+    from camenn.simulator import defaults
 
     sample = subparsers.add_parser(
         "sample",
@@ -21,13 +22,16 @@ def register(subparsers) -> None:
                         help="the Grocery Store Dataset's dataset/ folder (github.com/marcusklasson/"
                              "GroceryStoreDataset), e.g. ../shared/data/grocery_store")
     sample.add_argument("--output", type=Path, required=True, help=f"folder to write, e.g. {paths.SAMPLE_DATASET}")
-    sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    sample.add_argument("--listings", type=int, default=480, help="number of listings (default 480)")
-    sample.add_argument("--merchants", type=int, default=40,
-                        help="number of merchants (default 40); merchant_size follows listings per merchant "
+    sample.add_argument("--seed", type=int, default=defaults.SEED, help=f"random seed (default {defaults.SEED})")
+    sample.add_argument("--listings", type=int, default=defaults.NUM_LISTINGS,
+                        help=f"number of listings (default {defaults.NUM_LISTINGS})")
+    sample.add_argument("--merchants", type=int, default=defaults.NUM_MERCHANTS,
+                        help=f"number of merchants (default {defaults.NUM_MERCHANTS}); merchant_size follows listings per merchant "
                              "(<10 small, <30 medium), so scale it with --listings to keep the size mix")
-    sample.add_argument("--shoppers", type=int, default=200, help="number of shoppers (default 200)")
-    sample.add_argument("--events", type=int, default=6000, help="number of simulated clicks (default 6000)")
+    sample.add_argument("--shoppers", type=int, default=defaults.NUM_SHOPPERS,
+                        help=f"number of shoppers (default {defaults.NUM_SHOPPERS})")
+    sample.add_argument("--events", type=int, default=defaults.NUM_EVENTS,
+                        help=f"number of simulated clicks (default {defaults.NUM_EVENTS})")
     sample.add_argument("--no-bad-rows", dest="bad_rows", action="store_false",
                         help="leave out the deliberately bad rows that show preprocessing's quarantine")
     sample.set_defaults(func=_sample)

@@ -39,6 +39,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from camenn.model import features
 from camenn.preprocessing import dataset
+from camenn.simulator import defaults
 from camenn.simulator import shoppers as shopper_simulator
 
 log = logging.getLogger(__name__)
@@ -171,8 +172,9 @@ def _csv_bytes(header: List[str], rows: List[List[str]]) -> bytes:
 EVENTS_TRUTH_FILE = "events_truth.csv"
 
 
-def build_sample(source: Path, output: Path, seed: int = 0, num_listings: int = 480, num_merchants: int = 40,
-                 num_shoppers: int = 200, num_events: int = 6000, include_bad_rows: bool = True) -> dict:
+def build_sample(source: Path, output: Path, seed: int = defaults.SEED, num_listings: int = defaults.NUM_LISTINGS,
+                 num_merchants: int = defaults.NUM_MERCHANTS, num_shoppers: int = defaults.NUM_SHOPPERS,
+                 num_events: int = defaults.NUM_EVENTS, include_bad_rows: bool = True) -> dict:
     """Writes items.csv, events.csv, images/, truth.csv, events_truth.csv, LICENSE and README.md under `output`.
 
     Returns the counts written into README.md (listings by quality and merchant size, events, conversion
@@ -422,7 +424,7 @@ listings, preferring what the title names in their favourite categories, nearby 
 A click converts with probability sigmoid(z), where z rises with the taste for what the product really is
 and in the evening, and falls with the price against the class's usual price, with distance, at night,
 and sharply when the listing's text and photo disagree (inaccurate text: -1.6) or its photo is vague (-1.0).
-The exact rules: the docstrings of `preprocessing/sample.py` and `preprocessing/shoppers.py`.
+The exact rules: the docstrings of `simulator/sample.py` and `simulator/shoppers.py`.
 
 Train/eval split: by time, done by `camenn preprocess` (the last 20% of the time range is eval).
 

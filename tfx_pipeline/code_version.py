@@ -15,7 +15,7 @@ from typing import FrozenSet, Optional
 REPO = Path(__file__).resolve().parents[1]
 _PACKAGE = "camenn"
 # camenn.<top> lives in the repository's top-level folder <top> (setup.py), except camenn itself.
-_TOP_LEVEL = ("model", "preprocessing", "serving", "tfx_pipeline")
+_TOP_LEVEL = ("model", "preprocessing", "serving", "simulator", "tfx_pipeline")
 
 
 def module_path(module: str, repo: Path = REPO) -> Optional[Path]:

@@ -13,7 +13,7 @@ PREPROCESS = "camenn.tfx_pipeline.components.preprocess"
 
 @pytest.fixture
 def repo_copy(tmp_path):
-    for folder in ("camenn", "model", "preprocessing", "serving", "tfx_pipeline"):
+    for folder in ("camenn", "model", "preprocessing", "serving", "simulator", "tfx_pipeline"):
         shutil.copytree(cv.REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
     return tmp_path
 

@@ -165,7 +165,7 @@ def test_a_fix_under_serving_reruns_the_serving_bundle_and_nothing_upstream(pipe
     from camenn.tfx_pipeline import code_version, local_runner, pipeline
 
     config, _ = pipeline_run
-    for folder in ("camenn", "model", "preprocessing", "serving", "tfx_pipeline"):
+    for folder in ("camenn", "model", "preprocessing", "serving", "simulator", "tfx_pipeline"):
         shutil.copytree(REPO_ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
     with open(tmp_path / "serving" / "bundle.py", "a") as f:
         f.write("\nWARMUP_LIMIT = 100\n")  # a code change (a docstring edit would not count)
