@@ -215,7 +215,7 @@ PRESETS = {
     # CI and tests: the tiny model and image encoder, a couple of short epochs.
     "tiny": dict(model_preset="camenn_tiny", audit_model_preset="camenn_tiny", text_encoder="bert_tiny",
                  image_encoder="inception_v4", image_preset="inception_v4_tiny", audit_epochs=5,
-                 max_text_length=32, batch_size=32, epochs=2, checkpoint_every_steps=5, validate_each_epoch=False),
+                 max_text_length=32, batch_size=32, epochs=2, checkpoint_every_steps=5),
     # A CPU: the demo on the embedded sample. At most 8 epochs of the sample's 73 steps of 64 clicks (a
     # few tens of seconds each on 2 cores, bench/train.py); early stopping on the eval CVR loss ends it
     # sooner.

@@ -170,6 +170,14 @@ class ProgressLogger(keras.callbacks.Callback):
                 "first_step_seconds": self.first_step_seconds}
 
 
+def early_stopping(directory: str, task_names, patience: int) -> ResumableEarlyStopping:
+    """Early stopping on the eval split's click-to-order loss where the model predicts it (the product's
+    objective; the alignment heads learn within the first epochs), else on the whole eval loss."""
+    monitor = f"val_{F.CVR}_loss" if F.CVR in task_names else "val_loss"
+    # Keras cannot tell the direction of a per-output loss by its name: lower is better.
+    return ResumableEarlyStopping(directory, monitor=monitor, mode="min", patience=patience)
+
+
 def task_class(preset):
     """The task model class whose family names `preset`: CameNN's, or a baseline's (camenn.model.baselines)."""
     from camenn.model.baselines import DNNRanker, MMoE
@@ -278,11 +286,8 @@ def run_fn(fn_args):
         progress,
     ]
     if evaluation is not None and settings.early_stopping_patience:
-        # The click-to-order loss where the model predicts it (the product's objective; the alignment
-        # heads learn within the first epochs), else the whole loss.
-        monitor = f"val_{F.CVR}_loss" if F.CVR in model.backbone.task_names else "val_loss"
-        callbacks.insert(1, ResumableEarlyStopping(os.path.join(backup, "early_stopping"), monitor=monitor,
-                                                   patience=settings.early_stopping_patience))
+        callbacks.insert(1, early_stopping(os.path.join(backup, "early_stopping"), model.backbone.task_names,
+                                           settings.early_stopping_patience))
     logger.info("training %s (%s, %d parameters): up to %d epochs of %d steps, batch %d, checkpoints in %s",
                 settings.model_preset, policy, model.count_params(), epochs, steps_per_epoch, batch_size, backup)
     history = model.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch,
