@@ -1,12 +1,12 @@
-"""Installs the top-level folders `model/`, `preprocessing/`, `serving/` and `tfx_pipeline/` as
-subpackages of `camenn`, so the repository keeps the layout of DESIGN.md section 6 while imports stay
+"""Installs the top-level folders `model/`, `preprocessing/`, `serving/`, `simulator/` and `tfx_pipeline/` as
+subpackages of `camenn`, so the repository keeps its layout (docs/ARCHITECTURE.md) while imports stay
 namespaced (`camenn.model`, never a bare `model` in site-packages)."""
 from pathlib import Path
 
 from setuptools import setup
 
 ROOT = Path(__file__).parent
-SUBPACKAGES = ("model", "preprocessing", "serving", "tfx_pipeline")
+SUBPACKAGES = ("model", "preprocessing", "serving", "simulator", "tfx_pipeline")
 
 
 def _packages():

@@ -88,7 +88,10 @@ def plain_fit(config, trainer_node, transform_node):
     from camenn.model.camenn import make_alignment_examples
     from camenn.tfx_pipeline import trainer
 
-    run_config = json.loads(trainer_node.execution.custom_properties["custom_config"].string_value)
+    from camenn.tfx_pipeline.configs import TrainerSettings
+
+    settings = TrainerSettings.from_json(
+        json.loads(trainer_node.execution.custom_properties["custom_config"].string_value)["settings"])
     tft_output = tft.TFTransformOutput(transform_node.output("transform_graph").uri)
     files = tf.io.gfile.glob(os.path.join(transform_node.output("transformed_examples").uri, "Split-train", "*"))
     spec = tft_output.transformed_feature_spec()
@@ -100,15 +103,15 @@ def plain_fit(config, trainer_node, transform_node):
             columns.setdefault(name, []).append(value.numpy())
     columns = {name: tf.concat(parts, 0) for name, parts in columns.items()}
     count = int(columns[next(iter(columns))].shape[0])
-    batch_size = run_config["batch_size"]
-    steps_per_epoch = run_config["steps_per_epoch"] or -(-count // batch_size)
+    batch_size = settings.batch_size
+    steps_per_epoch = settings.steps_per_epoch or -(-count // batch_size)
     data = tf.data.Dataset.from_tensor_slices(columns).shuffle(count, seed=0).repeat().batch(batch_size)
-    data = make_alignment_examples(data, seed=0, hard_negatives=run_config["hard_negatives"]).prefetch(tf.data.AUTOTUNE)
-    keras.utils.set_random_seed(run_config["seed"])
-    model = trainer.build_model(run_config, tft_output, trainer.precision_policy(run_config["mixed_precision"]))
-    trainer.compile_model(model, run_config, steps_per_epoch * run_config["epochs"])
-    timing = trainer.ProgressLogger(10 ** 9, batch_size, steps_per_epoch * run_config["epochs"])
-    model.fit(data, epochs=run_config["epochs"], steps_per_epoch=steps_per_epoch, callbacks=[timing], verbose=0)
+    data = make_alignment_examples(data, seed=0, hard_negatives=settings.hard_negatives).prefetch(tf.data.AUTOTUNE)
+    keras.utils.set_random_seed(settings.seed)
+    model = trainer.build_model(settings, tft_output, trainer.precision_policy(settings.mixed_precision))
+    trainer.compile_model(model, settings, steps_per_epoch * settings.epochs)
+    timing = trainer.ProgressLogger(10 ** 9, batch_size, steps_per_epoch * settings.epochs)
+    model.fit(data, epochs=settings.epochs, steps_per_epoch=steps_per_epoch, callbacks=[timing], verbose=0)
     return timing.record()
 
 

@@ -123,7 +123,8 @@ def gemm_rate(m, k, n, seconds=2.0):
 
 def start_server(model_base_path, threads):
     command = [sys.executable, "-m", "camenn.serving.server", "--model_base_path", model_base_path, "--port", "0",
-               "--grpc_max_threads", str(threads), "--file_system_poll_wait_seconds", "0"]
+               "--grpc_max_threads", str(threads), "--file_system_poll_wait_seconds", "0",
+               "--max_concurrent_requests", str(threads)]  # every client admitted: this measures latency, not shedding
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in process.stdout:
         if "serving gRPC on" in line:

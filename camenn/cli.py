@@ -12,6 +12,7 @@ import warnings
 
 # Modules that add verbs, in the order `camenn --help` lists them.
 COMMAND_MODULES = (
+    "camenn.simulator.cli",
     "camenn.preprocessing.cli",
     "camenn.serving.cli",
     "camenn.tfx_pipeline.cli",

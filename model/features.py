@@ -70,6 +70,11 @@ LISTING_TASKS = (ITA, TIA)
 
 # --- Evaluation only (the pipeline's AlignmentEvalExamples writes them; never model inputs).
 LISTING_QUALITY = "listing_quality"  # a slice: the listing's known quality where a truth file gives it
+# The qualities a truth file (item_id, quality) gives a listing, as the embedded sample's simulator writes them.
+OK_QUALITY = "ok"
+INACCURATE_TEXT = "inaccurate_text"  # the title and description of another product
+VAGUE_PHOTO = "vague_photo"  # blurred, tightly cropped or dark
+FLAWED_QUALITIES = (INACCURATE_TEXT, VAGUE_PHOTO)
 # A slice of the ITA/TIA rows: which negatives a true pair is judged against. A true pair carries both
 # values (it is in both slices), a negative its own kind.
 NEGATIVE_KIND = "negative_kind"

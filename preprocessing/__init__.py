@@ -1,4 +1,4 @@
-"""Dataset reading, the embedded sample, and the Beam preprocessing (`camenn sample`, `camenn preprocess`).
+"""Dataset reading and the Beam preprocessing (`camenn preprocess`).
 
 `camenn.preprocessing.preprocess(dataset_dir, output_dir, ...) -> summary dict` is the entry point for the
 TFX pipeline's component;

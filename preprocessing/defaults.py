@@ -1,6 +1,7 @@
 """Defaults of `camenn preprocess`, importable without TensorFlow or Beam (the CLI reads them for --help)."""
 
-# The demo encoder: ImageNet-pretrained EfficientNet-Lite0 (contract 3); `inception_v4` is the paper's.
+# The demo encoder: ImageNet-pretrained EfficientNet-Lite0; `inception_v4` is the paper's (no weights
+# ship offline).
 IMAGE_ENCODER = "efficientnet_lite0"
 IMAGE_PRESET = "efficientnet_lite0_imagenet"
 GRID = (2, 2)

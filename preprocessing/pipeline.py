@@ -9,23 +9,20 @@
         -> OUT/examples/{train,eval}/*.tfrecord.gz (item features + event features + label)
     every rejected row -> OUT/quarantine/{items,events}.csv with its reason; counts -> OUT/summary.json
 
+Each step is a composite transform of `transforms.py` or `embedding_cache.py`; `preprocess` wires them.
+
 Encodings are cached under `cache_dir` by content: `texts/` by sha256(token ids, text encoder, tokens per
 text, CACHE_VERSION), `patches/` by sha256(image bytes, encoder, preset, grid, CACHE_VERSION). A second run
 over an unchanged catalog neither encodes a text nor decodes or embeds a photo; an edited listing is
 encoded again, since its content changed. On a distributed runner, `cache_dir` must be a path every
 worker reaches (e.g. gs://...).
 """
-import dataclasses
-import hashlib
-import io
 import json
 import logging
 import time
-import uuid
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -33,329 +30,19 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from camenn import paths
 from camenn.model import features
 from camenn.preprocessing import dataset, defaults, images
-from camenn.preprocessing.dataset import Rejected, RowError
+from camenn.preprocessing.embedding_cache import EmbedListingPhotos, EmbedListingTexts
+from camenn.preprocessing.transforms import (
+    TIME_RANGE, ItemExamples, JoinEvents, ReadAndCheckEvents, ReadAndCheckListings, SplitByTime, TokenizeTexts,
+    WriteExamples, WriteQuarantine, WriteStats, eval_cutoff)
 
 log = logging.getLogger(__name__)
 
 # Part of every cache key: bump it when decoding or splitting changes what an image's patches are.
 CACHE_VERSION = "1"
-REJECTED = "rejected"
-MISS = "miss"
-EXAMPLE_SUFFIX = ".tfrecord.gz"
-PROGRESS_EVERY = 100
-TIME_RANGE = "split/time_range"
 
 
 def default_cache_dir() -> str:
     return str(paths.cache_dir() / "embeddings")
-
-
-@dataclasses.dataclass(frozen=True)
-class Listing:
-    """A good items.csv row on its way through the pipeline."""
-    row: int
-    fields: Dict[str, str]
-    item: dataset.Item
-    image_key: str = ""
-    token_ids: Optional[np.ndarray] = None
-    truncated: bool = False
-    text_key: str = ""
-    text_embeddings: Optional[np.ndarray] = None
-    patch_embeddings: Optional[np.ndarray] = None
-
-
-def _rejected_listing(listing: Listing, reason: str, detail: str) -> Rejected:
-    return Rejected(dataset.ITEMS_FILE, listing.row, reason, detail, listing.fields)
-
-
-def _tally(pcoll, name: str, label: str):
-    """(name, 1) per element; every tally goes into one CombinePerKey (one stage, not one per count)."""
-    return pcoll | f"Tally{label}" >> beam.Map(lambda _: (name, 1))
-
-
-def _tally_reasons(rejected, prefix: str, label: str):
-    return rejected | f"Tally{label}" >> beam.Map(lambda r: (f"{prefix}/{r.reason}", 1))
-
-
-class ReadCsv(beam.DoFn):
-    """A dataset CSV -> (row, fields) for each record, Rejected (tagged) for records that are not rows."""
-
-    def __init__(self, columns, file_name: str):
-        self.columns, self.file_name = columns, file_name
-
-    def process(self, path: str):
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-            for row, record in dataset.read_rows(stream, self.columns, self.file_name):
-                if isinstance(record, Rejected):
-                    yield beam.pvalue.TaggedOutput(REJECTED, record)
-                else:
-                    yield row, record
-
-
-def _parse_items(element):
-    row, fields = element
-    try:
-        yield Listing(row, fields, dataset.parse_item(fields))
-    except RowError as error:
-        yield beam.pvalue.TaggedOutput(REJECTED, Rejected(dataset.ITEMS_FILE, row, error.reason, error.detail, fields))
-
-
-def _parse_events(element):
-    row, fields = element
-    try:
-        event = dataset.parse_event(fields)
-        yield event.item_id, (row, fields, event)
-    except RowError as error:
-        yield beam.pvalue.TaggedOutput(REJECTED, Rejected(dataset.EVENTS_FILE, row, error.reason, error.detail, fields))
-
-
-def _first_per_item_id(element):
-    """Keeps the first row of each item_id; later rows are `duplicate_item_id`."""
-    _, listings = element
-    first, *others = sorted(listings, key=lambda listing: listing.row)
-    yield first
-    for listing in others:
-        yield beam.pvalue.TaggedOutput(REJECTED, _rejected_listing(
-            listing, "duplicate_item_id", f"row {first.row} has item_id {first.item.item_id!r}"))
-
-
-class HashImage(beam.DoFn):
-    """Listing -> (cache key, listing with image_key); `missing_image` if the photo cannot be read."""
-
-    def __init__(self, dataset_dir: str, salt: str):
-        self.dataset_dir, self.salt = dataset_dir, salt
-
-    def process(self, listing: Listing):
-        path = FileSystems.join(self.dataset_dir, listing.item.image_path)
-        digest = hashlib.sha256()
-        try:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-                for chunk in iter(lambda: stream.read(1 << 20), b""):
-                    digest.update(chunk)
-        except Exception as error:  # FileSystems raises BeamIOError, IOError, ... by backend.
-            yield beam.pvalue.TaggedOutput(REJECTED, _rejected_listing(
-                listing, "missing_image", f"{listing.item.image_path}: {error}"))
-            return
-        digest.update(self.salt.encode())
-        key = digest.hexdigest()
-        yield key, (path, dataclasses.replace(listing, image_key=key))
-
-
-class Tokenize(beam.DoFn):
-    """Batches of listings -> listings with token_ids (the tokenizer is built once per worker)."""
-
-    def __init__(self, max_text_length: int):
-        self.max_text_length = max_text_length
-
-    def setup(self):
-        from camenn.preprocessing.text import TextTokenizer
-
-        self.tokenizer = TextTokenizer(self.max_text_length)
-
-    def process(self, batch: List[Listing]):
-        token_ids, truncated = self.tokenizer([(l.item.title, l.item.description) for l in batch])
-        for listing, ids, cut in zip(batch, token_ids, truncated):
-            yield dataclasses.replace(listing, token_ids=ids, truncated=bool(cut))
-
-    def teardown(self):
-        del self.tokenizer  # its tf.function is freed now, not noisily at interpreter exit
-
-
-def _cache_path(cache_dir: str, key: str) -> str:
-    return FileSystems.join(cache_dir, key[:2], f"{key}.npy")
-
-
-def _text_key(listing: Listing, salt: str) -> str:
-    return hashlib.sha256(listing.token_ids.astype("<i8").tobytes() + salt.encode()).hexdigest()
-
-
-class LookupCache(beam.DoFn):
-    """(key, payload) -> (key, cached float32 [rows, D] encoding), or tagged MISS (key, payload) when the
-    cache has no readable entry of `rows` rows (the payload is what computing it needs: a photo's path,
-    a text's token ids)."""
-
-    def __init__(self, cache_dir: str, rows: int):
-        self.cache_dir, self.rows = cache_dir, rows
-
-    def process(self, element):
-        key, payload = element
-        cached = _cache_path(self.cache_dir, key)
-        if FileSystems.exists(cached):
-            try:
-                with FileSystems.open(cached, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-                    embeddings = np.load(io.BytesIO(stream.read()), allow_pickle=False)
-                if embeddings.ndim == 2 and embeddings.shape[0] == self.rows:
-                    yield key, embeddings.astype(np.float32, copy=False)
-                    return
-            except (OSError, ValueError) as error:
-                log.warning("unreadable cache entry %s (%s): encoding again", cached, error)
-        yield beam.pvalue.TaggedOutput(MISS, (key, payload))
-
-
-class DecodeAndSplit(beam.DoFn):
-    """(key, image path) -> (key, uint8 [P, h, w, 3] patches), or tagged REJECTED (key, (reason, detail))."""
-
-    def __init__(self, grid: images.Grid):
-        self.grid = grid
-
-    def process(self, element):
-        key, path = element
-        try:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-                data = stream.read()
-            yield key, images.split_into_patches(images.decode_image(data, self.grid), self.grid)
-        except RowError as error:
-            yield beam.pvalue.TaggedOutput(REJECTED, (key, (error.reason, error.detail)))
-        except Exception as error:  # the file vanished since it was hashed
-            yield beam.pvalue.TaggedOutput(REJECTED, (key, ("missing_image", str(error))))
-
-
-class WriteCache(beam.DoFn):
-    """(key, [rows, D]) -> written to the cache (atomically: temp file, then rename), passed on; logs
-    progress, counting `what` (photos, texts)."""
-
-    def __init__(self, cache_dir: str, what: str):
-        self.cache_dir, self.what = cache_dir, what
-
-    def setup(self):
-        self.written, self.started = 0, time.time()
-
-    def process(self, element):
-        key, embeddings = element
-        embeddings = np.asarray(embeddings, dtype=np.float32)
-        buffer = io.BytesIO()
-        np.save(buffer, embeddings, allow_pickle=False)
-        final = _cache_path(self.cache_dir, key)
-        temporary = f"{final}.tmp-{uuid.uuid4().hex}"
-        with FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-            stream.write(buffer.getvalue())
-        FileSystems.rename([temporary], [final])
-        self.written += 1
-        if self.written % PROGRESS_EVERY == 0:
-            log.info("encoded %d %s (%.1f/s on this worker)", self.written, self.what,
-                     self.written / (time.time() - self.started))
-        yield key, embeddings
-
-
-def _attach_text_embeddings(element):
-    """CoGroupByKey by text key -> listings with text_embeddings (every distinct text was encoded)."""
-    _, grouped = element
-    (embeddings,) = list(grouped["embeddings"])
-    for listing in grouped["listings"]:
-        yield dataclasses.replace(listing, text_embeddings=embeddings)
-
-
-def _attach_embeddings(element):
-    """CoGroupByKey by image key -> listings with patch_embeddings, or Rejected with the image's reason."""
-    _, grouped = element
-    embeddings = list(grouped["embeddings"])
-    errors = list(grouped["errors"])
-    for _, listing in grouped["listings"]:
-        if embeddings:
-            yield dataclasses.replace(listing, patch_embeddings=embeddings[0])
-        elif errors:
-            yield beam.pvalue.TaggedOutput(REJECTED, _rejected_listing(listing, *errors[0]))
-        else:
-            yield beam.pvalue.TaggedOutput(REJECTED, _rejected_listing(
-                listing, "embedding_missing", f"{listing.item.image_path}: the encoder returned nothing"))
-
-
-def _feature(values, kind: str):
-    import tensorflow as tf
-
-    if kind == "bytes":
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode("utf-8") for v in values]))
-    if kind == "float":
-        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-
-def _item_example(listing: Listing, merchant_listings: Dict[str, int]) -> Tuple[str, bytes]:
-    """(item_id, serialized tf.Example with features.ITEM_FEATURES)."""
-    import tensorflow as tf
-
-    item = listing.item
-    example = tf.train.Example(features=tf.train.Features(feature={
-        features.ITEM_ID: _feature([item.item_id], "bytes"),
-        features.MERCHANT_ID: _feature([item.merchant_id], "bytes"),
-        features.CATEGORY: _feature([item.category], "bytes"),
-        features.COARSE_CATEGORY: _feature([item.coarse_category], "bytes"),
-        features.MERCHANT_SIZE: _feature(
-            [dataset.merchant_size_label(merchant_listings.get(item.merchant_id, 0))], "bytes"),
-        features.PRICE: _feature([item.price], "float"),
-        features.TITLE: _feature([item.title], "bytes"),
-        features.TEXT_TOKEN_IDS: _feature(listing.token_ids.tolist(), "int64"),
-        features.TEXT_EMBEDDINGS: _feature(listing.text_embeddings.reshape(-1).tolist(), "float"),
-        features.PATCH_EMBEDDINGS: _feature(listing.patch_embeddings.reshape(-1).tolist(), "float"),
-    }))
-    return item.item_id, example.SerializeToString()
-
-
-def _join_events(element):
-    """CoGroupByKey by item_id -> (timestamp, serialized event tf.Example), or Rejected events."""
-    import tensorflow as tf
-
-    item_id, grouped = element
-    items = list(grouped["items"])
-    item_errors = list(grouped["item_errors"])
-    for row, fields, event in grouped["events"]:
-        if not items:
-            if item_errors:
-                error = min(item_errors, key=lambda r: r.row)
-                reason, detail = "item_quarantined", f"{error.reason}: {error.detail} (items.csv row {error.row})"
-            else:
-                reason, detail = "unknown_item", f"item_id {item_id!r} is not in {dataset.ITEMS_FILE}"
-            yield beam.pvalue.TaggedOutput(REJECTED, Rejected(dataset.EVENTS_FILE, row, reason, detail, fields))
-            continue
-        example = tf.train.Example.FromString(items[0])
-        feature = example.features.feature
-        del feature[features.TITLE]  # display only: the serving table keeps it, the model never reads it
-        feature[features.REQUEST_ID].CopyFrom(_feature([event.request_id], "bytes"))
-        feature[features.SHOPPER_ID].CopyFrom(_feature([event.shopper_id], "bytes"))
-        feature[features.TIMESTAMP].CopyFrom(_feature([event.timestamp], "int64"))
-        feature[features.HOUR].CopyFrom(_feature([event.hour], "int64"))
-        feature[features.DISTANCE_KM].CopyFrom(_feature([event.distance_km], "float"))
-        feature[features.LABEL].CopyFrom(_feature([event.converted], "int64"))
-        yield event.timestamp, example.SerializeToString()
-
-
-class TimeRange(beam.CombineFn):
-    """(first, last) timestamp, or None for no events."""
-
-    def create_accumulator(self):
-        return None
-
-    def add_input(self, accumulator, timestamp):
-        return (timestamp, timestamp) if accumulator is None else (
-            min(accumulator[0], timestamp), max(accumulator[1], timestamp))
-
-    def merge_accumulators(self, accumulators):
-        present = [a for a in accumulators if a is not None]
-        return (min(a[0] for a in present), max(a[1] for a in present)) if present else None
-
-    def extract_output(self, accumulator):
-        return accumulator
-
-
-def eval_cutoff(time_range, eval_fraction: float = defaults.EVAL_FRACTION) -> Optional[float]:
-    """Events with timestamp > cutoff are eval: the last `eval_fraction` of the time range."""
-    if time_range is None:
-        return None
-    first, last = time_range
-    return first + (1.0 - eval_fraction) * (last - first)
-
-
-def _quarantine_line(rejected: Rejected, header: Sequence[str]) -> str:
-    import csv
-
-    text = io.StringIO()
-    csv.writer(text, lineterminator="").writerow(
-        [rejected.reason, rejected.detail, rejected.row] + [rejected.fields.get(name, "") for name in header])
-    return text.getvalue()
-
-
-def _quarantine_header(header: Sequence[str]) -> str:
-    return ",".join(["reason", "detail", "row"] + [f'"{h}"' if "," in h else h for h in header])
 
 
 def feature_summary(max_text_length: int, num_text_tokens: int, text_dim: Optional[int], num_patches: int,
@@ -454,7 +141,6 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
     dataset_dir, output_dir = str(dataset_dir), str(output_dir)
     grid = images.parse_grid(grid) if isinstance(grid, str) else tuple(grid)
     cache_dir = str(cache_dir) if cache_dir is not None else default_cache_dir()
-    num_patches = grid[0] * grid[1]
     items_path = FileSystems.join(dataset_dir, dataset.ITEMS_FILE)
     events_path = FileSystems.join(dataset_dir, dataset.EVENTS_FILE)
     item_header = _read_header(items_path, dataset.ITEM_COLUMNS, dataset.ITEMS_FILE)
@@ -472,132 +158,37 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
     started = time.time()
     options = PipelineOptions(list(beam_args or []))
     with beam.Pipeline(options=options) as pipeline:
-        # --- Items: row checks, one row per item_id, photo hash, tokens.
-        item_records = (pipeline
-                        | "ItemsPath" >> beam.Create([items_path])
-                        | "ReadItems" >> beam.ParDo(ReadCsv(dataset.ITEM_COLUMNS, dataset.ITEMS_FILE)).with_outputs(
-                            REJECTED, main="rows"))
-        parsed_items = (item_records.rows
-                        | "ShuffleItems" >> beam.Reshuffle()
-                        | "ParseItems" >> beam.FlatMap(_parse_items).with_outputs(REJECTED, main="listings"))
-        unique = (parsed_items.listings
-                  | "ByItemId" >> beam.Map(lambda listing: (listing.item.item_id, listing))
-                  | "GroupItemId" >> beam.GroupByKey()
-                  | "FirstPerItemId" >> beam.FlatMap(_first_per_item_id).with_outputs(REJECTED, main="listings"))
-        tokenized = (unique.listings
-                     | "BatchTexts" >> beam.BatchElements(min_batch_size=16, max_batch_size=256)
-                     | "Tokenize" >> beam.ParDo(Tokenize(max_text_length)))
-
-        # --- Texts: each distinct text once, from the cache or encoded.
-        keyed_texts = tokenized | "TextKey" >> beam.Map(lambda l: (_text_key(l, text_salt), l))
-        distinct_texts = (keyed_texts
-                          | "TextTokens" >> beam.Map(lambda kv: (kv[0], kv[1].token_ids))
-                          | "DistinctTexts" >> beam.combiners.Sample.FixedSizePerKey(1)
-                          | "OneTokens" >> beam.Map(lambda kv: (kv[0], kv[1][0])))
-        texts_looked_up = distinct_texts | "LookupTextCache" >> beam.ParDo(
-            LookupCache(text_cache, num_text_tokens)).with_outputs(MISS, main="hits")
-        encoded_texts = (texts_looked_up[MISS]
-                         | "EmbedTexts" >> EmbedTexts(text_encoder, num_text_tokens)
-                         | "WriteTextCache" >> beam.ParDo(WriteCache(text_cache, "texts")))
-        text_embeddings = (texts_looked_up.hits, encoded_texts) | "AllTextEmbeddings" >> beam.Flatten()
-        with_texts = ({"listings": keyed_texts, "embeddings": text_embeddings}
-                      | "JoinTexts" >> beam.CoGroupByKey()
-                      | "AttachTextEmbeddings" >> beam.FlatMap(_attach_text_embeddings))
-
-        hashed = with_texts | "HashImages" >> beam.ParDo(HashImage(dataset_dir, salt)).with_outputs(
-            REJECTED, main="keyed")
-
-        # --- Photos: each distinct image once, from the cache or decoded and embedded.
-        distinct = (hashed.keyed
-                    | "ImagePath" >> beam.Map(lambda kv: (kv[0], kv[1][0]))
-                    | "DistinctImages" >> beam.CombinePerKey(min))
-        looked_up = distinct | "LookupCache" >> beam.ParDo(LookupCache(patch_cache, num_patches)).with_outputs(
-            MISS, main="hits")
-        decoded = looked_up[MISS] | "DecodeAndSplit" >> beam.ParDo(DecodeAndSplit(grid)).with_outputs(
-            REJECTED, main="patches")
-        embedded = (decoded.patches
-                    | "EmbedPatches" >> EmbedPatches(image_encoder, image_preset)
-                    | "WriteCache" >> beam.ParDo(WriteCache(patch_cache, "photos")))
-        embeddings = (looked_up.hits, embedded) | "AllEmbeddings" >> beam.Flatten()
-        attached = ({"listings": hashed.keyed, "embeddings": embeddings, "errors": decoded[REJECTED]}
-                    | "JoinImages" >> beam.CoGroupByKey()
-                    | "AttachEmbeddings" >> beam.FlatMap(_attach_embeddings).with_outputs(REJECTED, main="listings"))
-        good = attached.listings
-
-        # --- Item examples, merchant_size from the listings kept per merchant.
-        merchant_listings = (good
-                             | "MerchantOf" >> beam.Map(lambda listing: listing.item.merchant_id)
-                             | "ListingsPerMerchant" >> beam.combiners.Count.PerElement())
-        item_examples = good | "ItemExamples" >> beam.Map(
-            _item_example, merchant_listings=beam.pvalue.AsDict(merchant_listings))
-        _ = (item_examples
-             | "ItemBytes" >> beam.Values()
-             | "WriteItems" >> beam.io.WriteToTFRecord(
-                 FileSystems.join(output_dir, "items", "items"), file_name_suffix=EXAMPLE_SUFFIX))
-        rejected_items = ((item_records[REJECTED], parsed_items[REJECTED], unique[REJECTED], hashed[REJECTED],
-                           attached[REJECTED])
-                          | "RejectedItems" >> beam.Flatten())
-
-        # --- Events: row checks, join to their listing, split by time.
-        event_records = (pipeline
-                         | "EventsPath" >> beam.Create([] if items_only else [events_path])
-                         | "ReadEvents" >> beam.ParDo(ReadCsv(dataset.EVENT_COLUMNS, dataset.EVENTS_FILE))
-                         .with_outputs(REJECTED, main="rows"))
-        parsed_events = (event_records.rows
-                         | "ShuffleEvents" >> beam.Reshuffle()
-                         | "ParseEvents" >> beam.FlatMap(_parse_events).with_outputs(REJECTED, main="events"))
-        item_errors = (rejected_items
-                       | "ErrorByItemId" >> beam.Map(lambda r: (r.fields.get(features.ITEM_ID, "").strip(), r))
-                       | "WithItemId" >> beam.Filter(lambda kv: kv[0]))
-        joined = ({"items": item_examples, "item_errors": item_errors, "events": parsed_events.events}
-                  | "JoinEvents" >> beam.CoGroupByKey()
-                  | "EventExamples" >> beam.FlatMap(_join_events).with_outputs(REJECTED, main="examples"))
-        time_range = (joined.examples
-                      | "Timestamps" >> beam.Keys()
-                      | "TimeRange" >> beam.CombineGlobally(TimeRange()))
-        train, evaluation = joined.examples | "SplitByTime" >> beam.Partition(
-            lambda kv, _, time_range: int(time_range is not None and kv[0] > eval_cutoff(time_range)), 2,
-            time_range=beam.pvalue.AsSingleton(time_range))
-        for name, split in (("train", train), ("eval", evaluation)):
-            _ = (split
-                 | f"{name}Bytes" >> beam.Values()
-                 | f"Write{name}" >> beam.io.WriteToTFRecord(
-                     FileSystems.join(output_dir, "examples", name, name), file_name_suffix=EXAMPLE_SUFFIX))
-        rejected_events = ((event_records[REJECTED], parsed_events[REJECTED], joined[REJECTED])
-                           | "RejectedEvents" >> beam.Flatten())
-
-        # --- Quarantine and counts.
-        for name, rejected, header in (("items", rejected_items, item_header),
-                                       ("events", rejected_events, event_header)):
-            _ = (rejected
-                 | f"Format{name}" >> beam.Map(_quarantine_line, header=header)
-                 | f"Quarantine{name}" >> beam.io.WriteToText(
-                     FileSystems.join(output_dir, "quarantine", name), file_name_suffix=".csv",
-                     shard_name_template="", header=_quarantine_header(header)))
-        counts = ((
-            _tally(item_records.rows, "items/in", "ItemRows"),
-            _tally(item_records[REJECTED], "items/in", "ItemBadRecords"),
-            _tally(item_examples, "items/out", "ItemsOut"),
-            _tally_reasons(rejected_items, "items/quarantined", "ItemReasons"),
-            _tally(tokenized | "Truncated" >> beam.Filter(lambda l: l.truncated), "text/truncated", "Truncated"),
-            _tally(distinct_texts, "texts/distinct", "DistinctTexts"),
-            _tally(texts_looked_up.hits, "texts/cache_hits", "TextHits"),
-            _tally(encoded_texts, "texts/encoded", "TextsEncoded"),
-            text_embeddings | "TextDim" >> beam.Map(lambda kv: (f"text_dim/{kv[1].shape[1]}", 1)),
-            _tally(distinct, "images/distinct", "Distinct"),
-            _tally(looked_up.hits, "images/cache_hits", "Hits"),
-            _tally(embedded, "images/embedded", "Embedded"),
-            embeddings | "PatchDim" >> beam.Map(lambda kv: (f"patch_dim/{kv[1].shape[1]}", 1)),
-            _tally(event_records.rows, "events/in", "EventRows"),
-            _tally(event_records[REJECTED], "events/in", "EventBadRecords"),
-            _tally(train, "events/train", "Train"),
-            _tally(evaluation, "events/eval", "Eval"),
-            _tally_reasons(rejected_events, "events/quarantined", "EventReasons"),
-        ) | "AllCounts" >> beam.Flatten() | "SumCounts" >> beam.CombinePerKey(sum))
-        _ = ((counts, time_range | "NameTimeRange" >> beam.Map(lambda r: (TIME_RANGE, r)))
-             | "AllStats" >> beam.Flatten()
-             | "StatsJson" >> beam.Map(json.dumps)
-             | "WriteStats" >> beam.io.WriteToText(stats_prefix, shard_name_template=""))
+        # items.csv: rows checked, the first per item_id kept.
+        listings, rejected_rows, listing_counts = (
+            pipeline | "ReadAndCheckListings" >> ReadAndCheckListings(items_path))
+        # title and description -> max_text_length WordPiece ids.
+        tokenized, token_counts = listings | "TokenizeTexts" >> TokenizeTexts(max_text_length)
+        # each distinct text's pooled BERT tokens, from the cache or encoded.
+        with_texts, text_counts = tokenized | "EmbedListingTexts" >> EmbedListingTexts(
+            text_cache, text_salt, num_text_tokens, EmbedTexts(text_encoder, num_text_tokens))
+        # each distinct photo's patch embeddings, from the cache or decoded and embedded; bad photos rejected.
+        good, rejected_photos, photo_counts = with_texts | "EmbedListingPhotos" >> EmbedListingPhotos(
+            dataset_dir, patch_cache, salt, grid, EmbedPatches(image_encoder, image_preset))
+        # one tf.Example per listing kept, merchant_size from the listings kept per merchant.
+        item_examples, item_counts = good | "ItemExamples" >> ItemExamples()
+        rejected_items = (rejected_rows, rejected_photos) | "RejectedItems" >> beam.Flatten()
+        # events.csv: rows checked (none read for items_only).
+        events, rejected_event_rows, event_counts = (
+            pipeline | "ReadAndCheckEvents" >> ReadAndCheckEvents(None if items_only else events_path))
+        # each event with its listing's features; events of quarantined or unknown listings rejected.
+        event_examples, rejected_joins = ({"events": events, "items": item_examples, "rejected_items": rejected_items}
+                                          | "JoinEvents" >> JoinEvents())
+        # the last part of the time range is eval.
+        train, evaluation, time_range, split_counts = event_examples | "SplitByTime" >> SplitByTime()
+        rejected_events = (rejected_event_rows, rejected_joins) | "RejectedEvents" >> beam.Flatten()
+        # outputs: tf.Examples, quarantine files with their reasons counted, then every count summed.
+        _ = {"items": item_examples, "train": train, "eval": evaluation} | "WriteExamples" >> WriteExamples(output_dir)
+        item_reasons = rejected_items | "QuarantineItems" >> WriteQuarantine(output_dir, "items", item_header)
+        event_reasons = rejected_events | "QuarantineEvents" >> WriteQuarantine(output_dir, "events", event_header)
+        counts = ((listing_counts, token_counts, text_counts, photo_counts, item_counts, event_counts, split_counts,
+                   item_reasons, event_reasons)
+                  | "AllCounts" >> beam.Flatten())
+        _ = {"counts": counts, "time_range": time_range} | "WriteStats" >> WriteStats(stats_prefix)
 
     summary = _summarize(stats_prefix, dataset_dir, output_dir, text_encoder, num_text_tokens, image_encoder,
                          image_preset, grid, max_text_length, cache_dir, time.time() - started)

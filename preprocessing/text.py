@@ -1,9 +1,9 @@
 """Listing text to BERT token ids: "[CLS] title [SEP] description [SEP]", WordPiece, fixed length.
 
 The vocabulary is all-MiniLM-L6-v2's vocab.txt (BERT uncased, 30522 ids), shared by every BERT preset
-(contract 4), so the ids do not depend on which BERT the model uses. Text is lowercased and accents are
-stripped (`strip_accents=True`), as uncased BERT was trained: "Äpple Färskpressad" -> "apple farskpressad".
-Packing is keras-hub's MultiSegmentPacker with "waterfall" truncation: the title keeps its tokens first and
+(README "Encoders and presets"), so the ids do not depend on which BERT the model uses. Text is lowercased
+and accents are stripped (`strip_accents=True`), as uncased BERT was trained: "Äpple Färskpressad" ->
+"apple farskpressad". Packing is keras-hub's MultiSegmentPacker with "waterfall" truncation: the title keeps its tokens first and
 the description takes what is left, so a long description never pushes the title out. Pairs over the
 length are truncated and counted, not rejected.
 """

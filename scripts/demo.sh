@@ -21,15 +21,16 @@ if ! ls "$serving_base"/camenn/*/saved_model.pb >/dev/null 2>&1; then
   exit 0
 fi
 
-# A shopper of the sample and eight candidates: three listings they clicked and five others.
-version=$(ls -d "$serving_base"/camenn/*/ | sort -t/ -k1,1 -V | tail -1)
-read -r shopper items < <("$python" - "$root/data/sample/events.csv" "$version" <<'EOF'
+# A shopper of the sample and eight candidates: three listings they clicked and five others, all among
+# the listings the pushed version holds (its listing table).
+read -r shopper items < <("$python" - "$root/data/sample/events.csv" "$serving_base/camenn" <<'EOF'
 import collections, csv, random, sys
 import tensorflow as tf
 from camenn.model import features as F
-from camenn.serving import listings
+from camenn.serving import listings, servables
+versions = servables.version_directories(sys.argv[2])
+known = {i.decode() for i in listings.read_table(tf.saved_model.load(versions[max(versions)]))["item_ids"]}
 events = list(csv.DictReader(open(sys.argv[1], newline="")))
-known = {i.decode() for i in listings.read_table(tf.saved_model.load(sys.argv[2]))["item_ids"]}
 clicks = collections.Counter(e[F.SHOPPER_ID] for e in events if e[F.ITEM_ID] in known)
 shopper = clicks.most_common(1)[0][0]
 theirs = sorted({e[F.ITEM_ID] for e in events if e[F.SHOPPER_ID] == shopper and e[F.ITEM_ID] in known})

@@ -23,11 +23,12 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from camenn.model import features
+
 DEFAULT_THRESHOLD = 0.5
 REPORT_FILE = "listing_audit.csv"
 REPORT_COLUMNS = ("item_id", "merchant_id", "category", "title", "ita", "tia", "fold")
 CSV_COLUMNS = ("rank", "merchant_id", "item_id", "category", "title", "ita", "tia", "alignment", "flagged", "issue")
-GOOD_QUALITY = "ok"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +145,7 @@ def evaluate_audit(audits: Sequence[ListingAudit], truth: Mapping[str, str],
         raise ValueError("no audited listing appears in the truth")
     misalignment = np.array([1.0 - a.alignment for a, _ in scored])
     quality = np.array([q for _, q in scored])
-    positive = quality != GOOD_QUALITY
+    positive = quality != features.OK_QUALITY
     is_flagged = np.array([bool(a.issue(threshold)) for a, _ in scored])
     result = {"listings": float(len(scored)), "inaccurate": float(positive.sum())}
     if 0 < positive.sum() < len(scored):

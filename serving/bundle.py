@@ -124,7 +124,7 @@ def write_warmup_requests(saved_model_dir: Union[str, Path], serialized_examples
 
     Args:
         saved_model_dir: one exported version (a SavedModel folder).
-        serialized_examples: a few raw tf.Examples of contract 2 (e.g. rows of OUT/examples/eval); up to
+        serialized_examples: a few raw tf.Examples (e.g. rows of `camenn preprocess`'s OUT/examples/eval); up to
             a ranking request's worth (100) is plenty.
         model_name: the model name written into the requests.
     """
@@ -243,7 +243,7 @@ def write_serving_bundle(serving_base: Union[str, Path], model_name: str = defau
     Args:
         serving_base: the Pusher's destination (default layout: outputs/serving_model).
         model_name: the model's folder under serving_base and its name in requests.
-        warmup_examples: serialized raw tf.Examples (contract 2) for the warmup requests; empty: none.
+        warmup_examples: serialized raw tf.Examples (OUT/examples/eval rows) for the warmup requests; empty: none.
         version: the version that gets the warmup requests (default: the newest); one that already has
             them is left alone (a served version must not change under TF Serving).
         image: the tensorflow/serving image for the container and the Deployment.

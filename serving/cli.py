@@ -37,9 +37,12 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     flag("enable_model_warmup", type=_flag_bool, default=True,
          help="replay <version>/assets.extra/tf_serving_warmup_requests before serving a version (default true)")
     flag("max_batch_size", type=int, default=1024, help="rows one Predict may carry (default 1024)")
-    flag("max_concurrent_requests", type=int, default=64,
-         help="requests in flight (running or queued) before new ones get RESOURCE_EXHAUSTED (default 64)")
-    flag("grpc_max_threads", type=int, default=16, help="threads that run requests (default 16)")
+    flag("max_concurrent_requests", type=int, default=0,
+         help="requests in flight (running or queued) before new ones get RESOURCE_EXHAUSTED (default 0: one per "
+              f"CPU this process may use, {defaults.usable_cpus()} here; more in flight than the CPUs run only adds "
+              "queueing to every admitted request's latency)")
+    flag("grpc_max_threads", type=int, default=0,
+         help="threads that run requests (default 0: as many as --max_concurrent_requests)")
     flag("max_message_bytes", type=int, default=64 << 20,
          help="largest request or response in bytes (default 64 MiB; 100 candidates of 4x1280 floats ~ 2 MiB)")
     flag("grace_period_seconds", type=float, default=10.0,

@@ -1,4 +1,6 @@
 """Defaults that the serving verbs and the Python APIs share (no heavy imports: `camenn --help` reads them)."""
+import os
+
 from camenn import paths
 
 MODEL_NAME = "camenn"
@@ -11,3 +13,11 @@ AUDIT_DIR = paths.DEFAULT_OUTPUTS / "audit"
 GRPC_PORT = 8500  # TensorFlow Serving's
 DISTANCE_KM = 2.0  # shopper to store when the caller does not say: a typical same-day delivery distance
 TF_SERVING_IMAGE = "tensorflow/serving:2.16.1"  # matches tensorflow==2.16 and tensorflow-serving-api==2.16.1
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: `camenn serve` admits about one request per CPU by default."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

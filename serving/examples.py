@@ -1,4 +1,4 @@
-"""From raw tf.Examples (contract 2) to the tensors a signature takes.
+"""From raw tf.Examples (as `camenn preprocess` writes them) to the tensors a signature takes.
 
 The ranking client's item cache (OUT/items/*.tfrecord.gz) and the bundle's warmup requests both start from
 raw tf.Examples; both end as named arrays shaped and typed as a SignatureDef's inputs declare.

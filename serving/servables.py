@@ -4,7 +4,8 @@ A *servable* is one loaded version of one model (`<base_path>/<version>/`, a Sav
 `ModelManager` watches each model's base path and keeps the versions its version policy asks for loaded,
 as tensorflow_model_server does: a new version is loaded (and warmed up) fully before it replaces the old
 one, a directory still being written is left alone until it is complete and has stopped changing, and a
-version that fails to load is reported and retried only once its files change.
+version that fails to load is reported, retried only once its files change, and passed over: the newest
+version that loads is served (so a server restarted after a broken push serves the last good one).
 
 Only TensorFlow and the tensorflow-serving-api protos are imported here: no keras, so this runs where
 stock TensorFlow Serving would.
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 INIT_OP_SIGNATURE = "__saved_model_init_op"
+# A new version loads once its files are unchanged over this long (or one poll interval, if shorter).
+SETTLE_SECONDS = 0.25
 _GRPC_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 State = get_model_status_pb2.ModelVersionStatus.State
 
@@ -388,10 +391,15 @@ class ModelManager:
         return sorted(self._models)
 
     # -- loading side
-    def poll(self, require_stable: bool = False) -> None:
-        """One pass over every base path: load what the policy asks for, then retire what it no longer does."""
+    def poll(self, require_stable: bool = False) -> bool:
+        """One pass over every base path: load what the policy asks for, then retire what it no longer does.
+
+        Returns whether a version is waiting to be seen unchanged once more before it loads.
+        """
+        waiting = False
         for model in self._models.values():
-            self._poll_model(model, require_stable)
+            waiting |= self._poll_model(model, require_stable)
+        return waiting
 
     def start(self) -> None:
         if self._poll_seconds > 0 and self._thread is None:
@@ -404,28 +412,46 @@ class ModelManager:
             self._thread.join()
 
     def _watch(self) -> None:
-        while not self._stopped.wait(self._poll_seconds):
+        delay = self._poll_seconds
+        while not self._stopped.wait(delay):
             try:
-                self.poll(require_stable=True)
+                waiting = self.poll(require_stable=True)
             except Exception:  # a bad file system moment must not end the poller
                 log.exception("polling for new versions failed; trying again in %ss", self._poll_seconds)
+                waiting = False
+            # A new version is looked at again after SETTLE_SECONDS, not a whole poll interval: a push is
+            # served within about one interval, yet only once its files stopped changing.
+            delay = min(self._poll_seconds, SETTLE_SECONDS) if waiting else self._poll_seconds
 
-    def _poll_model(self, model: _ModelState, require_stable: bool) -> None:
+    def _loadable(self, model: _ModelState, on_disk: Dict[int, str]) -> List[int]:
+        """The versions on disk, less those that failed to load and have not changed since."""
+        return [v for v, path in on_disk.items()
+                if v not in model.failed or model.failed[v] != _fingerprint(path)]
+
+    def _poll_model(self, model: _ModelState, require_stable: bool) -> bool:
         config = model.config
+        waiting = False
         on_disk = version_directories(config.base_path)
         if not on_disk and not model.served:
             log.warning("no versions of model %r found under %s yet", config.name, config.base_path)
-        wanted = config.aspired(on_disk)
-        for version in wanted:
-            if version in model.served:
-                continue
-            fingerprint = _fingerprint(on_disk[version])
-            previous, model.seen[version] = model.seen.get(version), fingerprint
-            if require_stable and previous != fingerprint:
-                continue  # new or still being written: look again at the next poll
-            if model.failed.get(version) == fingerprint:
-                continue
-            self._load(model, version, on_disk[version], fingerprint)
+        # A version that fails to load is passed over: the policy then wants the next newest, so a broken
+        # push never leaves a (re)started server with nothing to serve while a good version is on disk.
+        for _ in range(len(on_disk) + 1):
+            any_failed = False
+            wanted = config.aspired(self._loadable(model, on_disk))
+            for version in wanted:
+                if version in model.served:
+                    continue
+                fingerprint = _fingerprint(on_disk[version])
+                previous, model.seen[version] = model.seen.get(version), fingerprint
+                if require_stable and previous != fingerprint:
+                    waiting = True
+                    continue  # new or still being written: look again soon
+                if model.failed.get(version) == fingerprint:
+                    continue
+                any_failed |= not self._load(model, version, on_disk[version], fingerprint)
+            if not any_failed:
+                break
         loaded_wanted = [v for v in wanted if v in model.served]
         # Keep serving what we have until something the policy wants has loaded (availability first).
         keep = set(loaded_wanted) if loaded_wanted else set(model.served)
@@ -434,8 +460,10 @@ class ModelManager:
                 del model.served[version]
                 model.status[version] = VersionStatus(State.END)
             log.info("model %r: version %d unloaded", config.name, version)
+        return waiting
 
-    def _load(self, model: _ModelState, version: int, path: str, fingerprint: Tuple) -> None:
+    def _load(self, model: _ModelState, version: int, path: str, fingerprint: Tuple) -> bool:
+        """Loads and warms up one version; False (reported, logged, remembered) if it fails."""
         name = model.config.name
         with self._lock:
             model.status[version] = VersionStatus(State.LOADING)
@@ -449,10 +477,11 @@ class ModelManager:
                 model.status[version] = VersionStatus(State.END, grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}")
             log.error("model %r: version %d at %s failed to load (retried when its files change): %s",
                       name, version, path, error)
-            return
+            return False
         with self._lock:
             model.served[version] = servable
             model.status[version] = VersionStatus(State.AVAILABLE)
         model.failed.pop(version, None)
         log.info("model %r: version %d loaded from %s in %.1fs (%d warmup requests, signatures %s)",
                  name, version, path, time.monotonic() - start, warmed, sorted(servable.signatures))
+        return True

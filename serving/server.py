@@ -9,7 +9,10 @@ Implemented: PredictionService.Predict, PredictionService.GetModelMetadata, Mode
 Classify, Regress, MultiInference and HandleReloadConfigRequest answer UNIMPLEMENTED; there is no REST API.
 
 Limits: a request over `--max_message_bytes` or arriving while `--max_concurrent_requests` are in flight
-gets RESOURCE_EXHAUSTED; a batch over `--max_batch_size` rows gets INVALID_ARGUMENT. SIGTERM (or Ctrl-C)
+gets RESOURCE_EXHAUSTED; a batch over `--max_batch_size` rows gets INVALID_ARGUMENT. By default about one
+request per CPU is in flight: under overload the server sheds what it cannot run at once (a refusal
+costs the caller a retry, not a queue that delays every admitted request), so admitted latency stays
+near the unloaded one and memory stays flat (bench/serving_load.py measures both). SIGTERM (or Ctrl-C)
 stops taking requests, lets those in flight finish for `--grace_period_seconds`, and exits 0.
 """
 import argparse
@@ -131,6 +134,7 @@ class ModelServer:
     Args:
         configs: the ModelConfigs to serve (see `camenn.serving.servables`).
         host, port: where to listen; port 0 picks a free port (read `.port` after `start()`).
+        max_concurrent_requests, grpc_max_threads: 0 means one per usable CPU, and as many threads.
         Other arguments: as the flags of `add_server_flags` with the same names.
 
     Example:
@@ -139,15 +143,15 @@ class ModelServer:
     """
 
     def __init__(self, configs, host: str = "127.0.0.1", port: int = defaults.GRPC_PORT, poll_seconds: float = 1.0,
-                 max_batch_size: int = 1024, max_concurrent_requests: int = 64, grpc_max_threads: int = 16,
+                 max_batch_size: int = 1024, max_concurrent_requests: int = 0, grpc_max_threads: int = 0,
                  max_message_bytes: int = 64 << 20, enable_model_warmup: bool = True):
         self.host = host
         self._requested_port = port
         self.port: Optional[int] = None
         self.manager = ModelManager(configs, poll_seconds, max_batch_size, enable_model_warmup)
         self._max_batch_size = max_batch_size
-        self._max_concurrent_requests = max_concurrent_requests
-        self._grpc_max_threads = grpc_max_threads
+        self._max_concurrent_requests = max_concurrent_requests or defaults.usable_cpus()
+        self._grpc_max_threads = grpc_max_threads or self._max_concurrent_requests
         self._max_message_bytes = max_message_bytes
         self._server = None
 
@@ -167,6 +171,9 @@ class ModelServer:
             raise OSError(f"cannot listen on {self.host}:{self._requested_port} (in use, or not an address of this machine)")
         self._server.start()
         self.manager.start()
+        log.info("limits: %d requests in flight (more get RESOURCE_EXHAUSTED) on %d threads, %d rows a batch, "
+                 "%d MiB a message", self._max_concurrent_requests, self._grpc_max_threads, self._max_batch_size,
+                 self._max_message_bytes >> 20)
         return self
 
     def stop(self, grace: Optional[float] = None) -> None:

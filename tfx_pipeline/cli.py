@@ -95,6 +95,7 @@ def register(subparsers) -> None:
 def _run(args) -> int:
     from camenn.tfx_pipeline import local_runner, run_summary
     from camenn.tfx_pipeline.components.anomalies_gate import DataAnomaliesError
+    from camenn.tfx_pipeline.interrupted_runs import ConcurrentRunError
 
     config = _config(args)
     if not args.cache:
@@ -104,6 +105,9 @@ def _run(args) -> int:
     except DataAnomaliesError as error:
         print(f"camenn pipeline run: stopped: {error}", file=sys.stderr)
         return 3
+    except ConcurrentRunError as error:
+        print(f"camenn pipeline run: not started: {error}", file=sys.stderr)
+        return 4
     print(run_summary.format_summary(run_summary.summarize(config)))
     return 0
 

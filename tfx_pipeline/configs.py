@@ -10,10 +10,12 @@ from typing import Optional, Tuple
 
 from camenn import paths
 from camenn.model import features as F
+from camenn.preprocessing import defaults as preprocessing_defaults
+from camenn.serving import defaults as serving_defaults
 
 PIPELINE_NAME = "camenn"
-MODEL_NAME = "camenn"  # the serving name: <serving base>/camenn/<version>/
-RETRIEVAL_MODEL_NAME = "camenn_retrieval"  # the retrieval model's: <serving base>/camenn_retrieval/<version>/
+MODEL_NAME = serving_defaults.MODEL_NAME  # the serving name: <serving base>/camenn/<version>/
+RETRIEVAL_MODEL_NAME = serving_defaults.RETRIEVAL_MODEL_NAME  # <serving base>/camenn_retrieval/<version>/
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,12 +30,12 @@ class PipelineConfig:
     listing_quality_file: str = ""
 
     # --- Preprocessing (Beam: tokens, cached text and patch encodings per listing, events joined to items).
-    text_encoder: str = "all_minilm_l6_v2"
-    num_text_tokens: int = 4  # pooled text tokens per listing (README "Text tokens")
-    image_encoder: str = "efficientnet_lite0"
-    image_preset: str = "efficientnet_lite0_imagenet"
-    grid: Tuple[int, int] = (2, 2)
-    max_text_length: int = 64
+    text_encoder: str = preprocessing_defaults.TEXT_ENCODER
+    num_text_tokens: int = preprocessing_defaults.NUM_TEXT_TOKENS  # pooled text tokens per listing
+    image_encoder: str = preprocessing_defaults.IMAGE_ENCODER
+    image_preset: str = preprocessing_defaults.IMAGE_PRESET
+    grid: Tuple[int, int] = preprocessing_defaults.GRID
+    max_text_length: int = preprocessing_defaults.MAX_TEXT_LENGTH
     # Content-hash cache of text and patch encodings; empty: camenn's cache dir (see camenn.paths.cache_dir).
     embedding_cache_dir: str = ""
 
@@ -72,18 +74,20 @@ class PipelineConfig:
     min_retrieval_lift: float = 1.0
 
     # --- The listing audit: each listing's ITA/TIA from a model trained on the other folds' listings.
+    audit_model_preset: str = "camenn_mini"  # the fold models' architecture (alignment heads only)
     audit_folds: int = 5
     audit_epochs: int = 30  # passes over a fold model's listings (a few steps each)
 
     # --- Evaluation and blessing (TFMA). A model is pushed only if every bound holds AND it is no worse
-    # than the last blessed model by more than `max_regression` on each AUC. Always: the CVR log loss must
-    # beat predicting the training conversion rate for every eval row (metrics.LogLossVsPrior < 1,
-    # whatever the rate). The defaults also refuse a model that ranks worse than chance, or whose
-    # normalized entropy is not below `max_cvr_normalized_entropy`; the baseline rule refuses one worse
-    # than what is served. Raise the bounds for data with more signal.
+    # than the last blessed model by more than `max_regression` on each AUC. The defaults refuse a model
+    # that ranks worse than chance, whose CVR log loss does not beat predicting the training conversion
+    # rate for every eval row (metrics.LogLossVsPrior, whatever the rate), or whose normalized entropy
+    # is not below 1; the baseline rule refuses one worse than what is served. Raise the bounds for data
+    # with more signal.
     min_cvr_auc: float = 0.5
     min_ita_auc: float = 0.5
     min_tia_auc: float = 0.5
+    max_cvr_log_loss_vs_prior: float = 1.0  # blessed only strictly below this
     max_cvr_normalized_entropy: float = 1.0  # blessed only strictly below this
     max_regression: float = 0.0
     # False: the Evaluator judges the model on the bounds alone, without the last blessed model (then
@@ -160,7 +164,7 @@ class PipelineConfig:
     @property
     def model_tasks(self) -> Tuple[str, ...]:
         """The tasks the trained model has outputs for (all three unless `model_options` names fewer)."""
-        return tuple(json.loads(self.model_options or "{}").get("task_names", F.TASKS))
+        return tuple(model_arguments(self.model_options).get("task_names", F.TASKS))
 
     def replace(self, **overrides) -> "PipelineConfig":
         return dataclasses.replace(self, **overrides)
@@ -174,16 +178,69 @@ class PipelineConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
+def model_arguments(model_options: str) -> dict:
+    """The model arguments a `model_options` JSON object string names (empty: none)."""
+    arguments = json.loads(model_options or "{}")
+    if not isinstance(arguments, dict):
+        raise ValueError(f"model_options must be a JSON object of model arguments, got {model_options!r}")
+    return arguments
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerSettings:
+    """What the Trainer reads, passed to it as JSON in its `custom_config` (`TrainerSettings.of(config)`).
+
+    Only these are part of the Trainer's cache and checkpoint keys, so a changed blessing bound or Beam
+    option does not train again. Names and meanings as in `PipelineConfig`, plus what derives from it.
+    """
+    model_preset: str
+    model_options: str
+    batch_size: int
+    epochs: int
+    early_stopping_patience: int
+    steps_per_epoch: int
+    learning_rate: float
+    hard_negatives: bool
+    mixed_precision: str
+    checkpoint_every_steps: int
+    validate_each_epoch: bool
+    seed: int
+    num_oov_buckets: int
+    num_text_tokens: int
+    num_patches: int
+    encoding: dict  # PipelineConfig.listing_encoding(), recorded in every exported version
+    checkpoint_root: str  # PipelineConfig.checkpoint_dir
+
+    @classmethod
+    def of(cls, config: PipelineConfig) -> "TrainerSettings":
+        derived = {"num_patches": config.grid[0] * config.grid[1], "encoding": config.listing_encoding(),
+                   "checkpoint_root": config.checkpoint_dir}
+        return cls(**{f.name: derived[f.name] if f.name in derived else getattr(config, f.name)
+                      for f in dataclasses.fields(cls)})
+
+    @property
+    def model_arguments(self) -> dict:
+        return model_arguments(self.model_options)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainerSettings":
+        return cls(**json.loads(text))
+
+
 PRESETS = {
     # CI and tests: the tiny model and image encoder, a couple of short epochs.
-    "tiny": dict(model_preset="camenn_tiny", text_encoder="bert_tiny", image_encoder="inception_v4",
-                 image_preset="inception_v4_tiny",
-                 max_text_length=32, batch_size=32, epochs=2, checkpoint_every_steps=5, validate_each_epoch=False,
+    "tiny": dict(model_preset="camenn_tiny", audit_model_preset="camenn_tiny", text_encoder="bert_tiny",
+                 image_encoder="inception_v4", image_preset="inception_v4_tiny", audit_epochs=5,
+                 max_text_length=32, batch_size=32, epochs=2, checkpoint_every_steps=5,
                  retrieval_preset="retrieval_tiny", retrieval_epochs=5, retrieval_batch_size=64, retrieval_top_k=20,
                  retrieval_recall_ks=(5, 10, 20)),
-    # A CPU: the demo on the embedded sample. One epoch: a step of 64 clicks (192 rows with the ITA/TIA
-    # negatives) takes ~8 s on 2 cores, so the sample's 73 steps are ~10 minutes (bench/pipeline.py).
-    "small": dict(model_preset="camenn_small", epochs=1),
+    # A CPU: the demo on the embedded sample. At most 8 epochs of the sample's 73 steps of 64 clicks (a
+    # few tens of seconds each on 2 cores, bench/train.py); early stopping on the eval CVR loss ends it
+    # sooner.
+    "small": dict(model_preset="camenn_small", epochs=8),
     # GPUs: the base model, bigger batches. (The paper's InceptionV4 encoder: convert ImageNet weights into
     # a preset folder, then --set image_encoder=inception_v4 --set image_preset=FOLDER.)
     "base": dict(model_preset="camenn_base", batch_size=256, epochs=10, checkpoint_every_steps=200),

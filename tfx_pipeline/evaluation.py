@@ -53,12 +53,12 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
         tfma.MetricConfig(class_name="GAUC", module="camenn.tfx_pipeline.metrics",
                           config=json.dumps({"group_key": F.SHOPPER_ID})),
         tfma.MetricConfig(class_name="BinaryCrossentropy", config=json.dumps({"name": "log_loss"})),
-        # Blessed only when the log loss beats predicting the training rate on these rows (< 1), and the
-        # normalized entropy is below its bound (strictly below 1 by default).
+        # Blessed only when the log loss beats predicting the training rate on these rows, and the
+        # normalized entropy is below its bound (both strictly below 1 by default).
         tfma.MetricConfig(
             class_name="LogLossVsPrior", module="camenn.tfx_pipeline.metrics",
             per_slice_thresholds=_overall(tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
-                upper_bound={"value": 1.0 - 1e-9})))),
+                upper_bound={"value": config.max_cvr_log_loss_vs_prior - 1e-9})))),
         tfma.MetricConfig(
             class_name="NormalizedEntropy", module="camenn.tfx_pipeline.metrics",
             per_slice_thresholds=_overall(tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(

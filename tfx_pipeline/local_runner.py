@@ -9,6 +9,7 @@ import re
 
 from camenn.tfx_pipeline import configs
 
+log = logging.getLogger(__name__)
 _COMPONENT_PROGRESS = re.compile(r"Component \S+ is (running|finished)")
 
 
@@ -27,10 +28,14 @@ def _component_progress(record: logging.LogRecord) -> bool:
 
 
 def run(config: configs.PipelineConfig, **pipeline_kwargs) -> None:
+    """Runs the pipeline to its end, alone on its metadata store (`interrupted_runs`: a second run over the
+    same outputs is refused; what a killed earlier run left RUNNING is cancelled and its partial outputs
+    removed first)."""
     from tfx import v1 as tfx
 
     _show_component_progress()
 
+    from camenn.tfx_pipeline import interrupted_runs
     from camenn.tfx_pipeline.pipeline import create_pipeline
 
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
@@ -38,7 +43,11 @@ def run(config: configs.PipelineConfig, **pipeline_kwargs) -> None:
         config,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path),
         **pipeline_kwargs)
-    tfx.orchestration.LocalDagRunner().run(pipeline)
+    with interrupted_runs.exclusive_run(config.metadata_path):
+        for line in interrupted_runs.cancel_interrupted(config.metadata_path, config.pipeline_name,
+                                                        config.pipeline_root):
+            log.warning("an earlier run was interrupted: %s", line)
+        tfx.orchestration.LocalDagRunner().run(pipeline)
 
 
 if __name__ == "__main__":

@@ -79,11 +79,26 @@ def fit_alignment_model(listings: Mapping[str, np.ndarray], build_model: Callabl
     def hidden_ids(x):
         return {**x, F.ITEM_ID: tf.zeros_like(x[F.ITEM_ID])}
 
+    # One model, traced once, whose weights and optimizer state go back to the same start for every fold:
+    # a fresh model per fold spent more time tracing than training.
+    state = {}
+    steps = max(1, -(-len(next(iter(listings.values()))) // batch_size))
+
+    def fresh_model():
+        if not state:
+            keras.utils.set_random_seed(seed)
+            model = build_model()
+            model.compile(total_steps=epochs * steps, **({"learning_rate": learning_rate} if learning_rate else {}))
+            state.update(model=model, weights=model.get_weights())
+        model = state["model"]
+        model.set_weights(state["weights"])
+        if model.optimizer.built:
+            for variable in model.optimizer.variables:
+                variable.assign(tf.zeros_like(variable))
+        return model
+
     def fit(rows: np.ndarray) -> Scorer:
-        keras.utils.set_random_seed(seed)
-        model = build_model()
-        steps = max(1, -(-len(rows) // batch_size))
-        model.compile(total_steps=epochs * steps, **({"learning_rate": learning_rate} if learning_rate else {}))
+        model = fresh_model()
         inputs = list(model.input)
         batch = {name: value[rows] for name, value in listings.items()}
         batch[F.LABEL] = np.zeros(len(rows), np.int64)  # no conversion task: a placeholder the step drops
@@ -92,8 +107,9 @@ def fit_alignment_model(listings: Mapping[str, np.ndarray], build_model: Callabl
         train = make_alignment_examples(dataset, seed=seed).map(
             lambda x, y, w: ({k: v for k, v in hidden_ids(x).items() if k in inputs},
                              {t: y[t] for t in AUDIT_TASKS}, {t: w[t] for t in AUDIT_TASKS}))
-        model.fit(train, epochs=epochs, steps_per_epoch=steps, verbose=0)
+        model.fit(train, epochs=epochs, steps_per_epoch=max(1, -(-len(rows) // batch_size)), verbose=0)
 
+        # Scored now, before the next fold resets the weights.
         def score(held_out: np.ndarray) -> Dict[str, np.ndarray]:
             x = hidden_ids({name: tf.constant(listings[name][held_out]) for name in inputs})
             predicted = model.predict(x, batch_size=256, verbose=0)

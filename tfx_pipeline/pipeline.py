@@ -3,15 +3,14 @@
 `create_pipeline` lists the components in data-flow order; the runners (local_runner.py,
 kubeflow_v2_runner.py) decide where it runs. Every knob comes from configs.PipelineConfig.
 """
-import functools
-import hashlib
+import dataclasses
 import json
 import os
-from pathlib import Path
 
 from tfx import v1 as tfx
 
 from camenn.tfx_pipeline import configs, evaluation
+from camenn.tfx_pipeline.code_version import code_version
 from camenn.tfx_pipeline.components.alignment_eval import AlignmentEvalExamples
 from camenn.tfx_pipeline.components.anomalies_gate import AnomaliesGate
 from camenn.tfx_pipeline.components.contract_schema import ContractSchemaGen
@@ -22,21 +21,23 @@ from camenn.tfx_pipeline.components.preprocess import PreprocessDataset, dataset
 from camenn.tfx_pipeline.components.retrieval import (LatestBlessedRetrievalModelStrategy, RetrievalEvaluator,
                                                       RetrievalIndex)
 from camenn.tfx_pipeline.components.serving_bundle import ServingBundle
+from camenn.tfx_pipeline.out_of_fold import AUDIT_TASKS
 
-_CODE_ROOTS = ("model", "preprocessing", "serving", "tfx_pipeline")
+_COMPONENTS = "camenn.tfx_pipeline.components"
 
 
-@functools.lru_cache(maxsize=None)
-def code_version() -> str:
-    """A hash of CameNN's Python sources as this process first found them: part of the cache key of the
-    steps that run CameNN code, so that a run with changed code does not reuse their old outputs."""
-    repo = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for root in _CODE_ROOTS:
-        for path in sorted((repo / root).rglob("*.py")):
-            digest.update(str(path.relative_to(repo)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+def _versions(trainer_run_fn: str):
+    """Each step's code version: the modules it runs (code_version.py)."""
+    trainer_module = trainer_run_fn.rsplit(".", 1)[0]
+    if not trainer_module.startswith("camenn."):  # a run_fn outside the package (tests): ours is what it wraps
+        trainer_module = "camenn.tfx_pipeline.trainer"
+    steps = {"preprocess": f"{_COMPONENTS}.preprocess", "schema": f"{_COMPONENTS}.contract_schema",
+             "gate": f"{_COMPONENTS}.anomalies_gate", "transform": "camenn.tfx_pipeline.transform",
+             "audit": f"{_COMPONENTS}.listing_audit", "trainer": trainer_module,
+             "table": f"{_COMPONENTS}.listing_table", "alignment_eval": f"{_COMPONENTS}.alignment_eval",
+             "tensorboard": f"{_COMPONENTS}.evaluation_tensorboard", "bundle": f"{_COMPONENTS}.serving_bundle",
+             "retrieval_trainer": "camenn.tfx_pipeline.retrieval_trainer", "retrieval": f"{_COMPONENTS}.retrieval"}
+    return {step: code_version(module) for step, module in steps.items()}
 
 
 def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=None,
@@ -51,56 +52,50 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
         trainer_run_fn: the Trainer's `run_fn`, as a module path.
         retrieval_run_fn: the retrieval Trainer's `run_fn`, as a module path.
     """
-    version = code_version()
-    trainer_config = dict(
-        model_preset=config.model_preset, batch_size=config.batch_size, epochs=config.epochs,
-        early_stopping_patience=config.early_stopping_patience,
-        steps_per_epoch=config.steps_per_epoch, learning_rate=config.learning_rate,
-        hard_negatives=config.hard_negatives, mixed_precision=config.mixed_precision,
-        checkpoint_every_steps=config.checkpoint_every_steps, validate_each_epoch=config.validate_each_epoch,
-        seed=config.seed, model_options=config.model_options, num_oov_buckets=config.num_oov_buckets,
-        num_patches=config.grid[0] * config.grid[1], num_text_tokens=config.num_text_tokens,
-        encoding=config.listing_encoding(),
-        checkpoint_root=config.checkpoint_dir, code_version=version,
-        run_fn=trainer_run_fn)  # part of the checkpoint key: another trainer never resumes this one's state
+    versions = _versions(trainer_run_fn)
+    # What the Trainer reads, typed (configs.TrainerSettings); the run_fn is part of the checkpoint key too, so
+    # that another trainer never resumes this one's state.
+    trainer_config = {"settings": configs.TrainerSettings.of(config).to_json(), "code_version": versions["trainer"],
+                      "run_fn": trainer_run_fn}
     retrieval_config = dict(
         preset=config.retrieval_preset, epochs=config.retrieval_epochs, batch_size=config.retrieval_batch_size,
         learning_rate=config.retrieval_learning_rate, top_k=config.retrieval_top_k, seed=config.seed,
         num_oov_buckets=config.num_oov_buckets, num_patches=config.grid[0] * config.grid[1],
-        num_text_tokens=config.num_text_tokens, code_version=version)
+        num_text_tokens=config.num_text_tokens, code_version=versions["retrieval_trainer"])
 
     # Beam job: tokens, cached text and patch encodings per listing, events joined to listings, split by time.
     preprocess = PreprocessDataset(
         dataset_dir=config.dataset_dir, dataset_fingerprint=dataset_fingerprint(config.dataset_dir),
-        code_version=version, image_encoder=config.image_encoder, image_preset=config.image_preset,
+        code_version=versions["preprocess"], image_encoder=config.image_encoder, image_preset=config.image_preset,
         grid="x".join(str(n) for n in config.grid), max_text_length=config.max_text_length,
         text_encoder=config.text_encoder, num_text_tokens=config.num_text_tokens,
         beam_args=json.dumps(config.beam_pipeline_args()), embedding_cache_dir=config.embedding_cache_dir)
     # Per-split feature statistics (TFDV) for validation and for a look in TensorBoard / Facets.
     statistics_gen = tfx.components.StatisticsGen(examples=preprocess.outputs["examples"])
     # The schema the data must follow, from the data contract rather than inferred from the data itself.
-    schema_gen = ContractSchemaGen(report=preprocess.outputs["report"])
+    schema_gen = ContractSchemaGen(report=preprocess.outputs["report"], code_version=versions["schema"])
     # Statistics against the schema: changed types, missing features, out-of-range values.
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     # Any anomaly fails the run here, before anything trains.
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"],
-                                   report=preprocess.outputs["report"])
+                                   report=preprocess.outputs["report"], code_version=versions["gate"])
     # Vocabularies with OOV buckets for ids, normalised numbers; the same graph goes into the SavedModel.
     transform = tfx.components.Transform(
         examples=preprocess.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn="camenn.tfx_pipeline.transform.preprocessing_fn",
         custom_config=dict(num_oov_buckets=config.num_oov_buckets,
-                           vocabulary_min_frequency=config.vocabulary_min_frequency, code_version=version))
+                           vocabulary_min_frequency=config.vocabulary_min_frequency,
+                           code_version=versions["transform"]))
     transform.add_upstream_node(anomalies_gate)
     # Every listing's ITA/TIA from a model that never trained on it (out of fold), for `camenn audit`.
+    audit_settings = dataclasses.replace(
+        configs.TrainerSettings.of(config), model_preset=config.audit_model_preset,
+        model_options=json.dumps({"task_names": list(AUDIT_TASKS)}))
     listing_audit = ListingAudit(
         items=preprocess.outputs["items"], transform_graph=transform.outputs["transform_graph"],
-        model_preset=config.model_preset, num_text_tokens=config.num_text_tokens,
-        num_patches=config.grid[0] * config.grid[1], num_oov_buckets=config.num_oov_buckets, code_version=version,
-        num_folds=config.audit_folds, epochs=config.audit_epochs, batch_size=config.batch_size,
-        learning_rate=config.learning_rate, seed=config.seed,
-        listing_quality_file=config.resolved_listing_quality_file() or "")
+        settings=audit_settings.to_json(), code_version=versions["audit"], num_folds=config.audit_folds,
+        epochs=config.audit_epochs, listing_quality_file=config.resolved_listing_quality_file() or "")
     # Keras 3 CameNN on the transformed examples; exports the Transform graph plus model.
     trainer = tfx.components.Trainer(
         run_fn=trainer_run_fn, examples=transform.outputs["transformed_examples"],
@@ -115,7 +110,7 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
         custom_config=retrieval_config).with_id("RetrievalTrainer")
     # Every listing's candidate vector (clicked or not) and out-of-fold alignment in the model's top-K index.
     retrieval_index = RetrievalIndex(model=retrieval_trainer.outputs["model"], items=preprocess.outputs["items"],
-                                     audit=listing_audit.outputs["audit"])
+                                     audit=listing_audit.outputs["audit"], code_version=versions["retrieval"])
     # The last blessed retrieval model, the baseline the new one must not fall behind. Local runs only:
     # Kubeflow V2 compiles TFX's own two resolver strategies and no other, so there the bounds alone judge.
     with_retrieval_baseline = config.bless_against_last and metadata_connection_config is not None
@@ -129,7 +124,8 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
         model=retrieval_index.outputs["indexed_model"], examples=preprocess.outputs["examples"],
         baseline_model=retrieval_baseline.outputs["model"] if with_retrieval_baseline else None,
         recall_ks=",".join(str(k) for k in config.retrieval_recall_ks), bless_k=config.retrieval_bless_k,
-        min_lift_over_popularity=config.min_retrieval_lift, max_regression=config.max_regression)
+        min_lift_over_popularity=config.min_retrieval_lift, max_regression=config.max_regression,
+        code_version=versions["retrieval"])
     # Copies a blessed retrieval model to <serving base>/camenn_retrieval/<version>/.
     retrieval_pusher = tfx.components.Pusher(
         model=retrieval_index.outputs["indexed_model"], model_blessing=retrieval_evaluator.outputs["blessing"],
@@ -137,11 +133,12 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
             base_directory=os.path.join(config.serving_model_dir, configs.RETRIEVAL_MODEL_NAME)))
     ).with_id("RetrievalPusher")
     # Every listing's states through the trained model, once per version, in the SavedModel's listing table.
-    listing_table = ListingTable(model=trainer.outputs["model"], items=preprocess.outputs["items"])
+    listing_table = ListingTable(model=trainer.outputs["model"], items=preprocess.outputs["items"],
+                                 code_version=versions["table"])
     # Eval events plus ITA/TIA negatives and per-task weights, so TFMA can score all three heads.
     alignment_eval = AlignmentEvalExamples(
         examples=preprocess.outputs["examples"], items=preprocess.outputs["items"],
-        listing_quality_file=config.resolved_listing_quality_file() or "")
+        listing_quality_file=config.resolved_listing_quality_file() or "", code_version=versions["alignment_eval"])
     # The last blessed model, the baseline a new model must not fall behind.
     baseline = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -155,7 +152,8 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
         eval_config=evaluation.eval_config(config))
     # The TFMA metrics, overall and per slice, as TensorBoard scalars beside the Trainer's.
     evaluation_tensorboard = EvaluationTensorBoard(evaluation=evaluator.outputs["evaluation"],
-                                                   model_run=trainer.outputs["model_run"])
+                                                   model_run=trainer.outputs["model_run"],
+                                                   code_version=versions["tensorboard"])
     # Copies a blessed model to <serving base>/camenn/<version>/; does nothing for an unblessed one.
     pusher = tfx.components.Pusher(
         model=listing_table.outputs["table_model"], model_blessing=evaluator.outputs["blessing"],
@@ -165,15 +163,15 @@ def create_pipeline(config: configs.PipelineConfig, metadata_connection_config=N
     retrieval = config.enable_retrieval
     serving_bundle = ServingBundle(
         pushed_model=pusher.outputs["pushed_model"], examples=preprocess.outputs["examples"],
-        serving_base=config.serving_model_dir, model_name=configs.MODEL_NAME,
+        serving_base=config.serving_model_dir, model_name=configs.MODEL_NAME, code_version=versions["bundle"],
         **(dict(retrieval_pushed_model=retrieval_pusher.outputs["pushed_model"],
                 retrieval_model_name=configs.RETRIEVAL_MODEL_NAME) if retrieval else {}))
 
     retrieval_components = [retrieval_trainer, retrieval_index, *([retrieval_baseline] if with_retrieval_baseline else []),
                             retrieval_evaluator, retrieval_pusher] if retrieval else []
     components = [preprocess, statistics_gen, schema_gen, example_validator, anomalies_gate, transform, listing_audit,
-                  *retrieval_components, trainer, listing_table, alignment_eval, baseline, evaluator, evaluation_tensorboard, pusher,
-                  serving_bundle]
+                  *retrieval_components, trainer, listing_table, alignment_eval, baseline, evaluator,
+                  evaluation_tensorboard, pusher, serving_bundle]
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,

@@ -33,6 +33,7 @@ from tfx_bsl.public import tfxio
 
 from camenn.model import features as F
 from camenn.tfx_pipeline import transform
+from camenn.tfx_pipeline.configs import TrainerSettings
 from camenn.tfx_pipeline.training_data import ClickData
 
 logger = logging.getLogger(__name__)
@@ -59,9 +60,15 @@ def checkpoint_dir(fn_args) -> str:
     key = json.dumps({
         "train": sorted(fn_args.train_files), "eval": sorted(fn_args.eval_files),
         "transform": fn_args.transform_output,
-        "config": {k: v for k, v in fn_args.custom_config.items() if k != "checkpoint_root"},
+        "config": {k: v for k, v in fn_args.custom_config.items()},
     }, sort_keys=True)
-    return os.path.join(fn_args.custom_config["checkpoint_root"], hashlib.sha256(key.encode()).hexdigest()[:16])
+    root = settings_of(fn_args).checkpoint_root
+    return os.path.join(root, hashlib.sha256(key.encode()).hexdigest()[:16])
+
+
+def settings_of(fn_args) -> TrainerSettings:
+    """The Trainer's settings (configs.TrainerSettings) from the component's custom_config."""
+    return TrainerSettings.from_json(fn_args.custom_config["settings"])
 
 
 def read_split(fn_args, tft_output, files) -> ClickData:
@@ -163,6 +170,14 @@ class ProgressLogger(keras.callbacks.Callback):
                 "first_step_seconds": self.first_step_seconds}
 
 
+def early_stopping(directory: str, task_names, patience: int) -> ResumableEarlyStopping:
+    """Early stopping on the eval split's click-to-order loss where the model predicts it (the product's
+    objective; the alignment heads learn within the first epochs), else on the whole eval loss."""
+    monitor = f"val_{F.CVR}_loss" if F.CVR in task_names else "val_loss"
+    # Keras cannot tell the direction of a per-output loss by its name: lower is better.
+    return ResumableEarlyStopping(directory, monitor=monitor, mode="min", patience=patience)
+
+
 def task_class(preset):
     """The task model class whose family names `preset`: CameNN's, or a baseline's (camenn.model.baselines)."""
     from camenn.model.baselines import DNNRanker, MMoE
@@ -174,37 +189,40 @@ def task_class(preset):
     raise ValueError(f"unknown model preset {preset!r}")
 
 
-def build_model(config, tft_output, policy):
-    """The task model of `config["model_preset"]` with `config["model_options"]` (JSON) over the preset's
+def build_model(settings: TrainerSettings, tft_output, policy):
+    """The task model of `settings.model_preset` with `settings.model_options` over the preset's
     arguments, sized by what Transform and preprocessing made."""
     spec = tft_output.transformed_feature_spec()
-    cls = task_class(config["model_preset"])
-    data = dict(vocabulary_sizes=vocabulary_sizes(tft_output, config["num_oov_buckets"]),
-                num_patches=config["num_patches"], patch_dim=spec[F.PATCH_EMBEDDINGS].shape[0] // config["num_patches"],
-                num_text_tokens=config["num_text_tokens"],
-                text_dim=spec[F.TEXT_EMBEDDINGS].shape[0] // config["num_text_tokens"])
-    if cls.backbone_cls.preset_configs[config["model_preset"]].get("text_encoder"):
+    cls = task_class(settings.model_preset)
+    data = dict(vocabulary_sizes=vocabulary_sizes(tft_output, settings.num_oov_buckets),
+                num_patches=settings.num_patches,
+                patch_dim=spec[F.PATCH_EMBEDDINGS].shape[0] // settings.num_patches,
+                num_text_tokens=settings.num_text_tokens,
+                text_dim=spec[F.TEXT_EMBEDDINGS].shape[0] // settings.num_text_tokens)
+    if cls.backbone_cls.preset_configs[settings.model_preset].get("text_encoder"):
         # An end-to-end text encoder reads the token ids; its width and pooled tokens are its own.
         data.update(max_text_length=spec[F.TEXT_TOKEN_IDS].shape[0])
         del data["text_dim"]
-    return cls.from_preset(config["model_preset"], dtype=policy, **data,
-                           **json.loads(config.get("model_options") or "{}"))
+    return cls.from_preset(settings.model_preset, dtype=policy, **data, **settings.model_arguments)
 
 
-def compile_model(model, config, total_steps):
+def compile_model(model, settings: TrainerSettings, total_steps):
     """The task's own compile: AdamW, warmup then linear decay over `total_steps`, per-example losses (so
     the per-task sample weights route rows to tasks), AUC per task."""
     model.compile(total_steps=total_steps,
-                  **({"learning_rate": config["learning_rate"]} if config["learning_rate"] else {}))
+                  **({"learning_rate": settings.learning_rate} if settings.learning_rate else {}))
 
 
 def start_at_the_prior(model, conversion_rate):
-    """Sets the CVR head's bias to the logit of the training conversion rate: the model starts out
-    predicting the rate for every click instead of a random value around 0.5."""
+    """Starts the CVR head at the training conversion rate: kernel zero, bias the rate's logit, so that
+    the untrained model predicts the rate for every click (a random head spread its first predictions
+    over the whole interval: normalized entropy 1.7 before any training) and training moves away from
+    the prior only as far as the data supports."""
     if F.CVR not in model.backbone.task_names:
         return
     rate = min(max(conversion_rate, 1e-4), 1 - 1e-4)
     head = model.heads[model.backbone.task_names.index(F.CVR)]
+    head.kernel.assign(np.zeros(head.kernel.shape, dtype="float32"))
     head.bias.assign(np.full(head.bias.shape, math.log(rate / (1 - rate)), dtype="float32"))
 
 
@@ -225,55 +243,55 @@ def export_serving_model(model, tft_output, export_dir):
 
 
 def run_fn(fn_args):
-    """TFX Trainer entry point (`custom_config` from configs.PipelineConfig, see pipeline.py)."""
+    """TFX Trainer entry point (`custom_config["settings"]`: configs.TrainerSettings, see pipeline.py)."""
     from camenn.model.camenn import make_alignment_examples
     from camenn.serving.listings import write_encoding
 
-    config = fn_args.custom_config
-    keras.utils.set_random_seed(config["seed"])
+    settings = settings_of(fn_args)
+    keras.utils.set_random_seed(settings.seed)
     tf.config.experimental.enable_op_determinism()
-    policy = precision_policy(config["mixed_precision"])
+    policy = precision_policy(settings.mixed_precision)
     # Global too, so the task model's own policy is mixed and compile() adds loss scaling.
     keras.mixed_precision.set_global_policy(policy)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     strategy = distribution_strategy()
-    batch_size = config["batch_size"] * strategy.num_replicas_in_sync
+    batch_size = settings.batch_size * strategy.num_replicas_in_sync
 
     train_data = read_split(fn_args, tft_output, fn_args.train_files)
-    eval_data = read_split(fn_args, tft_output, fn_args.eval_files) if config["validate_each_epoch"] else None
-    steps_per_epoch = config["steps_per_epoch"] or -(-train_data.num_clicks // batch_size)
-    epochs = config["epochs"]
+    eval_data = read_split(fn_args, tft_output, fn_args.eval_files) if settings.validate_each_epoch else None
+    steps_per_epoch = settings.steps_per_epoch or -(-train_data.num_clicks // batch_size)
+    epochs = settings.epochs
     total_steps = steps_per_epoch * epochs
 
     with strategy.scope():
-        model = build_model(config, tft_output, policy)
-        compile_model(model, config, total_steps)
+        model = build_model(settings, tft_output, policy)
+        compile_model(model, settings, total_steps)
     start_at_the_prior(model, train_data.conversion_rate)
 
     def with_negatives(dataset, seed):
         # Only what the model takes: an ablation may drop a modality or the alignment tasks.
         inputs, tasks = list(model.input), model.backbone.task_names
-        return make_alignment_examples(dataset, seed=seed, hard_negatives=config["hard_negatives"]).map(
+        return make_alignment_examples(dataset, seed=seed, hard_negatives=settings.hard_negatives).map(
             lambda x, y, w: ({k: x[k] for k in inputs}, {t: y[t] for t in tasks}, {t: w[t] for t in tasks})
         ).prefetch(tf.data.AUTOTUNE)
 
-    train = with_negatives(train_data.dataset(batch_size, seed=config["seed"], repeat=True), config["seed"])
-    evaluation = None if eval_data is None else with_negatives(eval_data.dataset(batch_size), config["seed"])
+    train = with_negatives(train_data.dataset(batch_size, seed=settings.seed, repeat=True), settings.seed)
+    evaluation = None if eval_data is None else with_negatives(eval_data.dataset(batch_size), settings.seed)
 
     backup = checkpoint_dir(fn_args)
     progress = ProgressLogger(max(1, steps_per_epoch // 4), batch_size, total_steps)
     callbacks = [
         # double_checkpoint: a Trainer killed while writing a checkpoint resumes from the one before it
         # (without it the half-written weights file stops the next run with an h5py error).
-        keras.callbacks.BackupAndRestore(backup, save_freq=config["checkpoint_every_steps"], double_checkpoint=True),
+        keras.callbacks.BackupAndRestore(backup, save_freq=settings.checkpoint_every_steps, double_checkpoint=True),
         keras.callbacks.TensorBoard(fn_args.model_run_dir, update_freq=max(1, steps_per_epoch // 10)),
         progress,
     ]
-    if evaluation is not None and config["early_stopping_patience"]:
-        callbacks.insert(1, ResumableEarlyStopping(os.path.join(backup, "early_stopping"), monitor="val_loss",
-                                                   patience=config["early_stopping_patience"]))
+    if evaluation is not None and settings.early_stopping_patience:
+        callbacks.insert(1, early_stopping(os.path.join(backup, "early_stopping"), model.backbone.task_names,
+                                           settings.early_stopping_patience))
     logger.info("training %s (%s, %d parameters): up to %d epochs of %d steps, batch %d, checkpoints in %s",
-                config["model_preset"], policy, model.count_params(), epochs, steps_per_epoch, batch_size, backup)
+                settings.model_preset, policy, model.count_params(), epochs, steps_per_epoch, batch_size, backup)
     history = model.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch,
                         validation_data=evaluation, callbacks=callbacks, verbose=0)
     stopping = next((c for c in callbacks if isinstance(c, ResumableEarlyStopping)), None)
@@ -281,5 +299,5 @@ def run_fn(fn_args):
         json.dump({**progress.record(), "best_epoch": None if stopping is None else int(stopping.best_epoch),
                    "history": {k: [float(x) for x in v] for k, v in history.history.items()}}, f)
     export_serving_model(model, tft_output, fn_args.serving_model_dir)
-    write_encoding(fn_args.serving_model_dir, config["encoding"])
+    write_encoding(fn_args.serving_model_dir, settings.encoding)
     logger.info("exported the serving model to %s", fn_args.serving_model_dir)

@@ -35,10 +35,12 @@ def preprocessing_fn(inputs, custom_config):
         outputs[name] = tf.clip_by_value(_squeeze(inputs[name]), 0, size - 1)
     for name in F.NUMERIC_FEATURES:
         # Prices and distances are positive and heavy-tailed: normalise their logarithm. In float64, then
-        # rounded to float32: in float32 the same price came out one ulp apart depending on its position in
-        # a batch (vectorised and scalar code round differently), so a run's inputs depended on batching.
-        value = tf.math.log1p(tf.maximum(tf.cast(_squeeze(inputs[name]), tf.float64), 0.0))
-        outputs[name] = tf.cast(tft.scale_to_z_score(value), tf.float32)
+        # rounded to float32: in float32 the mean and variance (sums another runner adds in another order)
+        # and the scaling itself (vectorised and scalar code round differently, so a value's batch position
+        # mattered) moved results by an ulp; in float64 they round to the same float32, so every run and
+        # runner writes the same transformed examples.
+        log = tf.math.log1p(tf.maximum(tf.cast(_squeeze(inputs[name]), tf.float64), 0.0))
+        outputs[name] = tf.cast(tft.scale_to_z_score(log), tf.float32)
     outputs[F.TEXT_TOKEN_IDS] = tf.identity(inputs[F.TEXT_TOKEN_IDS])
     outputs[F.TEXT_EMBEDDINGS] = tf.identity(inputs[F.TEXT_EMBEDDINGS])
     outputs[F.PATCH_EMBEDDINGS] = tf.identity(inputs[F.PATCH_EMBEDDINGS])

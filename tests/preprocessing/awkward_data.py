@@ -5,21 +5,30 @@ quarantine arithmetic exactly. (A module with its own name: `conftest` is ambigu
 """
 import csv
 import io
+import os
 import struct
+import threading
+import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from camenn.preprocessing import sample
+from camenn.simulator import sample
+from camenn.preprocessing.photo_files import MAX_PHOTO_BYTES
 
 TINY = dict(seed=0, num_listings=24, num_merchants=4, num_shoppers=8, num_events=120)
-# Awkward photos that preprocessing converts and keeps (their item_ids).
-KEPT_PHOTOS = ("gray", "rgba", "cmyk", "png16", "huge")
-# Added items.csv rows that must be quarantined, by reason.
-AWKWARD_ITEM_REASONS = {"image_too_large": 1, "duplicate_item_id": 1, "bad_image_path": 1, "malformed_row": 1,
-                        "missing_field": 1}
+# Awkward photos that preprocessing converts and keeps (their item_ids); "linked" is a symlink to another
+# photo inside the folder, which is fine.
+KEPT_PHOTOS = ("gray", "rgba", "cmyk", "png16", "huge", "linked")
+# Added items.csv rows that must be quarantined, by reason: besides bad rows, photos a dataset folder from
+# someone untrusted may hold (symlinks out of the folder, a FIFO, an endless file).
+AWKWARD_ITEM_REASONS = {"image_too_large": 2, "duplicate_item_id": 1, "bad_image_path": 4, "malformed_row": 1,
+                        "missing_field": 1, "missing_image": 1}
+# How long a FIFO photo may block preprocessing before the test data unblocks it (so that a regression
+# fails the test with a wrong reason instead of hanging it).
+FIFO_WATCHDOG_SECONDS = 300
 CLICKS_PER_KEPT_PHOTO = 1
 CLICKS_ON_BOMB = 2
 AWKWARD_EVENT_REASONS = {"item_quarantined": CLICKS_ON_BOMB, "bad_timestamp": 1, "malformed_row": 1}
@@ -97,6 +106,8 @@ def add_awkward_rows(folder: Path) -> None:
         item_row(item_id="escape", image_path="../outside.jpg"),
         ["malformed", "only-two-fields"],
         item_row(item_id="no-merchant", merchant_id=""),
+        item_row(item_id="linked", title="Awkward linked", image_path="images/linked.jpg"),
+        *[item_row(item_id=item_id, image_path=path) for item_id, path in add_untrusted_files(folder).items()],
     ]
     # A simulated click (the sample's bad events have request ids rb.../rx...).
     click = dict(zip(events[0], next(row for row in events[1:] if row[0][1].isdigit())))
@@ -109,6 +120,37 @@ def add_awkward_rows(folder: Path) -> None:
     new_events += [event_row(request_id="q-time", timestamp="yesterday"), ["q-malformed", "s0001"]]
     _write_csv(folder / "items.csv", items + new_items)
     _write_csv(folder / "events.csv", events + new_events)
+
+
+def add_untrusted_files(folder: Path) -> dict:
+    """Photo files that must not be read as photos: {item_id: image_path} (with `linked.jpg`, which may)."""
+    outside = folder.parent / f"{folder.name}-outside"  # a real photo, readable, but not the dataset's
+    (outside / "photos").mkdir(parents=True)
+    (outside / "photos" / "secret.jpg").write_bytes(jpeg(Image.fromarray(photo(4))))
+    images = folder / "images"
+    (images / "linked.jpg").symlink_to("gray.img")
+    (images / "outside.jpg").symlink_to(outside / "photos" / "secret.jpg")
+    (folder / "photos_elsewhere").symlink_to(outside / "photos", target_is_directory=True)
+    os.mkfifo(images / "pipe.jpg")
+    _unblock_fifo_later(images / "pipe.jpg", FIFO_WATCHDOG_SECONDS)
+    with open(images / "endless.jpg", "wb") as file:  # sparse: no disk, but over the size bound
+        file.truncate(MAX_PHOTO_BYTES + 1)
+    return {"symlink_out": "images/outside.jpg", "symlinked_folder": "photos_elsewhere/secret.jpg",
+            "control_char": "images/a\tb.jpg", "fifo": "images/pipe.jpg", "endless": "images/endless.jpg"}
+
+
+def _unblock_fifo_later(path: Path, seconds: float) -> None:
+    def unblock():
+        deadline = time.monotonic() + 3600
+        time.sleep(seconds)
+        while time.monotonic() < deadline:
+            try:  # succeeds only while a reader has the FIFO open (blocked on it)
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+            time.sleep(1)
+
+    threading.Thread(target=unblock, name="fifo-watchdog", daemon=True).start()
 
 
 def expected_item_reasons() -> dict:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from camenn.preprocessing.sample import build_sample
+from camenn.simulator.sample import build_sample
 
 from awkward_data import TINY, add_awkward_rows
 

@@ -99,6 +99,18 @@ def test_quarantine_arithmetic_and_every_reason(cold, awkward_dataset):
 
 
 @pytest.mark.slow
+def test_photos_outside_the_folder_or_not_files_are_refused_with_why(cold):
+    output, _ = cold
+    rows = {r[features.ITEM_ID]: r for r in quarantine(output, "items")}
+    for item_id in ("symlink_out", "symlinked_folder"):  # readable photos, but not the dataset's
+        assert rows[item_id]["reason"] == "bad_image_path", rows[item_id]
+        assert "symlink" in rows[item_id]["detail"] and "outside the dataset folder" in rows[item_id]["detail"]
+    assert rows["control_char"]["reason"] == "bad_image_path"
+    assert rows["fifo"]["reason"] == "missing_image" and "FIFO" in rows["fifo"]["detail"]
+    assert rows["endless"]["reason"] == "image_too_large" and "byte limit" in rows["endless"]["detail"]
+
+
+@pytest.mark.slow
 def test_examples_follow_contract_2(cold):
     output, summary = cold
     assert summary["patch_dim"] == PATCH_DIM and summary["num_patches"] == 4 and summary["grid"] == "2x2"
@@ -153,7 +165,8 @@ def test_examples_follow_contract_2(cold):
 @pytest.mark.slow
 def test_second_run_takes_every_photo_and_text_from_the_cache(cold, warm):
     (first_output, first), (second_output, second, printed) = cold, warm
-    assert first["images"]["cache_hits"] == 0 and first["images"]["embedded"] == first["items"]["out"]
+    # "linked" is the "gray" photo through a symlink: one photo, embedded once for both listings.
+    assert first["images"]["cache_hits"] == 0 and first["images"]["embedded"] == first["items"]["out"] - 1
     assert second["images"]["embedded"] == 0
     assert second["images"]["cache_hits"] == first["images"]["embedded"]
     assert first["text"]["cache_hits"] == 0 and second["text"]["encoded"] == 0
@@ -161,7 +174,7 @@ def test_second_run_takes_every_photo_and_text_from_the_cache(cold, warm):
     for key in ("items", "events", "features", "split"):
         assert second[key] == first[key]
     assert f"items: {first['items']['in']} in, {first['items']['out']} out" in printed
-    assert f"image_too_large: 1" in printed and f"{second['images']['cache_hits']} from the cache" in printed
+    assert f"image_too_large: {expected_item_reasons()['image_too_large']}" in printed and f"{second['images']['cache_hits']} from the cache" in printed
     event_spec = spec(first)
     for split in ("train", "eval"):
         a = read_examples(str(first_output / f"examples/{split}/*.tfrecord.gz"), event_spec)

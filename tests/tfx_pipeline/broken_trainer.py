@@ -13,7 +13,7 @@ from camenn.tfx_pipeline import trainer
 
 def run_fn(fn_args):
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    model = trainer.build_model(fn_args.custom_config, tft_output, "float32")
+    model = trainer.build_model(trainer.settings_of(fn_args), tft_output, "float32")
     for head in model.heads:
         head.set_weights([np.zeros_like(w) for w in head.get_weights()])
     trainer.export_serving_model(model, tft_output, fn_args.serving_model_dir)

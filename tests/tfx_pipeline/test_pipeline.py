@@ -1,11 +1,13 @@
-"""The TFX pipeline end to end on the tiny preset: one run (tests/conftest.py `pipeline_run`: killed once
-mid-training, then completed), then runs against the same outputs and metadata store, which reuse the
+"""The TFX pipeline end to end on the tiny preset: one run (tests/conftest.py `pipeline_run`: killed during
+preprocessing, during Transform and mid-training, then completed), then runs against the same outputs and metadata store, which reuse the
 cached components: a rerun with nothing changed, a dataset whose column changed type, and a deliberately
 broken (untrained) model."""
 import csv
+import functools
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -187,7 +189,7 @@ def test_second_run_with_nothing_changed_reuses_every_output(pipeline_run):
     assert {n: s for n, s in second["components"].items() if s != "CACHED"} == {
         **{n: "COMPLETE" for n in RESOLVERS}, **{n: "COMPLETE" for n in judged_again}}
     store = open_store(config.metadata_path)
-    model = node_runs(store, first["run_id"])["Trainer"].output("model")
+    model = node_runs(store, first["run_id"])["ListingTable"].output("table_model")  # what was judged and pushed
     evaluation = node_runs(store, second["run_id"])["Evaluator"].execution
     # (one event per artifact: the same model as `model` and as `baseline_model` is one event, two keys)
     baseline = [e.artifact_id for e in store.get_events_by_execution_ids([evaluation.id])
@@ -201,6 +203,20 @@ def test_second_run_with_nothing_changed_reuses_every_output(pipeline_run):
     assert {n: s for n, s in third.items() if s != "CACHED"} == {n: "COMPLETE" for n in RESOLVERS}
 
 
+def test_a_fix_under_serving_reruns_the_serving_bundle_and_nothing_upstream(pipeline_run, tmp_path, monkeypatch):
+    from camenn.tfx_pipeline import code_version, local_runner, pipeline
+
+    config, _ = pipeline_run
+    for folder in ("camenn", "model", "preprocessing", "serving", "simulator", "tfx_pipeline"):
+        shutil.copytree(REPO_ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(tmp_path / "serving" / "bundle.py", "a") as f:
+        f.write("\nWARMUP_LIMIT = 100\n")  # a code change (a docstring edit would not count)
+    monkeypatch.setattr(pipeline, "code_version", functools.partial(code_version.code_version, repo=tmp_path))
+    local_runner.run(config)
+    ran = {n: s for n, s in _summary(config)["components"].items() if s != "CACHED"}
+    assert ran == {"latest_blessed_model_resolver": "COMPLETE", "ServingBundle": "COMPLETE"}
+
+
 def test_a_column_that_changed_type_stops_the_run_before_training(pipeline_run, tiny_dataset, tmp_path):
     from camenn.tfx_pipeline import local_runner
     from camenn.tfx_pipeline.components.anomalies_gate import DataAnomaliesError
@@ -208,7 +224,7 @@ def test_a_column_that_changed_type_stops_the_run_before_training(pipeline_run, 
     config, _ = pipeline_run
     changed = tmp_path / "changed_dataset"
     changed.mkdir()
-    os.symlink(Path(tiny_dataset) / "images", changed / "images")
+    shutil.copytree(Path(tiny_dataset) / "images", changed / "images")  # a symlink out would be refused
     (changed / "items.csv").write_bytes((Path(tiny_dataset) / "items.csv").read_bytes())
     with open(Path(tiny_dataset) / "events.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -227,6 +243,25 @@ def test_a_column_that_changed_type_stops_the_run_before_training(pipeline_run, 
     assert summary["preprocessing"]["events"]["quarantined_by_reason"].get("bad_hour", 0) > 0
 
 
+def test_photos_linked_from_outside_the_dataset_are_refused_and_stop_the_run(pipeline_run, tiny_dataset, tmp_path):
+    from camenn.tfx_pipeline import local_runner
+    from camenn.tfx_pipeline.components.anomalies_gate import DataAnomaliesError
+
+    config, _ = pipeline_run
+    linked = tmp_path / "linked_dataset"
+    linked.mkdir()
+    os.symlink(Path(tiny_dataset) / "images", linked / "images")  # every photo is outside the folder
+    for name in ("items.csv", "events.csv"):
+        shutil.copy(Path(tiny_dataset) / name, linked / name)
+    runs_before = _run_ids(config)
+    with pytest.raises(DataAnomaliesError, match="no examples"):
+        local_runner.run(config.replace(dataset_dir=str(linked)))
+    summary = _summary(config, [r for r in _run_ids(config) if r not in runs_before][-1])
+    items = summary["preprocessing"]["items"]
+    assert items["out"] == 0 and items["quarantined_by_reason"]["bad_image_path"] > 0.8 * items["in"]
+    assert "Transform" not in summary["components"]
+
+
 def test_a_killed_trainer_resumed_from_its_checkpoint(pipeline_run):
     from camenn.tfx_pipeline.run_summary import node_runs, open_store
 
@@ -238,6 +273,50 @@ def test_a_killed_trainer_resumed_from_its_checkpoint(pipeline_run):
     assert history["final_step"] > history["initial_step"]
     assert not glob.glob(os.path.join(config.checkpoint_dir, "*", "training_metadata.json")), \
         "a finished Trainer leaves no checkpoint behind"
+
+
+def test_runs_killed_in_any_component_left_nothing_running_and_no_partial_output_used(pipeline_run):
+    from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+    from camenn.tfx_pipeline.interrupted_runs import INTERRUPTED
+    from camenn.tfx_pipeline.run_summary import node_runs, open_store
+
+    config, summary = pipeline_run
+    killed_in = [Path(p).stem[len("killed_in_"):] for p in glob.glob(os.path.join(config.outputs_dir, "killed_in_*.log"))]
+    assert {"PreprocessDataset", "Transform", "Trainer"} <= set(killed_in)  # tests/conftest.py KILLED_IN
+    store = open_store(config.metadata_path)
+    executions = store.get_executions()
+    state = {e.id: e.last_known_state for e in executions}
+    # Each killed attempt left its component's execution RUNNING; the next run cancelled it, saying why.
+    assert not [e.id for e in executions if e.last_known_state in (mlmd.Execution.NEW, mlmd.Execution.RUNNING)]
+    cancelled = [e for e in executions if e.last_known_state == mlmd.Execution.CANCELED]
+    nodes = [c.name.split(".", 1)[-1] for e in cancelled for c in store.get_contexts_by_execution(e.id)
+             if c.type == "node"]
+    assert sorted(nodes) == sorted(killed_in) and all(INTERRUPTED in e.custom_properties for e in cancelled)
+    # ... and removed what it had begun to write; no output of it was ever registered.
+    for execution, node in zip(cancelled, nodes):
+        assert not glob.glob(os.path.join(config.pipeline_root, node, "*", str(execution.id)))
+        assert not glob.glob(os.path.join(config.pipeline_root, node, ".system", "stateful_working_dir", "*"))
+    # The completed run read only published artifacts of executions that finished.
+    run = node_runs(store, summary["run_id"])
+    inputs = [e for e in store.get_events_by_execution_ids([n.execution.id for n in run.values()])
+              if e.type == mlmd.Event.INPUT]
+    producers = {e.artifact_id: e.execution_id for e in store.get_events_by_artifact_ids(
+        [i.artifact_id for i in inputs]) if e.type == mlmd.Event.OUTPUT}
+    for artifact in store.get_artifacts_by_id([i.artifact_id for i in inputs]):
+        assert artifact.state == mlmd.Artifact.LIVE, artifact
+        assert state[producers[artifact.id]] in (mlmd.Execution.COMPLETE, mlmd.Execution.CACHED), artifact
+
+
+def test_a_second_run_over_the_same_outputs_is_refused_while_one_runs(tmp_path):
+    from camenn.tfx_pipeline import configs, local_runner
+    from camenn.tfx_pipeline.interrupted_runs import ConcurrentRunError, exclusive_run
+
+    config = configs.from_preset("tiny", outputs_dir=str(tmp_path))
+    with exclusive_run(config.metadata_path):  # as a run in another process holds it
+        with pytest.raises(ConcurrentRunError, match=f"pid {os.getpid()}"):
+            local_runner.run(config)
+    assert not os.path.exists(config.pipeline_root)
 
 
 def test_a_broken_model_is_not_blessed_and_not_pushed(pipeline_run):
@@ -271,3 +350,9 @@ def test_compiled_kubeflow_spec_lists_every_component(pipeline_run, tmp_path):
     assert any(t.startswith("latest_blessed_model_resolver") for t in tasks)
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values() if "container" in e}
     assert images == {"camenn:test"}
+
+
+def test_the_same_data_and_seed_give_the_same_model_and_metrics(twin_runs):
+    first, second = (_summary(config) for config in twin_runs)
+    assert first["metrics"] and first["metrics"] == second["metrics"]  # exactly, not approximately
+    assert first["metrics_by_negative_kind"] == second["metrics_by_negative_kind"]

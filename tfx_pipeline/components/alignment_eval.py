@@ -125,9 +125,11 @@ def AlignmentEvalExamples(
     items: tfx.dsl.components.InputArtifact[ItemFeatures],
     eval_examples: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Examples],
     listing_quality_file: tfx.dsl.components.Parameter[str] = "",
+    code_version: tfx.dsl.components.Parameter[str] = "",
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
     """Writes the eval split's events with ITA and TIA negatives and per-task weights (module docstring)."""
+    del code_version  # part of the cache key only (code_version.py)
     quality = read_listing_quality(listing_quality_file) if listing_quality_file else {}
     eval_examples.split_names = artifact_utils.encode_split_names([SPLIT])
     events_pattern = os.path.join(artifact_utils.get_split_uri([examples], SPLIT), "*")

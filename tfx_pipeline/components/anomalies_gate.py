@@ -55,9 +55,11 @@ def describe_quarantine(summary: dict) -> list:
 def AnomaliesGate(
     anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
     report: tfx.dsl.components.InputArtifact[PreprocessingReport],
+    code_version: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
     """Raises DataAnomaliesError listing every anomaly ExampleValidator found (module docstring), with
     what preprocessing quarantined, so that the cause of, say, an empty split is in the same message."""
+    del code_version  # part of the cache key only (code_version.py)
     blessed = anomalies.get_json_value_custom_property("blessed") or {}
     problems = describe_anomalies(anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
     if problems or not all(blessed.values()):

@@ -60,9 +60,14 @@ def ContractSchemaGen(
     report: tfx.dsl.components.InputArtifact[PreprocessingReport],
     schema: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Schema],
     min_examples: tfx.dsl.components.Parameter[int] = 1,
+    code_version: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
     """Writes `schema.pbtxt` for the raw examples this run's preprocessing produced (module docstring)."""
+    del code_version  # part of the cache key only (code_version.py)
     summary = report.get_json_value_custom_property("summary")
-    built = build_schema(int(summary["max_text_length"]), int(summary["num_text_tokens"]) * int(summary["text_dim"]),
-                         int(summary["num_patches"]), int(summary["patch_dim"]), min_examples)
+    # No listing kept (every photo refused) leaves no encoding widths, and no example to check against them:
+    # ExampleValidator then finds the splits empty and AnomaliesGate stops the run, saying so.
+    built = build_schema(int(summary["max_text_length"]),
+                         int(summary["num_text_tokens"]) * int(summary["text_dim"] or 0),
+                         int(summary["num_patches"]), int(summary["patch_dim"] or 0), min_examples)
     io_utils.write_pbtxt_file(os.path.join(schema.uri, "schema.pbtxt"), built)

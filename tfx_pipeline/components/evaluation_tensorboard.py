@@ -55,8 +55,10 @@ def EvaluationTensorBoard(
     evaluation: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelEvaluation],
     model_run: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelRun],
     tensorboard: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ModelRun],
+    code_version: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
     """Writes the TFMA scalars (module docstring) under `tensorboard`'s uri, in `evaluation/`."""
+    del code_version  # part of the cache key only (code_version.py)
     step = 0
     history = os.path.join(model_run.uri, _HISTORY_FILE)
     if tf.io.gfile.exists(history):

@@ -10,7 +10,6 @@ only after the scores exist.
 """
 import csv
 import io
-import json
 import logging
 import os
 
@@ -20,6 +19,7 @@ from tfx import v1 as tfx
 
 from camenn.model import features as F
 from camenn.tfx_pipeline.components.artifacts import ItemFeatures, ListingAuditReport
+from camenn.tfx_pipeline.configs import TrainerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -39,19 +39,17 @@ def ListingAudit(
     items: tfx.dsl.components.InputArtifact[ItemFeatures],
     transform_graph: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.TransformGraph],
     audit: tfx.dsl.components.OutputArtifact[ListingAuditReport],
-    model_preset: tfx.dsl.components.Parameter[str],
-    num_text_tokens: tfx.dsl.components.Parameter[int],
-    num_patches: tfx.dsl.components.Parameter[int],
-    num_oov_buckets: tfx.dsl.components.Parameter[int],
+    settings: tfx.dsl.components.Parameter[str],
     code_version: tfx.dsl.components.Parameter[str],
     num_folds: tfx.dsl.components.Parameter[int] = 5,
     epochs: tfx.dsl.components.Parameter[int] = 30,
-    batch_size: tfx.dsl.components.Parameter[int] = 64,
-    learning_rate: tfx.dsl.components.Parameter[float] = 0.0,
-    seed: tfx.dsl.components.Parameter[int] = 0,
     listing_quality_file: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
-    """Writes the out-of-fold listing audit (module docstring). `code_version` is part of the cache key only."""
+    """Writes the out-of-fold listing audit (module docstring).
+
+    `settings`: the fold models' configs.TrainerSettings as JSON (the audit's model preset, the alignment
+    tasks only); `code_version` is part of the cache key only.
+    """
     import tensorflow_transform as tft
 
     from camenn.serving import audit as audit_report
@@ -63,13 +61,12 @@ def ListingAudit(
     tft_output = tft.TFTransformOutput(transform_graph.uri)
     raw = read_listing_features(items.uri)
     listings = transformed_listings(tft_output, raw)
-    config = {"model_preset": model_preset, "num_oov_buckets": num_oov_buckets, "num_patches": num_patches,
-              "num_text_tokens": num_text_tokens, "model_options": json.dumps({"task_names": out_of_fold.AUDIT_TASKS})}
+    fold_settings = TrainerSettings.from_json(settings)
     item_ids = list(raw[F.ITEM_ID])
-    folds = out_of_fold.assign_folds(item_ids, num_folds, seed)
-    fit = out_of_fold.fit_alignment_model(listings, lambda: trainer.build_model(config, tft_output, "float32"),
-                                          epochs=epochs, batch_size=batch_size, seed=seed,
-                                          learning_rate=learning_rate)
+    folds = out_of_fold.assign_folds(item_ids, num_folds, fold_settings.seed)
+    fit = out_of_fold.fit_alignment_model(
+        listings, lambda: trainer.build_model(fold_settings, tft_output, "float32"), epochs=epochs,
+        batch_size=fold_settings.batch_size, seed=fold_settings.seed, learning_rate=fold_settings.learning_rate)
     scores = out_of_fold.out_of_fold_scores(len(item_ids), folds, fit)
 
     text = io.StringIO()

@@ -23,8 +23,10 @@ def ListingTable(
     model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
     items: tfx.dsl.components.InputArtifact[ItemFeatures],
     table_model: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Model],
+    code_version: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
     """Writes `model` with its listing table filled from `items` (module docstring)."""
+    del code_version  # part of the cache key only (code_version.py)
     from camenn.serving import listings
 
     source = path_utils.serving_model_path(model.uri)

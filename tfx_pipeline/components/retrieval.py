@@ -46,8 +46,11 @@ def RetrievalIndex(
     items: tfx.dsl.components.InputArtifact[ItemFeatures],
     indexed_model: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Model],
     audit: tfx.dsl.components.InputArtifact[ListingAuditReport] = None,
+    code_version: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
-    """Writes `model` with its index filled from `items` and `audit` (module docstring)."""
+    """Writes `model` with its index filled from `items` and `audit` (module docstring). `code_version` is
+    part of the cache key only."""
+    del code_version
     from camenn.serving import audit as audit_report
     from camenn.serving import retrieval_index
     from camenn.serving.listings import read_listing_features
@@ -75,10 +78,13 @@ def RetrievalEvaluator(
     min_lift_over_popularity: tfx.dsl.components.Parameter[float] = 1.0,
     max_regression: tfx.dsl.components.Parameter[float] = 0.0,
     baseline_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
+    code_version: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
     """Recall@K of `model` on the eval split of the raw `examples` against popularity (from the train split)
     and random, and against `baseline_model` if given; blesses it when `retrieval_evaluation.judge` finds
-    nothing wrong at Recall@`bless_k`. Writes `retrieval_metrics.json` into `evaluation`."""
+    nothing wrong at Recall@`bless_k`. Writes `retrieval_metrics.json` into `evaluation`. `code_version` is
+    part of the cache key only."""
+    del code_version
     from camenn.tfx_pipeline import retrieval_evaluation as ev
 
     ks = sorted({int(k) for k in recall_ks.split(",") if k.strip()} | {int(bless_k)})

@@ -33,8 +33,10 @@ def ServingBundle(
     model_name: tfx.dsl.components.Parameter[str],
     retrieval_pushed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.PushedModel] = None,
     retrieval_model_name: tfx.dsl.components.Parameter[str] = "",
+    code_version: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
     """Writes the serving bundle for the versions the Pushers just pushed (module docstring)."""
+    del code_version  # part of the cache key only (code_version.py)
     from camenn.serving import bundle, servables
 
     pushes = {name: int(pushed.get_string_custom_property("pushed_version"))

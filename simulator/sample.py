@@ -22,7 +22,7 @@ Catalog rules
   preprocessing must quarantine, each with its expected reason in truth.csv; three clicks are copied onto
   each bad listing so the quarantine of their events shows too.
 
-The clicks and their labels come from `camenn.preprocessing.shoppers` (its docstring has the rules).
+The clicks and their labels come from `camenn.simulator.shoppers` (its docstring has the rules).
 """
 import csv
 import dataclasses
@@ -37,7 +37,10 @@ from typing import Dict, List, Tuple
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from camenn.preprocessing import dataset, shoppers as shopper_simulator
+from camenn.model import features
+from camenn.preprocessing import dataset
+from camenn.simulator import defaults
+from camenn.simulator import shoppers as shopper_simulator
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +172,9 @@ def _csv_bytes(header: List[str], rows: List[List[str]]) -> bytes:
 EVENTS_TRUTH_FILE = "events_truth.csv"
 
 
-def build_sample(source: Path, output: Path, seed: int = 0, num_listings: int = 480, num_merchants: int = 40,
-                 num_shoppers: int = 200, num_events: int = 6000, include_bad_rows: bool = True) -> dict:
+def build_sample(source: Path, output: Path, seed: int = defaults.SEED, num_listings: int = defaults.NUM_LISTINGS,
+                 num_merchants: int = defaults.NUM_MERCHANTS, num_shoppers: int = defaults.NUM_SHOPPERS,
+                 num_events: int = defaults.NUM_EVENTS, include_bad_rows: bool = True) -> dict:
     """Writes items.csv, events.csv, images/, truth.csv, events_truth.csv, LICENSE and README.md under `output`.
 
     Returns the counts written into README.md (listings by quality and merchant size, events, conversion
@@ -238,8 +242,9 @@ def build_sample(source: Path, output: Path, seed: int = 0, num_listings: int = 
     num_degraded = round(DEGRADED_FRACTION * num_listings)
     degrade_weight = np.array([DEGRADE_WEIGHT[sizes[m]] for m in listing_merchant])
     degraded = rng.choice(num_listings, size=num_degraded, replace=False, p=degrade_weight / degrade_weight.sum())
-    kinds = ["inaccurate_text"] * (num_degraded // 2) + ["vague_photo"] * (num_degraded - num_degraded // 2)
-    quality = ["ok"] * num_listings
+    kinds = [features.INACCURATE_TEXT] * (num_degraded // 2) + [features.VAGUE_PHOTO] * (
+        num_degraded - num_degraded // 2)
+    quality = [features.OK_QUALITY] * num_listings
     for listing, kind in zip(degraded, rng.permutation(kinds)):
         quality[listing] = str(kind)
 
@@ -253,11 +258,11 @@ def build_sample(source: Path, output: Path, seed: int = 0, num_listings: int = 
         product = classes[listing_class[i]]
         image = _photo(source, listing_photo[i])
         detail = ""
-        if quality[i] == "inaccurate_text":
+        if quality[i] == features.INACCURATE_TEXT:
             others = [j for j, c in enumerate(classes) if c.coarse != product.coarse]
             shown_class[i] = others[rng.integers(len(others))]
             detail = f"text of {classes[shown_class[i]].name}"
-        elif quality[i] == "vague_photo":
+        elif quality[i] == features.VAGUE_PHOTO:
             image, detail = _vague(image, VAGUE_KINDS[rng.integers(len(VAGUE_KINDS))], rng)
         image_path = f"{dataset.IMAGES_DIR}/{item_id}.jpg"
         (output / image_path).write_bytes(_jpeg(image))
@@ -273,8 +278,8 @@ def build_sample(source: Path, output: Path, seed: int = 0, num_listings: int = 
         true_coarse=np.array([coarse_index[classes[c].coarse] for c in listing_class]),
         shown_coarse=np.array([coarse_index[classes[c].coarse] for c in shown_class]),
         price_ratio=prices / base_price[listing_class],
-        inaccurate_text=np.array([q == "inaccurate_text" for q in quality]),
-        vague_photo=np.array([q == "vague_photo" for q in quality]),
+        inaccurate_text=np.array([q == features.INACCURATE_TEXT for q in quality]),
+        vague_photo=np.array([q == features.VAGUE_PHOTO for q in quality]),
     )
     simulated_shoppers = shopper_simulator.make_shoppers(rng, num_shoppers, len(coarse_names))
     events = shopper_simulator.simulate_events(rng, simulated_shoppers, listings, num_events)
@@ -304,9 +309,9 @@ def build_sample(source: Path, output: Path, seed: int = 0, num_listings: int = 
         "merchants_by_size": {s: sizes.count(s) for s in ("large", "medium", "small")},
         "listings_by_merchant_size": {s: sum(sizes[m] == s for m in listing_merchant)
                                       for s in ("large", "medium", "small")},
-        "listings_by_quality": {q: quality.count(q) for q in ("ok", "inaccurate_text", "vague_photo")},
+        "listings_by_quality": {q: quality.count(q) for q in (features.OK_QUALITY, *features.FLAWED_QUALITIES)},
         "degraded_share_by_merchant_size": {
-            s: round(sum(quality[i] != "ok" for i, m in enumerate(listing_merchant) if sizes[m] == s)
+            s: round(sum(quality[i] != features.OK_QUALITY for i, m in enumerate(listing_merchant) if sizes[m] == s)
                      / max(1, sum(sizes[m] == s for m in listing_merchant)), 3)
             for s in ("large", "medium", "small")},
         "shoppers": num_shoppers,
@@ -419,7 +424,7 @@ listings, preferring what the title names in their favourite categories, nearby 
 A click converts with probability sigmoid(z), where z rises with the taste for what the product really is
 and in the evening, and falls with the price against the class's usual price, with distance, at night,
 and sharply when the listing's text and photo disagree (inaccurate text: -1.6) or its photo is vague (-1.0).
-The exact rules: the docstrings of `preprocessing/sample.py` and `preprocessing/shoppers.py`.
+The exact rules: the docstrings of `simulator/sample.py` and `simulator/shoppers.py`.
 
 Train/eval split: by time, done by `camenn preprocess` (the last 20% of the time range is eval).
 
