@@ -23,8 +23,10 @@ class PatchEmbedding(keras.layers.Layer):
 
     Example:
     ```python
+    import numpy as np
+
     layer = PatchEmbedding("inception_v4", "inception_v4_tiny", grid=(2, 2))
-    layer(np.zeros((3, 150, 150, 3), "uint8")).shape  # (3, 4, 192)
+    assert layer(np.zeros((3, 150, 150, 3), "uint8")).shape == (3, 4, 192)  # 2 x 2 patches of 75 x 75
     ```
     """
 

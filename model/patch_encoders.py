@@ -64,8 +64,10 @@ class PatchEncoder:
 
     Example:
     ```python
+    import numpy as np
+
     encoder = load_patch_encoder("inception_v4", "inception_v4_tiny")
-    encoder(np.zeros((4, 120, 90, 3), "uint8")).shape  # (4, 192)
+    assert encoder(np.zeros((4, 120, 90, 3), "uint8")).shape == (4, 192)
     ```
     """
 
@@ -120,11 +122,14 @@ def load_patch_encoder(encoder: str, preset: str, batch_size: int = 32) -> Patch
 
     Example:
     ```python
+    import numpy as np
     from camenn.model.patch_encoders import load_patch_encoder
 
     encoder = load_patch_encoder("efficientnet_lite0", "efficientnet_lite0_imagenet")
-    encoder.output_dim, encoder.image_size  # 1280, (224, 224)
-    embeddings = encoder(patches)  # uint8 [N, h, w, 3] -> float32 [N, 1280]
+    assert encoder.output_dim == 1280 and tuple(encoder.image_size) == (224, 224)
+    patches = np.random.randint(0, 256, (6, 96, 96, 3), dtype="uint8")  # uint8 [N, h, w, 3], resized to 224
+    embeddings = encoder(patches)
+    assert embeddings.shape == (6, 1280) and embeddings.dtype == np.float32
     ```
     """
     return PatchEncoder(*load_parts(encoder, preset), batch_size=batch_size)

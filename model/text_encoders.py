@@ -36,8 +36,10 @@ def segment_mean_pool(sequence, padding_mask, num_segments):
     Example:
     ```python
     import numpy as np
-    states = np.arange(8, dtype="float32").reshape(1, 4, 2)
-    segment_mean_pool(states, np.array([[1, 1, 1, 0]]), 2)  # [[[1, 2], [4, 5]]]: tokens 0-1 and token 2
+
+    states = np.arange(8, dtype="float32").reshape(1, 4, 2)  # one row of 4 tokens, the last one padding
+    pooled = segment_mean_pool(states, np.array([[1, 1, 1, 0]]), 2)
+    assert np.asarray(pooled).tolist() == [[[1, 2], [4, 5]]]  # tokens 0-1, then token 2
     ```
     """
     from keras import ops
@@ -66,8 +68,10 @@ class TextEncoder:
 
     Example:
     ```python
+    import numpy as np
+
     encoder = load_text_encoder("bert_tiny", num_tokens=4)
-    encoder(np.array([[101, 2000, 2001, 102, 102, 0]])).shape  # (1, 4, 32)
+    assert encoder(np.array([[101, 2000, 2001, 102, 102, 0]])).shape == (1, 4, 32)
     ```
     """
 
@@ -108,10 +112,14 @@ def load_text_encoder(preset: str, num_tokens: int, batch_size: int = 64) -> Tex
 
     Example:
     ```python
+    import numpy as np
     from camenn.model.text_encoders import load_text_encoder
 
     encoder = load_text_encoder("all_minilm_l6_v2", num_tokens=4)
-    encoder(token_ids).shape  # int [N, 64] -> float32 [N, 4, 384]
+    token_ids = np.zeros((2, 64), "int64")  # as `camenn preprocess` writes them: right-padded with [PAD] = 0
+    token_ids[:, :5] = [101, 7592, 2088, 999, 102]  # [CLS] hello world ! [SEP]
+    embeddings = encoder(token_ids)
+    assert embeddings.shape == (2, 4, 384) and embeddings.dtype == np.float32
     ```
     """
     import keras_hub

@@ -297,7 +297,8 @@ def read_rows(stream: BinaryIO, columns, file_name: str, size: Optional[int] = N
         size: read at most this many bytes (the file's size when the run started); None reads to the end.
 
     Example:
-    >>> data = io.BytesIO(b"item_id\\ni1\\ni\\x002\\n")
+    >>> import io
+    >>> data = io.BytesIO(b"item_id\\ni1\\ni\\x002\\n")  # a header, a good row, a row with a NUL byte
     >>> [(row, getattr(fields, "reason", fields)) for row, fields in read_rows(data, EVENT_COLUMNS[2:3], "x.csv")]
     [(1, {'item_id': 'i1'}), (2, 'malformed_row')]
     """

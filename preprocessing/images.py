@@ -111,6 +111,7 @@ def split_into_patches(image: np.ndarray, grid: Grid = DEFAULT_GRID) -> np.ndarr
     `camenn.model.patch_embedding.PatchEmbedding` splits the same way.
 
     Example:
+    >>> import numpy as np
     >>> split_into_patches(np.zeros((65, 64, 3), np.uint8), (2, 2)).shape
     (4, 32, 32, 3)
     """

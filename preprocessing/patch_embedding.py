@@ -59,9 +59,16 @@ class EmbedPatches(beam.PTransform):
 
     Example:
     ```python
+    import apache_beam as beam
+    import numpy as np
+    from apache_beam.testing.util import assert_that, equal_to
+
+    patches = np.zeros((4, 96, 96, 3), "uint8")  # one photo's 2 x 2 patches (`split_into_patches`)
     with beam.Pipeline() as p:
         embeddings = (p | beam.Create([("item-1", patches)])
                         | EmbedPatches("inception_v4", "inception_v4_tiny", batch_size=32))
+        shapes = embeddings | beam.MapTuple(lambda key, embedding: (key, embedding.shape, str(embedding.dtype)))
+        assert_that(shapes, equal_to([("item-1", (4, 192), "float32")]))
     ```
     """
 

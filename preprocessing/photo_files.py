@@ -109,8 +109,17 @@ def open_photo(dataset_dir: str, path: str, max_bytes: int = MAX_PHOTO_BYTES):
         max_bytes: larger files are `image_too_large`.
 
     Example:
-    >>> with open_photo("data/sample", "data/sample/images/i00001.jpg") as (stream, size):  # doctest: +SKIP
+    >>> import io
+    >>> from PIL import Image
+    >>> with open_photo("data/sample", "data/sample/images/i00001.jpg") as (stream, size):
     ...     data = read_opened(stream, size, "images/i00001.jpg")
+    >>> len(data) == size, Image.open(io.BytesIO(data)).format
+    (True, 'JPEG')
+    >>> with open_photo("data/sample", "/etc/passwd") as (stream, size):  # doctest: +ELLIPSIS
+    ...     pass
+    Traceback (most recent call last):
+    ...
+    camenn.preprocessing.dataset.RowError: bad_image_path: ...
     """
     if FileSystems.get_scheme(path) is None:
         return _open_local(dataset_dir, path, max_bytes)

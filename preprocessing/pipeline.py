@@ -131,8 +131,37 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
             read, and OUT/examples stays empty.
 
     Example:
-    >>> summary = preprocess("data/sample", "/tmp/out", "inception_v4", "inception_v4_tiny")  # doctest: +SKIP
-    >>> summary["events"]["train"], summary["patch_dim"]  # doctest: +SKIP
+    ```python
+    import csv
+    import shutil
+    from pathlib import Path
+    from camenn.preprocessing.pipeline import preprocess
+
+    # A small dataset folder: the sample's first 12 listings, their photos and their clicks. (The sample
+    # holds a row that is not UTF-8 on purpose; surrogateescape copies it as it is.)
+    sample, small = Path("data/sample"), Path("outputs/small_dataset")
+    (small / "images").mkdir(parents=True)
+
+    def copy_rows(name, keep):
+        with open(sample / name, newline="", errors="surrogateescape") as source:
+            reader = csv.DictReader(source)
+            rows = [row for row in reader if keep(row)]
+        with open(small / name, "w", newline="", errors="surrogateescape") as target:
+            writer = csv.DictWriter(target, reader.fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    copy_rows("items.csv", lambda row: row["item_id"] <= "i00012")
+    copy_rows("events.csv", lambda row: row["item_id"] <= "i00012")
+    for number in range(1, 13):
+        shutil.copy(sample / f"images/i{number:05d}.jpg", small / "images")
+
+    summary = preprocess(small, "outputs/preprocessed", "inception_v4", "inception_v4_tiny",
+                         text_encoder="bert_tiny", cache_dir="outputs/embedding_cache")
+    assert summary["items"]["out"] == 12 and summary["patch_dim"] == 192 and summary["text_dim"] == 32
+    assert summary["events"]["quarantined_by_reason"] == {"missing_label": 1}  # one of the sample's bad rows
+    assert summary["events"]["train"] + summary["events"]["eval"] == summary["events"]["out"]
+    ```
     """
     from camenn.preprocessing.patch_embedding import EmbedPatches
     from camenn.preprocessing.text_embedding import EmbedTexts

@@ -50,9 +50,16 @@ class EmbedTexts(beam.PTransform):
 
     Example:
     ```python
+    import apache_beam as beam
+    import numpy as np
+    from apache_beam.testing.util import assert_that, equal_to
+
+    token_ids = np.array([101, 7592, 2088, 102] + [0] * 60)  # [CLS] hello world [SEP], padded to 64
     with beam.Pipeline() as p:
         embeddings = (p | beam.Create([("text-1", token_ids)])
                         | EmbedTexts("bert_tiny", num_tokens=4))
+        shapes = embeddings | beam.MapTuple(lambda key, embedding: (key, embedding.shape, str(embedding.dtype)))
+        assert_that(shapes, equal_to([("text-1", (4, 32), "float32")]))
     ```
     """
 

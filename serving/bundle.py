@@ -258,7 +258,16 @@ def write_serving_bundle(serving_base: Union[str, Path], model_name: str = defau
         The paths written.
 
     Example:
-        write_serving_bundle("outputs/serving_model", "camenn", warmup_examples=eval_rows[:100])
+    ```python-needs-server
+    import glob
+    import tensorflow as tf
+
+    eval_files = glob.glob("outputs/preprocessed/examples/eval/*.tfrecord.gz")  # `camenn preprocess`'s
+    eval_rows = [record.numpy() for record in tf.data.TFRecordDataset(eval_files, "GZIP").take(100)]
+    bundle = write_serving_bundle("outputs/serving_model", "camenn", warmup_examples=eval_rows)
+    assert bundle.warmup_requests.parent.parent.name == "1"  # the newest version's assets.extra/
+    print(bundle.docker_run.read_text())
+    ```
     """
     base = Path(serving_base)
     model_dir = base / model_name

@@ -13,12 +13,18 @@ An unknown item id is refused by the model with INVALID_ARGUMENT naming every un
 `rank` then scores the rest in a second request and reports the unknown ids beside the ranking, so one
 stale id does not lose the whole request.
 
-Example:
-    with RankingClient(port=8500) as client:
-        ranking = client.rank("shopper_42", ["item_1", "item_7", "item_9"], hour=18)
-        for item in ranking:
-            print(item.item_id, item.title, item.cvr, item.ita, item.tia)
-        print("unknown:", ranking.unknown_item_ids)
+Example (against `camenn serve` on the default port; `with_titles` asks the `listings` signature too):
+```python-needs-server
+from camenn.serving.client import RankingClient
+
+with RankingClient(port=8500) as client:
+    ranking = client.rank("shopper_4", ["item_001", "item_007", "item_009", "item_999"], hour=18, with_titles=True)
+    for item in ranking:
+        print(item.item_id, item.title, item.cvr, item.ita, item.tia)
+    print("unknown:", ranking.unknown_item_ids)
+assert [item.cvr for item in ranking] == sorted((item.cvr for item in ranking), reverse=True)
+assert ranking.unknown_item_ids == ["item_999"]  # not in the model version's listing table
+```
 """
 import dataclasses
 import datetime

@@ -337,10 +337,14 @@ class ModelManager:
         warmup: replay each version's warmup requests before serving it.
 
     Example:
-        manager = ModelManager([ModelConfig("camenn", "outputs/serving_model/camenn")], poll_seconds=1)
-        manager.poll()           # first load, synchronously
-        manager.start()          # then watch for pushes
-        servable = manager.get("camenn")
+    ```python-needs-server
+    manager = ModelManager([ModelConfig("camenn", "outputs/serving_model/camenn")], poll_seconds=1)
+    manager.poll()           # first load, synchronously
+    manager.start()          # then watch for pushes
+    servable = manager.get("camenn")
+    assert servable.version == 1 and "rank" in servable.signatures  # the newest version
+    manager.stop()
+    ```
     """
 
     def __init__(self, configs: Sequence[ModelConfig], poll_seconds: float = 1.0, max_batch_size: int = 1024,

@@ -138,8 +138,15 @@ class ModelServer:
         Other arguments: as the flags of `add_server_flags` with the same names.
 
     Example:
-        with ModelServer([ModelConfig("camenn", "outputs/serving_model/camenn")], port=0) as server:
-            print(server.port)
+    ```python-needs-server
+    from camenn.serving.client import RankingClient
+    from camenn.serving.servables import ModelConfig
+
+    with ModelServer([ModelConfig("camenn", "outputs/serving_model/camenn")], port=0) as server:
+        print("serving on", server.port)  # a free port
+        with RankingClient(port=server.port) as client:
+            assert len(client.rank("shopper_1", ["item_001", "item_002"])) == 2
+    ```
     """
 
     def __init__(self, configs, host: str = "127.0.0.1", port: int = defaults.GRPC_PORT, poll_seconds: float = 1.0,

@@ -44,10 +44,17 @@ def exclusive_run(metadata_path: str) -> Iterator[None]:
     The kernel drops the lock when the holding process dies, however it dies, so a killed run never
     leaves it behind.
 
-    Example:
-        with exclusive_run(config.metadata_path):
-            cancel_interrupted(config.metadata_path, config.pipeline_name, config.pipeline_root)
-            LocalDagRunner().run(pipeline)
+    Example (`local_runner.run` does this around `LocalDagRunner().run(pipeline)`):
+    ```python
+    metadata_path = "outputs/metadata/camenn/metadata.db"  # `PipelineConfig.metadata_path`
+    with exclusive_run(metadata_path):
+        assert cancel_interrupted(metadata_path, "camenn", "outputs/pipelines/camenn") == []  # no run died
+        try:
+            with exclusive_run(metadata_path):  # a second run over the same outputs is refused
+                raise AssertionError("not reached")
+        except ConcurrentRunError as error:
+            print(error)
+    ```
     """
     path = os.path.join(os.path.dirname(metadata_path), LOCK_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)

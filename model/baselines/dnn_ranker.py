@@ -49,7 +49,8 @@ class DNNRankerBackbone(PooledBaseline, NamedPresets, keras_hub.models.Backbone)
     batch.update({name: np.zeros((2,), "float32") for name in features.NUMERIC_FEATURES})
     batch[features.TEXT_EMBEDDINGS] = np.zeros((2, 16), "float32")
     batch[features.PATCH_EMBEDDINGS] = np.zeros((2, 64), "float32")
-    pooled = backbone(batch)  # {"cvr": (2, 32), "ita": (2, 32), "tia": (2, 32)}
+    pooled = backbone(batch)
+    assert {task: vector.shape for task, vector in pooled.items()} == {"cvr": (2, 32), "ita": (2, 32), "tia": (2, 32)}
     ```
     """
 

@@ -66,7 +66,8 @@ class PooledInputs(keras.layers.Layer):
     batch.update({name: np.zeros((2,), "float32") for name in features.NUMERIC_FEATURES})
     batch[features.TEXT_EMBEDDINGS] = np.zeros((2, 16), "float32")
     batch[features.PATCH_EMBEDDINGS] = np.zeros((2, 64), "float32")
-    pooled = layer(batch)  # (2, 72)
+    pooled = layer(batch)
+    assert pooled.shape == (2, 72)  # 9 parts: text, image, 5 ids, the hour and the numbers, each 8 wide
     ```
     """
 

@@ -87,8 +87,25 @@ def make_alignment_examples(dataset, *, seed=None, hard_negatives=True, label_ke
 
     Example:
     ```python
-    train = make_alignment_examples(dataset.shuffle(10_000).batch(256), seed=0)
-    model.fit(train, epochs=3)
+    import numpy as np
+    import tensorflow as tf
+    from camenn.model import features
+
+    # 8 clicks as Transform makes them (8 listings of 8 categories), with their order labels.
+    rng = np.random.default_rng(0)
+    clicks = {name: np.arange(8) for name in features.ID_FEATURES}
+    clicks[features.HOUR] = rng.integers(0, 24, 8)
+    clicks.update({name: rng.normal(size=8).astype("float32") for name in features.NUMERIC_FEATURES})
+    clicks[features.TEXT_EMBEDDINGS] = rng.normal(size=(8, 64)).astype("float32")
+    clicks[features.PATCH_EMBEDDINGS] = rng.normal(size=(8, 64)).astype("float32")
+    clicks[features.LABEL] = rng.integers(0, 2, 8)
+
+    train = make_alignment_examples(tf.data.Dataset.from_tensor_slices(clicks).shuffle(8).batch(8), seed=0)
+    x, y, sample_weight = next(iter(train))
+    assert x[features.ITEM_ID].shape == (24,)  # the true pairs, then ITA negatives, then TIA negatives
+    assert y["ita"].numpy().tolist() == [1.0] * 8 + [0.0] * 16
+    assert sample_weight["cvr"].numpy().tolist() == [1.0] * 8 + [0.0] * 16  # CVR learns on true pairs only
+    # model.fit(train, epochs=3) trains a CameNNMultiTask (see its example).
     ```
     """
     def split(element):

@@ -65,9 +65,16 @@ class NamedPresets:
 
         Example:
         ```python
+        from camenn.model import features
+
         backbone = CameNNBackbone.from_preset(
-            "camenn_small", vocabulary_sizes=sizes, num_text_tokens=4, text_dim=384, num_patches=4,
-            patch_dim=1280, dropout=0.2)
+            "camenn_small", vocabulary_sizes={name: 1000 for name in features.ID_FEATURES}, num_text_tokens=4,
+            text_dim=384, num_patches=4, patch_dim=1280, dropout=0.2)
+        assert backbone.hidden_dim == 128 and backbone.dropout == 0.2  # the preset's width, the override
+
+        backbone.save_to_preset("outputs/my_camenn")  # a folder: keras-hub's loader, weights included
+        reloaded = CameNNBackbone.from_preset("outputs/my_camenn")
+        assert reloaded.count_params() == backbone.count_params()
         ```
         """
         if preset not in cls.preset_configs:
@@ -178,7 +185,8 @@ class CameNNBackbone(NamedPresets, keras_hub.models.Backbone):
     batch.update({name: np.zeros((2,), "float32") for name in features.NUMERIC_FEATURES})
     batch[features.TEXT_EMBEDDINGS] = np.random.normal(size=(2, 4 * 16)).astype("float32")
     batch[features.PATCH_EMBEDDINGS] = np.random.normal(size=(2, 4 * 16)).astype("float32")
-    pooled = backbone(batch)  # {"cvr": (2, 32), "ita": (2, 32), "tia": (2, 32)}
+    pooled = backbone(batch)
+    assert {task: vector.shape for task, vector in pooled.items()} == {"cvr": (2, 32), "ita": (2, 32), "tia": (2, 32)}
     ```
     """
 

@@ -23,7 +23,9 @@ class NumericFeatureEmbedding(keras.layers.Layer):
     Example:
     ```python
     import numpy as np
-    tokens = NumericFeatureEmbedding(hidden_dim=8)(np.array([[0.5, -1.0]], "float32"))  # (1, 2, 8)
+
+    tokens = NumericFeatureEmbedding(hidden_dim=8)(np.array([[0.5, -1.0]], "float32"))  # price, distance
+    assert tokens.shape == (1, 2, 8)
     ```
     """
 
@@ -75,7 +77,9 @@ class TaskTokens(keras.layers.Layer):
     Example:
     ```python
     import numpy as np
-    tokens = TaskTokens(num_tasks=3, hidden_dim=8)(np.zeros((4, 5), "float32"))  # (4, 3, 8)
+
+    tokens = TaskTokens(num_tasks=3, hidden_dim=8)(np.zeros((4, 5), "float32"))
+    assert tokens.shape == (4, 3, 8)
     ```
     """
 
@@ -120,8 +124,10 @@ class ModalityEmbedding(keras.layers.Layer):
     Example:
     ```python
     import numpy as np
-    layer = ModalityEmbedding(segment_lengths=[3, 64, 4, 8])
+
+    layer = ModalityEmbedding(segment_lengths=[3, 64, 4, 8])  # e.g. tasks, text, image, other features
     tokens = layer(np.zeros((2, 79, 16), "float32"))
+    assert tokens.shape == (2, 79, 16)
     ```
     """
 
@@ -165,7 +171,10 @@ class UniqueRows(keras.layers.Layer):
 
     Example:
     ```python
-    unique, index = UniqueRows()(np.array([[1, 2], [3, 4], [1, 2]]))  # [[1, 2], [3, 4]], [0, 1, 0]
+    import numpy as np
+
+    unique, index = UniqueRows()(np.array([[1, 2], [3, 4], [1, 2]]))
+    assert unique.numpy().tolist() == [[1, 2], [3, 4]] and index.numpy().tolist() == [0, 1, 0]
     ```
     """
 
@@ -196,8 +205,10 @@ class SideAttentionMask(keras.layers.Layer):
     Example:
     ```python
     import numpy as np
-    mask, listing = SideAttentionMask(2, 1)(np.zeros((1, 3, 4), "float32"))
-    # mask[0] = [[1, 1, 0], [1, 1, 0], [1, 1, 1]]; listing[0] = [1, 1, 0]
+
+    mask, listing = SideAttentionMask(2, 1)(np.zeros((1, 3, 4), "float32"))  # 2 listing tokens, 1 request token
+    assert np.asarray(mask[0]).tolist() == [[1, 1, 0], [1, 1, 0], [1, 1, 1]]
+    assert np.asarray(listing[0]).tolist() == [1, 1, 0]
     ```
     """
 
@@ -262,8 +273,9 @@ class TaskTower(keras.layers.Layer):
     Example:
     ```python
     import numpy as np
+
     tower = TaskTower(token_index=0, intermediate_dim=16, num_heads=2)
-    tower(np.random.normal(size=(3, 5, 8)).astype("float32")).shape  # (3, 8)
+    assert tower(np.random.normal(size=(3, 5, 8)).astype("float32")).shape == (3, 8)
     ```
     """
 

@@ -21,8 +21,11 @@ class PerExampleBinaryCrossentropy(keras.losses.Loss):
 
     Example:
     ```python
+    import numpy as np
+
     loss = PerExampleBinaryCrossentropy(reduction="mean_with_sample_weight")
-    loss([1.0, 0.0, 1.0], [0.9, 0.2, 0.01], sample_weight=[1.0, 1.0, 0.0])  # the first two only
+    value = loss([1.0, 0.0, 1.0], [0.9, 0.2, 0.01], sample_weight=[1.0, 1.0, 0.0])
+    assert np.isclose(float(value), -(np.log(0.9) + np.log(0.8)) / 2)  # the first two only
     ```
     """
 
@@ -46,6 +49,7 @@ class CameNNMultiTask(keras_hub.models.Task):
 
     Example:
     ```python
+    import numpy as np
     import tensorflow as tf
     from camenn.model import features
     from camenn.model.camenn import CameNNMultiTask, make_alignment_examples
@@ -54,8 +58,19 @@ class CameNNMultiTask(keras_hub.models.Task):
         "camenn_tiny", vocabulary_sizes={name: 50 for name in features.ID_FEATURES},
         num_text_tokens=4, text_dim=16, num_patches=4, patch_dim=16)
     model.compile(total_steps=100)  # AdamW, linear warmup then linear decay
-    # dataset: batches of model-input dicts plus features.LABEL
-    # model.fit(make_alignment_examples(dataset, seed=0), epochs=1)
+
+    # 32 clicks as Transform makes them (vocabulary indices, normalised numbers), with their order labels.
+    rng = np.random.default_rng(0)
+    clicks = {name: rng.integers(0, 50, 32) for name in features.ID_FEATURES}
+    clicks[features.HOUR] = rng.integers(0, 24, 32)
+    clicks.update({name: rng.normal(size=32).astype("float32") for name in features.NUMERIC_FEATURES})
+    clicks[features.TEXT_EMBEDDINGS] = rng.normal(size=(32, 4 * 16)).astype("float32")
+    clicks[features.PATCH_EMBEDDINGS] = rng.normal(size=(32, 4 * 16)).astype("float32")
+    clicks[features.LABEL] = rng.integers(0, 2, 32)
+
+    model.fit(make_alignment_examples(tf.data.Dataset.from_tensor_slices(clicks).batch(16), seed=0), epochs=1)
+    scores = model.predict({name: value for name, value in clicks.items() if name != features.LABEL})
+    assert {task: score.shape for task, score in scores.items()} == {"cvr": (32,), "ita": (32,), "tia": (32,)}
     ```
     """
 

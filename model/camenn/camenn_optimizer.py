@@ -17,8 +17,12 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     Example:
     ```python
+    import numpy as np
+
     schedule = WarmupLinearDecay(1e-3, warmup_steps=100, total_steps=1000)
-    float(schedule(50))  # 5e-4
+    assert np.isclose(float(schedule(50)), 5e-4)  # half way up
+    assert np.isclose(float(schedule(100)), 1e-3) and np.isclose(float(schedule(550)), 5e-4)  # the peak, half way down
+    assert float(schedule(2000)) == 0.0  # end_learning_rate from total_steps on
     ```
     """
 
@@ -57,8 +61,19 @@ class GroupedAdamW(keras.optimizers.AdamW):
 
     Example:
     ```python
-    optimizer = GroupedAdamW(scaled_paths=[v.path for v in bert.trainable_variables],
-                             learning_rate_multiplier=0.05, learning_rate=1e-3)
+    import keras
+    import numpy as np
+
+    encoder = keras.layers.Dense(4, name="encoder")  # stands for a pre-trained BERT
+    head = keras.layers.Dense(1, name="head")
+    model = keras.Sequential([keras.Input((8,)), encoder, head])
+    optimizer = GroupedAdamW(scaled_paths=[v.path for v in encoder.trainable_variables],
+                             learning_rate_multiplier=0.05, learning_rate=1e-3, weight_decay=0.0)
+    model.compile(optimizer, loss="mse")
+    before = [encoder.kernel.numpy(), head.kernel.numpy()]
+    model.fit(np.random.normal(size=(16, 8)), np.random.normal(size=(16, 1)), batch_size=16, verbose=0)
+    encoder_step, head_step = (np.abs(v.numpy() - b).max() for v, b in zip([encoder.kernel, head.kernel], before))
+    assert np.isclose(encoder_step, 0.05 * head_step, rtol=0.01)  # Adam's first step is the learning rate
     ```
     """
 

@@ -13,7 +13,7 @@ With listing-only attention (`CameNNBackbone.listing_only_attention`), also the 
 - `encode_listings`: the listing features [batch, ...] -> the rows the table holds
   (`listing_states.encode_listings`), so that new or edited listings can be added without retraining.
 The table is written empty here and filled from a catalog afterwards
-(`camenn.tfx_pipeline.listing_tables.write_listing_table`, the pipeline's `ListingTable` step).
+(`camenn.serving.listings.write_listing_table`, the pipeline's `ListingTable` step).
 
 With a `transform` (e.g. tf.Transform's `TransformFeaturesLayer`), every signature takes raw features
 as `raw_feature_spec` describes them and the transform makes the model inputs inside the graph; without
@@ -142,9 +142,28 @@ def export_saved_model(model, export_dir, *, transform=None, raw_feature_spec=No
 
     Example:
     ```python
+    import numpy as np
+    import tensorflow as tf
+    from camenn.model import features
+    from camenn.model.camenn import CameNNMultiTask
+
+    model = CameNNMultiTask.from_preset(
+        "camenn_tiny", vocabulary_sizes={name: 50 for name in features.ID_FEATURES},
+        num_text_tokens=2, text_dim=8, num_patches=4, patch_dim=8)
     export_saved_model(model, "outputs/serving_model/camenn/1")
+
+    # Without a transform, a tf.Example holds the model inputs (`model_input_feature_spec`): here all zeros.
+    def zeros(feature):
+        size = int(np.prod(feature.shape))
+        if feature.dtype == tf.int64:
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=[0] * size))
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[0.0] * size))
+
+    example = tf.train.Example(features=tf.train.Features(
+        feature={name: zeros(feature) for name, feature in model_input_feature_spec(model).items()}))
     serving = tf.saved_model.load("outputs/serving_model/camenn/1")
-    scores = serving.signatures["serving_default"](examples=tf.constant(serialized_examples))
+    scores = serving.signatures["serving_default"](examples=tf.constant([example.SerializeToString()] * 3))
+    assert sorted(scores) == ["cvr", "ita", "tia"] and scores["cvr"].shape == (3,)
     ```
     """
     if transform is None and raw_feature_spec is not None:

@@ -147,10 +147,15 @@ class TransformerExpertMixture(keras.layers.Layer):
     Example:
     ```python
     import numpy as np
+
     mixture = TransformerExpertMixture(
         num_experts=4, top_k=2, intermediate_dim=64, num_heads=2, task_names=("cvr", "ita", "tia"))
     sequence = np.random.normal(size=(8, 10, 32)).astype("float32")
     cvr, ita, tia = mixture(sequence, training=True)
+    assert cvr.shape == ita.shape == tia.shape == (8, 10, 32)
+
+    outputs, routing = mixture(sequence, return_routing=True)  # inference: every routed example runs
+    assert routing["gate_weights"].shape == (3, 8, 4) and int(routing["dropped"]) == 0
     ```
     """
 

@@ -46,8 +46,10 @@ class EfficientNetLiteBackbone(preset_store.NamedPresets, keras_hub.models.Backb
 
     Example:
     ```python
+    import numpy as np
+
     backbone = EfficientNetLiteBackbone.from_preset("efficientnet_lite0_imagenet")
-    backbone(np.zeros((1, 224, 224, 3))).shape  # (1, 7, 7, 1280)
+    assert backbone(np.zeros((1, 224, 224, 3))).shape == (1, 7, 7, 1280)
     ```
     """
 

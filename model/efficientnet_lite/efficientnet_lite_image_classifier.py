@@ -19,9 +19,17 @@ class EfficientNetLiteImageClassifier(preset_store.NamedPresets, keras_hub.model
 
     Example:
     ```python
+    import keras
+    import keras_hub
+    import numpy as np
+    from PIL import Image
+
     classifier = EfficientNetLiteImageClassifier.from_preset("efficientnet_lite0_imagenet")
-    logits = classifier.predict(np.asarray(photo_uint8)[None])  # (1, 1000) ImageNet logits
-    keras_hub.utils.decode_imagenet_predictions(keras.ops.softmax(logits))
+    photo = np.asarray(Image.open("data/sample/images/i00018.jpg").convert("RGB"))  # the sample's red pepper
+    logits = classifier.predict(photo[None])  # resized and normalised by the preset's preprocessor
+    assert logits.shape == (1, 1000)  # ImageNet logits
+    [(label, probability), *_] = keras_hub.utils.decode_imagenet_predictions(keras.ops.softmax(logits))[0]
+    assert label == "bell_pepper"
     ```
     """
 

@@ -13,8 +13,13 @@ class EfficientNetLiteImageConverter(preset_store.NamedPresets, keras_hub.layers
 
     Example:
     ```python
+    import numpy as np
+
     converter = EfficientNetLiteImageConverter.from_preset("efficientnet_lite0_imagenet")
-    converter(np.zeros((1, 300, 400, 3), "uint8")).shape  # (1, 224, 224, 3)
+    black_and_white = np.stack([np.zeros((300, 400, 3), "uint8"), np.full((300, 400, 3), 255, "uint8")])
+    images = np.asarray(converter(black_and_white))
+    assert images.shape == (2, 224, 224, 3)  # the preset's input size
+    assert np.allclose(images[0], -127 / 128) and np.allclose(images[1], 1.0)
     ```
     """
 

@@ -185,11 +185,12 @@ class InceptionV4Backbone(preset_store.NamedPresets, keras_hub.models.Backbone):
     from camenn.model.inception_v4 import InceptionV4Backbone
 
     backbone = InceptionV4Backbone.from_preset("inception_v4_tiny")
-    feature_map = backbone(np.random.uniform(-1, 1, (2, 75, 75, 3)))  # (2, 1, 1, 192)
+    feature_map = backbone(np.random.uniform(-1, 1, (2, 75, 75, 3)))
+    assert feature_map.shape == (2, 1, 1, 192)
 
-    # The paper's architecture, randomly initialised:
-    backbone = InceptionV4Backbone()
-    backbone.output_shape  # (None, None, None, 1536); (None, 8, 8, 1536) for 299x299 inputs
+    # The paper's architecture, randomly initialised (image_shape=(None, None, 3) by default: any size >= 75):
+    backbone = InceptionV4Backbone(image_shape=(299, 299, 3))
+    assert backbone.output_shape == (None, 8, 8, 1536)
     ```
     """
 

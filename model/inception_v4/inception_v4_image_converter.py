@@ -13,8 +13,13 @@ class InceptionV4ImageConverter(preset_store.NamedPresets, keras_hub.layers.Imag
 
     Example:
     ```python
+    import numpy as np
+
     converter = InceptionV4ImageConverter.from_preset("inception_v4_tiny")
-    converter(np.zeros((2, 120, 90, 3), "uint8")).shape  # (2, 75, 75, 3), values in [-1, 1]
+    black_and_white = np.stack([np.zeros((120, 90, 3), "uint8"), np.full((120, 90, 3), 255, "uint8")])
+    images = np.asarray(converter(black_and_white))
+    assert images.shape == (2, 75, 75, 3)  # the preset's input size
+    assert np.allclose(images[0], -1.0) and np.allclose(images[1], 1.0)
     ```
     """
 
