@@ -37,8 +37,8 @@ mmoe_presets = {
                    "dropout": 0.1},
     },
     "mmoe_base": {
-        "metadata": {"description": "GPU, beside camenn_base: width 384, 16 MLP experts of 768.", "path": "baselines"},
-        "config": {"hidden_dim": 384, "num_experts": 16, "expert_dims": (1536, 768), "tower_dim": 384,
+        "metadata": {"description": "GPU, beside camenn_base: width 384, 8 MLP experts of 512.", "path": "baselines"},
+        "config": {"hidden_dim": 384, "num_experts": 8, "expert_dims": (1024, 512), "tower_dim": 384,
                    "dropout": 0.1},
     },
 }
