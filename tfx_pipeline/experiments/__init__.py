@@ -67,7 +67,9 @@ def register(subparsers) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a knob of tfx_pipeline/configs.py in the preparing runs (repeatable)")
     parser.add_argument("--workers", type=int, default=2, help="parallel worker processes (default %(default)s)")
-    parser.add_argument("--render-only", action="store_true", help="only render RESULTS.md from results.json")
+    parser.add_argument("--render-only", action="store_true",
+                        help="only render RESULTS.md: from the workers' results under --outputs when there are any "
+                             "(also while a run goes on), else from --results' results.json")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # a worker's share: INDEX/COUNT
     parser.add_argument("--settings-json", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--base-json", default=None, help=argparse.SUPPRESS)
@@ -123,8 +125,11 @@ def _run(args) -> int:
                           outputs_dir, shard=(index, count))
         return 0
     if args.render_only:
-        with open(os.path.join(results_dir, runner.RESULTS_FILE)) as f:
-            print(report.render(json.load(f), results_dir))
+        merged = runner.merge_existing(outputs_dir, results_dir)  # what the workers finished so far, if any
+        if merged is None:
+            with open(os.path.join(results_dir, runner.RESULTS_FILE)) as f:
+                merged = json.load(f)
+        print(report.render(merged, results_dir))
         return 0
     settings = settings_from_args(args)
     unknown = sorted(set(settings["models"]) - set(runner.MODELS))

@@ -505,6 +505,20 @@ def merge(settings: dict, outputs_dir: str, results_dir: str, workers: int, elap
     return results
 
 
+def merge_existing(outputs_dir: str, results_dir: str) -> Optional[dict]:
+    """`merge` of whatever the workers under `outputs_dir` have saved (a run going on, or killed), with
+    their settings; None when there is nothing there."""
+    import glob
+
+    paths = sorted(glob.glob(os.path.join(outputs_dir, "worker-*", RESULTS_FILE)))
+    if not paths:
+        return None
+    with open(paths[0]) as f:
+        settings = json.load(f)["settings"]
+    workers = 1 + max(int(os.path.basename(os.path.dirname(p)).split("-")[1]) for p in paths)
+    return merge(settings, outputs_dir, results_dir, workers, None, None)
+
+
 def run_experiments(settings: dict, base, outputs_dir: str, results_dir: str, workers: int = 1,
                     render: bool = True) -> dict:
     """The whole command: prepare, run the plan in `workers` processes (this one when 1), merge, render."""
