@@ -118,8 +118,8 @@ def _claims_table(results) -> List[str]:
 
 
 def _time_table(results) -> List[str]:
-    lines = ["| dataset | model | runs | wall s per run | fit s (first segment, with tracing) | "
-             "clicks seen | clicks/s after tracing | load average (start, end) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | model | parameters | runs | wall s per run | fit s (first segment, with tracing) | "
+             "clicks seen | clicks/s after tracing | load average (start, end) |", "|---|---|---|---|---|---|---|---|---|"]
     for dataset in results["settings"]["datasets"]:
         for model, runs in _runs(results, dataset).items():
             fit = mean_spread([r["train_seconds"] for r in runs])
@@ -129,7 +129,8 @@ def _time_table(results) -> List[str]:
                                 and len(r["curve"]) > 1])
             load = [r.get("load_average") for r in runs if r.get("load_average")]
             load_text = (f"{np.mean([x[0] for x in load]):.1f}, {np.mean([x[1] for x in load]):.1f}" if load else "n/a")
-            lines.append(f"| {dataset} | {model} | {len(runs)} | {np.mean([r['wall_seconds'] for r in runs]):.0f} | "
+            parameters = f"{runs[0]['parameters']:,}" if runs[0].get("parameters") else "-"
+            lines.append(f"| {dataset} | {model} | {parameters} | {len(runs)} | {np.mean([r['wall_seconds'] for r in runs]):.0f} | "
                          f"{fit[0]:.0f}" + (f" ({first[0]:.0f})" if first else "") + f" | {runs[0]['clicks_seen']:,} | "
                          + (f"{rate[0]:.0f}" if rate else "n/a") + f" | {load_text} |")
     return lines
@@ -355,7 +356,9 @@ def render(results: dict, results_dir: str) -> str:
               "not, so they grade their own homework.", "", *_flaw_table(results), ""]
     lines += ["## Wall time", "",
               "Per run: training (the first segment includes tracing the training graph; a model's later seeds "
-              "reuse it) and scoring. Preparation per dataset is in Setup.", "", *_time_table(results), ""]
+              "reuse it) and scoring. Preparation per dataset is in Setup. Compute per click differs between "
+              "the neural models (parameters and clicks/s here): the claims compare them at equal clicks seen, "
+              "not at equal compute.", "", *_time_table(results), ""]
     lines += ["## Plots", ""]
     if plot_learning_curves(results, os.path.join(results_dir, LEARNING_CURVES_PLOT)):
         lines += [f"![Learning curves]({LEARNING_CURVES_PLOT})", ""]
