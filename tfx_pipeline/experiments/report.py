@@ -327,7 +327,7 @@ def render(results: dict, results_dir: str) -> str:
         "warmup and linear decay, CVR head started at the training rate, seeded batches with in-batch ITA/TIA "
         "negatives) and scored on AlignmentEvalExamples' rows, the rows TFMA judges, with the pipeline's own "
         "metric code (exact AUC, GAUC by shopper, normalized entropy). No early stopping: the eval split is what "
-        "is judged. The practitioner's models are trained on the same training clicks.",
+        "is judged. The practitioner's models are trained on the same training split, all of it whatever the neural budget (their curve points at the clicks a neural model has seen).",
         *_dataset_lines(results),
         f"- Budget: every neural model on a dataset sees the same clicks: "
         + ", ".join(f"{e} epoch(s) on `{d}`" for d, e in settings["epochs"].items())
