@@ -19,7 +19,7 @@ on the sample (22.5% in training, 24.4% in the eval period) the prior scores NE 
 training and 20% in the eval period it would score NE 0.90 while knowing nothing.
 """
 from collections import defaultdict
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, Mapping, Optional
 
 import apache_beam as beam
 import numpy as np
@@ -60,6 +60,83 @@ def weighted_auc(labels: np.ndarray, predictions: np.ndarray, weights: np.ndarra
         area += group_pos * (neg_below + 0.5 * group_neg)
         neg_below += group_neg
     return float(area / (total_pos * total_neg))
+
+
+def weighted_group_auc(rows_by_group: Mapping) -> float:
+    """GAUC from each group's (labels, predictions, weights) arrays: the groups' AUCs averaged with each
+    group weighted by its summed weight; groups with one class only are left out (NaN when none is left)."""
+    total, weighted = 0.0, 0.0
+    for labels, predictions, weights in rows_by_group.values():
+        labels, predictions, weights = (np.asarray(column, dtype=np.float64) for column in (labels, predictions, weights))
+        auc = weighted_auc(labels, predictions, weights)
+        if not np.isnan(auc):
+            total += weights.sum()
+            weighted += weights.sum() * auc
+    return weighted / total if total else float("nan")
+
+
+def group_auc(groups: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
+              weights: Optional[np.ndarray] = None) -> float:
+    """GAUC of rows given as arrays (the `GAUC` metric's computation outside TFMA); rows of weight 0 are
+    left out, as TFMA leaves them out.
+
+    Args:
+        groups: [N] the group (shopper) of each row.
+        labels: [N] 0/1 labels.
+        predictions: [N] scores.
+        weights: [N] example weights (default 1).
+
+    Example:
+    >>> group_auc(np.array(["a", "a", "b", "b"]), np.array([0, 1, 1, 0]), np.array([.1, .9, .2, .8]))
+    0.5
+    """
+    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, dtype=np.float64)
+    keep = weights > 0
+    groups, labels, predictions, weights = (np.asarray(a)[keep] for a in (groups, labels, predictions, weights))
+    order = np.argsort(groups, kind="stable")
+    groups, labels, predictions, weights = (a[order] for a in (groups, labels, predictions, weights))
+    _, starts = np.unique(groups, return_index=True)
+    bounds = zip(starts, np.append(starts[1:], len(groups)))
+    return weighted_group_auc({i: (labels[a:b], predictions[a:b], weights[a:b]) for i, (a, b) in enumerate(bounds)})
+
+
+def prior_log_loss_metrics(labels: np.ndarray, predictions: np.ndarray, rates: np.ndarray,
+                           weights: Optional[np.ndarray] = None) -> Dict[str, float]:
+    """Log loss, normalized entropy and log loss relative to the prior (module docstring) of rows given as
+    arrays, computed as the TFMA metrics compute them.
+
+    Args:
+        labels: [N] 0/1 labels.
+        predictions: [N] predicted probabilities (clipped to [eps, 1 - eps]).
+        rates: [N] the training conversion rate on each row (or a scalar).
+        weights: [N] example weights (default 1).
+
+    Returns:
+        {"log_loss", "normalized_entropy", "log_loss_vs_prior"}.
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, dtype=np.float64)
+    rates = np.broadcast_to(np.asarray(rates, dtype=np.float64), labels.shape)
+
+    def cross_entropy(p):
+        p = np.clip(p, _EPSILON, 1.0 - _EPSILON)
+        return -(labels * np.log(p) + (1.0 - labels) * np.log(1.0 - p))
+
+    loss = float((weights * cross_entropy(np.asarray(predictions, dtype=np.float64))).sum())
+    prior_loss = float((weights * cross_entropy(rates)).sum())
+    weight, rate = float(weights.sum()), float((weights * rates).sum())
+    return {"log_loss": loss / weight,
+            NORMALIZED_ENTROPY_NAME: _prior_ratio(NORMALIZED_ENTROPY_NAME, loss, weight, rate, prior_loss),
+            LOG_LOSS_VS_PRIOR_NAME: _prior_ratio(LOG_LOSS_VS_PRIOR_NAME, loss, weight, rate, prior_loss)}
+
+
+def _prior_ratio(name: str, loss: float, weight: float, rate: float, prior_loss: float) -> float:
+    """From summed weighted log loss, weight, weighted rate and weighted log loss of the rate."""
+    if weight <= 0:
+        return float("nan")
+    if name == LOG_LOSS_VS_PRIOR_NAME:
+        return loss / prior_loss
+    return (loss / weight) / binary_entropy(rate / weight)
 
 
 class GAUC(tfma.metrics.Metric):
@@ -116,14 +193,7 @@ class _GAUCCombiner(beam.CombineFn):
         return merged
 
     def extract_output(self, accumulator) -> Dict[metric_types.MetricKey, Optional[float]]:
-        total, weighted = 0.0, 0.0
-        for rows in accumulator.values():
-            labels, predictions, weights = (np.asarray(column, dtype=np.float64) for column in zip(*rows))
-            auc = weighted_auc(labels, predictions, weights)
-            if not np.isnan(auc):
-                total += weights.sum()
-                weighted += weights.sum() * auc
-        return {self._key: weighted / total if total else float("nan")}
+        return {self._key: weighted_group_auc({group: tuple(zip(*rows)) for group, rows in accumulator.items()})}
 
 
 def _cross_entropy(label: float, prediction: float) -> float:
@@ -200,8 +270,4 @@ class _PriorCombiner(beam.CombineFn):
 
     def extract_output(self, accumulator) -> Dict[metric_types.MetricKey, Optional[float]]:
         loss, weight, rate, prior_loss = accumulator
-        if weight <= 0:
-            return {self._key: float("nan")}
-        if self._key.name == LOG_LOSS_VS_PRIOR_NAME:
-            return {self._key: loss / prior_loss}
-        return {self._key: (loss / weight) / binary_entropy(rate / weight)}
+        return {self._key: _prior_ratio(self._key.name, loss, weight, rate, prior_loss)}

@@ -226,6 +226,25 @@ def start_at_the_prior(model, conversion_rate):
     head.bias.assign(np.full(head.bias.shape, math.log(rate / (1 - rate)), dtype="float32"))
 
 
+def training_examples(model, dataset: tf.data.Dataset, seed: int, hard_negatives: bool = True) -> tf.data.Dataset:
+    """Batches of clicks (`ClickData.dataset`) -> `model.fit`'s (x, y, sample_weight) with the in-batch
+    ITA/TIA negatives, keeping only what the model takes: an ablation may drop a modality or the
+    alignment tasks.
+
+    Args:
+        model: the task model (`build_model`).
+        dataset: batches of transformed clicks, the label included.
+        seed: seeds the negatives.
+        hard_negatives: prefer negatives of the same coarse category.
+    """
+    from camenn.model.camenn import make_alignment_examples
+
+    inputs, tasks = list(model.input), model.backbone.task_names
+    return make_alignment_examples(dataset, seed=seed, hard_negatives=hard_negatives).map(
+        lambda x, y, w: ({k: x[k] for k in inputs}, {t: y[t] for t in tasks}, {t: w[t] for t in tasks})
+    ).prefetch(tf.data.AUTOTUNE)
+
+
 def export_serving_model(model, tft_output, export_dir):
     """The serving SavedModel (`camenn.model.camenn.export`) with the Transform graph in front: its
     signatures take raw features (serialized tf.Examples, or raw tensors by name), the label not needed.
@@ -244,7 +263,6 @@ def export_serving_model(model, tft_output, export_dir):
 
 def run_fn(fn_args):
     """TFX Trainer entry point (`custom_config["settings"]`: configs.TrainerSettings, see pipeline.py)."""
-    from camenn.model.camenn import make_alignment_examples
     from camenn.serving.listings import write_encoding
 
     settings = settings_of(fn_args)
@@ -269,11 +287,7 @@ def run_fn(fn_args):
     start_at_the_prior(model, train_data.conversion_rate)
 
     def with_negatives(dataset, seed):
-        # Only what the model takes: an ablation may drop a modality or the alignment tasks.
-        inputs, tasks = list(model.input), model.backbone.task_names
-        return make_alignment_examples(dataset, seed=seed, hard_negatives=settings.hard_negatives).map(
-            lambda x, y, w: ({k: x[k] for k in inputs}, {t: y[t] for t in tasks}, {t: w[t] for t in tasks})
-        ).prefetch(tf.data.AUTOTUNE)
+        return training_examples(model, dataset, seed, settings.hard_negatives)
 
     train = with_negatives(train_data.dataset(batch_size, seed=settings.seed, repeat=True), settings.seed)
     evaluation = None if eval_data is None else with_negatives(eval_data.dataset(batch_size), settings.seed)

@@ -16,6 +16,10 @@ dnn_ranker_presets = {
         "metadata": {"description": "CPU: width 128, MLP 512-256.", "path": "baselines"},
         "config": {"hidden_dim": 128, "mlp_dims": (512, 256), "dropout": 0.1},
     },
+    "dnn_ranker_base": {
+        "metadata": {"description": "GPU, beside camenn_base: width 384, MLP 1536-768.", "path": "baselines"},
+        "config": {"hidden_dim": 384, "mlp_dims": (1536, 768), "dropout": 0.1},
+    },
 }
 
 mmoe_presets = {
@@ -30,6 +34,11 @@ mmoe_presets = {
     "mmoe_small": {
         "metadata": {"description": "CPU: width 128, 8 MLP experts of 256.", "path": "baselines"},
         "config": {"hidden_dim": 128, "num_experts": 8, "expert_dims": (512, 256), "tower_dim": 128,
+                   "dropout": 0.1},
+    },
+    "mmoe_base": {
+        "metadata": {"description": "GPU, beside camenn_base: width 384, 8 MLP experts of 512.", "path": "baselines"},
+        "config": {"hidden_dim": 384, "num_experts": 8, "expert_dims": (1024, 512), "tower_dim": 384,
                    "dropout": 0.1},
     },
 }
