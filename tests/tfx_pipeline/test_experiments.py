@@ -262,7 +262,12 @@ def test_every_model_and_seed_is_scored_against_the_oracle(experiments):
         assert run["cvr"]["auc_headroom"] == pytest.approx(
             (run["cvr"]["auc"] - 0.5) / (prepared["oracle"]["auc"] - 0.5))
         assert run["curve"][-1]["auc"] == pytest.approx(run["cvr"]["auc"], abs=1e-9 if run["kind"] == "neural" else 0)
-        assert len(run["curve"]) == 2 and run["curve"][0]["clicks_seen"] < run["curve"][1]["clicks_seen"]
+        seen = [point["clicks_seen"] for point in run["curve"]]
+        assert seen == sorted(set(seen))
+        if run["kind"] == "neural":
+            assert len(seen) == settings["points"]
+        else:  # the neural models' curve points within the training split, then the whole split
+            assert seen[-1] == prepared["train_clicks"] and len(seen) >= 2
     camenn = [r for r in results["runs"] if r["model"] == "camenn"]
     assert f"{F.ITA}/auc/hard" in camenn[0]["alignment"] and "any_flaw" in camenn[0]["flaws_in_sample"]
     assert camenn[0]["routing"] and camenn[0]["cvr"]["auc"] != camenn[1]["cvr"]["auc"]  # seeds differ
@@ -293,6 +298,7 @@ def test_a_later_seed_reusing_the_traced_model_trains_as_a_fresh_one(pipeline_ru
 
     import tensorflow_transform as tft
 
+    from camenn.tfx_pipeline import configs
     from camenn.tfx_pipeline.experiments import data, training
 
     config, summary = pipeline_run
@@ -300,9 +306,8 @@ def test_a_later_seed_reusing_the_traced_model_trains_as_a_fresh_one(pipeline_ru
     tft_output = tft.TFTransformOutput(sorted(glob.glob(os.path.join(root, "Transform", "transform_graph", "*")))[-1])
     clicks = data.read_train_clicks(sorted(glob.glob(os.path.join(root, "Transform", "transformed_examples", "*")))[-1],
                                     tft_output)
-    settings = {"model_preset": "camenn_tiny", "model_options": "{}", "num_oov_buckets": config.num_oov_buckets,
-                "num_patches": 4, "num_text_tokens": config.num_text_tokens, "learning_rate": 0.0,
-                "hard_negatives": True, "batch_size": 32}
+    settings = configs.TrainerSettings.of(config.replace(model_preset="camenn_tiny", model_options="{}",
+                                                         learning_rate=0.0, hard_negatives=True, batch_size=32))
 
     def evaluate(model):
         return {"sum": float(np.sum(training.predict(model, _probe_dataset(clicks, model))[F.CVR]))}

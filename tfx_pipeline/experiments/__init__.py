@@ -14,7 +14,7 @@ import json
 import os
 
 # What 60 minutes of a shared 2-core CPU allow (docs/RESULTS.md has the measured times).
-DEFAULT_EPOCHS = {"sample": 2.0, "sample_10x": 0.5}
+DEFAULT_EPOCHS = {"sample": 2.0, "sample_60k": 0.5}
 DEFAULT_POINTS = 4
 DEFAULT_BATCH = 64
 DEFAULT_LEARNING_RATE = 0.0  # the model's own default (CameNNMultiTask.compile)
@@ -26,28 +26,28 @@ PREPARE_SETTINGS = dict(epochs=1, steps_per_epoch=20, validate_each_epoch=False,
 
 
 def register(subparsers) -> None:
-    from camenn.tfx_pipeline.experiments.runner import MODELS, SAMPLE, TENFOLD
+    from camenn.tfx_pipeline.experiments.runner import MODELS, SAMPLE, LARGE
 
     parser = subparsers.add_parser(
-        "experiments", help="CameNN against ablations, baselines and the oracle, on the sample and a 10x set; "
+        "experiments", help="CameNN against ablations, baselines and the oracle, on the sample and a 60k-click set; "
                             "writes docs/RESULTS.md",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Runs the TFX pipeline once per dataset (the embedded sample, and a 10x simulated set built\n"
+            "Runs the TFX pipeline once per dataset (the embedded sample, and a 60,000-click simulated set built\n"
             "on the fly under --outputs with the same listings), then trains every model x seed from its\n"
             "Transform output with the Trainer's code, scores all on the Evaluator's rows against the\n"
             "oracle (the simulator's true click probabilities), and judges the paper's claims.\n"
             f"Models: {', '.join(MODELS)}.\n\n"
             "Writes:\n"
-            "  --outputs (default outputs/experiments)  the 10x dataset, each dataset's pipeline run and\n"
+            "  --outputs (default outputs/experiments)  the 60k dataset, each dataset's pipeline run and\n"
             "                                          prepared.json, eval predictions, worker-<i>/results.json\n"
             "                                          (a rerun with the same settings resumes)\n"
             "  --results (default docs/)               results.json, RESULTS.md, learning_curves.png,\n"
             "                                          audit_scores.png, calibration.png, expert_load.png"))
-    parser.add_argument("--datasets", default=f"{SAMPLE},{TENFOLD}",
-                        help=f"comma-separated: {SAMPLE}, {TENFOLD} or a dataset folder (default %(default)s)")
+    parser.add_argument("--datasets", default=f"{SAMPLE},{LARGE}",
+                        help=f"comma-separated: {SAMPLE}, {LARGE} or a dataset folder (default %(default)s)")
     parser.add_argument("--source", default=None,
-                        help="the Grocery Store Dataset's dataset/ folder, to build the 10x set "
+                        help="the Grocery Store Dataset's dataset/ folder, to build the 60k set "
                              "(default ../shared/data/grocery_store beside the repository)")
     parser.add_argument("--outputs", default=None, help="default outputs/experiments")
     parser.add_argument("--results", default=None, help="where results.json, RESULTS.md and plots go (default docs/)")
@@ -80,12 +80,12 @@ def settings_from_args(args) -> dict:
     """The settings a results file is valid for (a rerun with other settings starts afresh)."""
     from camenn import paths
 
-    from camenn.tfx_pipeline.experiments.runner import SAMPLE, TENFOLD
+    from camenn.tfx_pipeline.experiments.runner import SAMPLE, LARGE
 
     datasets, dataset_paths = [], {}
     for entry in (d for d in args.datasets.split(",") if d):
-        name = entry if entry in (SAMPLE, TENFOLD) else os.path.basename(os.path.abspath(entry))
-        if name not in (SAMPLE, TENFOLD):
+        name = entry if entry in (SAMPLE, LARGE) else os.path.basename(os.path.abspath(entry))
+        if name not in (SAMPLE, LARGE):
             dataset_paths[name] = os.path.abspath(entry)
         datasets.append(name)
     epochs = dict(DEFAULT_EPOCHS)

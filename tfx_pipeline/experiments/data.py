@@ -6,7 +6,7 @@ Evaluator's eval rows and the catalog, as arrays for training and scoring models
 - Eval rows: `AlignmentEvalExamples`' output, the very rows TFMA judges (each eval click, and its hard
   and other-coarse ITA/TIA negatives, with per-task labels and weights), run through the Transform
   graph. A row's text and photo encodings are held once per distinct value (`EvalRows.tables`), so the
-  10x set's ~60,000 rows take megabytes, not gigabytes. Each row keeps its request and item id (for the
+  60k set's ~60,000 rows take megabytes, not gigabytes. Each row keeps its request and item id (for the
   oracle), its shopper (for GAUC), the listing quality and the negative kind (for slices).
 - Listings: the catalog (`PreprocessDataset`'s items), transformed, for scoring every listing's own pair.
 

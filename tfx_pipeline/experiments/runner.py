@@ -1,5 +1,5 @@
 """`camenn experiments`: CameNN against its ablations, two pooled neural baselines and two practitioner's
-baselines, on the embedded sample and on a 10x simulated set, read against the oracle.
+baselines, on the embedded sample and on a 60,000-click simulated set, read against the oracle.
 
 How a result is made (the same for every model):
 1. Prepare, once per dataset (`prepare`): one run of the whole TFX pipeline (PreprocessDataset ...
@@ -44,8 +44,8 @@ NEURAL_MODELS = {
 }
 PRACTITIONER_MODELS = ("logistic_regression", "gradient_boosted_trees")
 MODELS = (*NEURAL_MODELS, *PRACTITIONER_MODELS)
-SAMPLE, TENFOLD = "sample", "sample_10x"
-TENFOLD_EVENTS = 60000
+SAMPLE, LARGE = "sample", "sample_60k"
+LARGE_EVENTS = 60000
 RESULTS_FILE = "results.json"
 PREPARED_FILE = "prepared.json"
 
@@ -53,7 +53,7 @@ PREPARED_FILE = "prepared.json"
 # --- Datasets.
 
 def dataset_dirs(outputs_dir: str, settings: dict) -> Dict[str, str]:
-    """Dataset name -> folder. The sample is the embedded one; the 10x set is built on the fly under
+    """Dataset name -> folder. The sample is the embedded one; the 60k set is built on the fly under
     `outputs_dir/datasets/` (same seed, so the same 480 listings, shoppers and merchants, with 60,000
     clicks and without the deliberately bad rows), never committed; any other name is a folder of
     `settings["dataset_paths"]`."""
@@ -63,13 +63,13 @@ def dataset_dirs(outputs_dir: str, settings: dict) -> Dict[str, str]:
     for name in settings["datasets"]:
         if name == SAMPLE:
             dirs[name] = str(paths.SAMPLE_DATASET)
-        elif name == TENFOLD:
-            folder = Path(outputs_dir) / "datasets" / TENFOLD
+        elif name == LARGE:
+            folder = Path(outputs_dir) / "datasets" / LARGE
             if not (folder / "events.csv").exists():
                 from camenn.simulator.sample import build_sample
 
-                logger.info("building the 10x set in %s from %s", folder, source)
-                build_sample(Path(source), folder, seed=0, num_events=TENFOLD_EVENTS, include_bad_rows=False)
+                logger.info("building the 60k set in %s from %s", folder, source)
+                build_sample(Path(source), folder, seed=0, num_events=LARGE_EVENTS, include_bad_rows=False)
             dirs[name] = str(folder)
         else:
             dirs[name] = settings["dataset_paths"][name]
@@ -373,8 +373,10 @@ def assign(settings: dict, count: int) -> List[List[tuple]]:
     """Splits the plan into `count` workers' shares of (dataset, model) groups (every seed of a model on a
     dataset in one worker, so its later seeds reuse the first one's traced graph), balancing an estimate
     of their cost, longest first; worker i also prepares datasets[i::count]."""
-    scale = {TENFOLD: 10.0}
-    loads = [sum(900.0 if d == TENFOLD else 600.0 for d in settings["datasets"][i::count]) for i in range(count)]
+    from camenn.simulator.defaults import NUM_EVENTS  # the embedded sample's clicks
+
+    scale = {LARGE: LARGE_EVENTS / NUM_EVENTS}
+    loads = [sum(900.0 if d == LARGE else 600.0 for d in settings["datasets"][i::count]) for i in range(count)]
     groups = [(d, m) for d in settings["datasets"] for m in settings["models"]]
 
     def cost(group):
@@ -531,7 +533,7 @@ def run_experiments(settings: dict, base, outputs_dir: str, results_dir: str, wo
 
     start, started_at = time.perf_counter(), time.time()
     os.makedirs(outputs_dir, exist_ok=True)
-    dataset_dirs(outputs_dir, settings)  # builds the 10x set once, up front
+    dataset_dirs(outputs_dir, settings)  # builds the 60k set once, up front
     if workers == 1:
         run_worker(settings, base, outputs_dir)
     else:
