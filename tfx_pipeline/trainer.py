@@ -164,6 +164,12 @@ class ProgressLogger(keras.callbacks.Callback):
             shown = ", ".join(f"{k}={float(v):.4f}" for k, v in sorted((logs or {}).items()) if k.endswith("loss"))
             logger.info("step %d/%d  %s  (%.1f clicks/s this epoch)", step, self.total_steps, shown, rate)
 
+    def on_epoch_end(self, epoch, logs=None):
+        # The eval split's losses and AUCs, which early stopping and a reader of the log judge by.
+        shown = ", ".join(f"{k}={float(v):.4f}" for k, v in sorted((logs or {}).items())
+                          if k.startswith("val_") and (k.endswith("loss") or k.endswith("auc")))
+        logger.info("epoch %d done in %.0f s  %s", epoch + 1, self.epoch_seconds[-1], shown or "(no eval split)")
+
     def record(self) -> dict:
         return {"initial_step": self.initial_step, "final_step": int(self.model.optimizer.iterations.numpy()),
                 "batch_size": self.batch_size, "epoch_seconds": self.epoch_seconds, "epoch_steps": self.epoch_steps,
