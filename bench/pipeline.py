@@ -1,7 +1,7 @@
 """Benchmark of the TFX pipeline: wall time and peak memory per component, and the Trainer's throughput
 against a plain `model.fit` of the same model on the same data, measured in the same run.
 
-    .venv/bin/python bench/pipeline.py [--preset small] [--dataset data/sample] [--beam-mode in_memory]
+    .venv/bin/python bench/pipeline.py [--profile small] [--dataset data/sample] [--beam-mode in_memory]
 
 Runs the whole pipeline once into a fresh outputs folder (nothing cached; the patch-embedding cache is
 the usual one unless --cold-images), sampling the memory of this process and its children (Beam workers)
@@ -117,7 +117,7 @@ def plain_fit(config, trainer_node, transform_node):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="small")
+    parser.add_argument("--profile", default="small", help="pipeline profile (tfx_pipeline/configs.py PROFILES)")
     parser.add_argument("--dataset", default=str(paths.SAMPLE_DATASET))
     parser.add_argument("--outputs", default=None, help="default: a fresh temporary folder")
     parser.add_argument("--beam-mode", default=None, help="in_memory, multi_threading or multi_processing")
@@ -134,7 +134,7 @@ def main(argv=None):
         overrides["beam_direct_running_mode"] = args.beam_mode
     if args.cold_images:
         overrides["embedding_cache_dir"] = os.path.join(outputs, "embedding_cache")
-    config = configs.from_preset(args.preset, **overrides)
+    config = configs.from_profile(args.profile, **overrides)
     for assignment in args.set:
         config = configs.parse_override(config, assignment)
 
@@ -148,7 +148,7 @@ def main(argv=None):
     plain = plain_fit(config, nodes["Trainer"], nodes["Transform"])
     pipeline_rate, plain_rate = steady_rate(record), steady_rate(plain)
 
-    print(f"\npipeline on {args.dataset}, preset {args.preset}, Beam {config.beam_direct_running_mode} "
+    print(f"\npipeline on {args.dataset}, profile {args.profile}, Beam {config.beam_direct_running_mode} "
           f"x{config.beam_num_workers or os.cpu_count()}, {os.cpu_count()} CPUs")
     print(f"{'component':<32} {'wall s':>8} {'peak RSS MB':>12}")
     for name, seconds in meter.seconds.items():

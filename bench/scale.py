@@ -3,7 +3,7 @@ and the multi-process DirectRunner; wall time and peak memory per size, and how 
 
 For each size factor F, `camenn sample` builds a dataset of F times the sample (listings, merchants,
 shoppers and clicks; listings reuse the Grocery Store photos, so distinct photos grow less than F), then
-for each Beam mode a fresh process runs the TFX pipeline up to the Trainer (tiny preset, one epoch, an
+for each Beam mode a fresh process runs the TFX pipeline up to the Trainer (tiny profile, one epoch, an
 empty patch-embedding cache of its own): PreprocessDataset, StatisticsGen, schema and validation,
 Transform, Trainer. Per component it records wall time and the peak resident memory of the process and
 its Beam workers (bench/pipeline.py's meter). It then checks that both modes wrote the same records
@@ -55,7 +55,7 @@ def run_to_trainer(dataset: str, outputs: str, mode: str) -> dict:
     from camenn.tfx_pipeline import configs, run_summary
     from camenn.tfx_pipeline.pipeline import create_pipeline
 
-    config = configs.from_preset("tiny", dataset_dir=dataset, outputs_dir=outputs, epochs=1,
+    config = configs.from_profile("tiny", dataset_dir=dataset, outputs_dir=outputs, epochs=1,
                                  checkpoint_every_steps=1000, beam_direct_running_mode=mode, beam_num_workers=2,
                                  embedding_cache_dir=os.path.join(outputs, "embedding_cache"))
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)

@@ -75,7 +75,7 @@ def resolve(preset: str) -> str:
     return preset
 
 
-class NamedPresets:
+class StoredPresets:
     """Mixin for keras-hub classes (backbones, converters, tasks): `from_preset` also takes CameNN's
     preset names, building a preset on first use if set-up has not; anything else goes to keras-hub."""
 

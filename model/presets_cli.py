@@ -1,4 +1,6 @@
-"""Verb `camenn presets`: build, list and convert the keras-hub presets of the pre-trained encoders."""
+"""Verb `camenn presets`: build, list and convert the keras-hub presets of the pre-trained encoders; `list`
+also shows the model presets (named architectures) and the pipeline profiles, everything a user picks by
+name."""
 import sys
 from pathlib import Path
 
@@ -21,9 +23,12 @@ def register(subparsers) -> None:
                                          "writes their folders under the presets directory.")
     build.add_argument("names", nargs="*", help="preset names (default: all)")
     build.set_defaults(func=_build)
-    listing = verbs.add_parser("list", help="list the presets, their state and folders",
-                               description="Prints every preset's name, state (ready or why it needs a "
-                                           "build) and folder; writes nothing.")
+    listing = verbs.add_parser("list", help="list encoder presets, model presets and pipeline profiles",
+                               description="Prints every encoder preset's name, state (ready or why it needs "
+                                           "a build) and folder; every model preset (a named architecture: "
+                                           "--set model_preset=NAME) with its description; every pipeline "
+                                           "profile (camenn pipeline run --profile NAME) with its knobs. "
+                                           "Writes nothing.")
     listing.set_defaults(func=_list)
     convert = verbs.add_parser(
         "convert-inception-v4", help="timm safetensors or TF-slim checkpoint -> InceptionV4 preset folder",
@@ -54,10 +59,36 @@ def _build(args) -> int:
 def _list(args) -> int:
     from camenn.model import preset_store
 
+    print("encoder presets (pre-trained weights; camenn preprocess --text-encoder / --image-preset):")
     for name in preset_store.names():
         state = preset_store.problem(name) or "ready"
-        print(f"{name:30s} {state:45s} {preset_store.preset_path(name)}")
+        print(f"  {name:30s} {state:45s} {preset_store.preset_path(name)}")
+    print("\nmodel presets (named architectures; --set model_preset=NAME, --set retrieval_preset=NAME):")
+    for name, description in model_presets().items():
+        print(f"  {name:30s} {description}")
+    print("\npipeline profiles (camenn pipeline run --profile NAME; then --set KEY=VALUE):")
+    for name, knobs in pipeline_profiles().items():
+        print(f"  {name:30s} {', '.join(f'{k}={v}' for k, v in knobs.items())}")
     return 0
+
+
+def model_presets() -> dict:
+    """Model preset name -> its description, for every family a Trainer can build."""
+    from camenn.model.baselines import DNNRanker, MMoE
+    from camenn.model.camenn import CameNNMultiTask
+    from camenn.model.retrieval import retrieval_presets
+
+    found = {}
+    for presets in (*(cls.backbone_cls.preset_configs for cls in (CameNNMultiTask, DNNRanker, MMoE)), retrieval_presets):
+        found.update({name: preset["metadata"]["description"] for name, preset in presets.items()})
+    return found
+
+
+def pipeline_profiles() -> dict:
+    """Pipeline profile name -> the knobs it sets over tfx_pipeline/configs.py's defaults."""
+    from camenn.tfx_pipeline import configs
+
+    return dict(configs.PROFILES)
 
 
 def _convert_inception_v4(args) -> int:

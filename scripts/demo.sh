@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # README's main command. Sets up .venv if needed, then runs the whole CameNN TFX pipeline on the embedded
-# sample (preset `small`): Beam preprocessing, data validation, Transform, training, TFMA evaluation and,
+# sample (profile `small`): Beam preprocessing, data validation, Transform, training, TFMA evaluation and,
 # for a blessed model, the push to outputs/serving_model/camenn/<version>/, and beside it the retrieval model
 # (outputs/serving_model/camenn_retrieval/<version>/). Then serves both with `camenn serve` on a free local
 # port, ranks listings for a shopper (one gRPC Predict), and recommends listings to them: retrieval over
 # every listing, then ranking (two Predicts). Everything goes under outputs/. Extra arguments go to `camenn pipeline run`
-# (e.g. --preset tiny, --set epochs=1).
+# (e.g. --profile tiny, --set epochs=1).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"

@@ -112,7 +112,7 @@ def pipeline_run(tiny_dataset, tmp_path_factory):
     from camenn.tfx_pipeline import configs, local_runner, run_summary
 
     outputs = tmp_path_factory.mktemp("pipeline_outputs")
-    config = configs.from_preset("tiny", dataset_dir=str(tiny_dataset), outputs_dir=str(outputs),
+    config = configs.from_profile("tiny", dataset_dir=str(tiny_dataset), outputs_dir=str(outputs),
                                  embedding_cache_dir=str(outputs / "embedding_cache"), **TINY_PIPELINE)
     for component in KILLED_IN:
         run_pipeline_killed(config, component)
@@ -133,7 +133,7 @@ def twin_runs(grocery_store_dir, tmp_path_factory):
     runs = []
     for name in ("first", "second"):
         outputs = tmp_path_factory.mktemp(name)
-        config = configs.from_preset("tiny", dataset_dir=str(dataset), outputs_dir=str(outputs),
+        config = configs.from_profile("tiny", dataset_dir=str(dataset), outputs_dir=str(outputs),
                                      embedding_cache_dir=str(outputs / "embedding_cache"), audit_folds=2,
                                      audit_epochs=1, **TINY_PIPELINE)
         local_runner.run(config)

@@ -18,7 +18,7 @@ def _config(args):
         overrides["dataset_dir"] = _absolute(args.dataset)
     if args.outputs:
         overrides["outputs_dir"] = _absolute(args.outputs)
-    config = configs.from_preset(args.preset, **overrides)
+    config = configs.from_profile(args.profile, **overrides)
     for assignment in args.set:
         config = configs.parse_override(config, assignment)
     if args.beam_args:
@@ -32,7 +32,7 @@ def _add_common(parser, outputs_help):
     parser.add_argument("--dataset", default=None,
                         help="dataset folder (items.csv, events.csv, images/; README 'Dataset format'); "
                              "default: the embedded sample data/sample")
-    parser.add_argument("--preset", default="small", choices=sorted(configs.PRESETS),
+    parser.add_argument("--profile", default="small", choices=sorted(configs.PROFILES),
                         help="tiny (tests), small (a CPU; default) or base (GPUs): model, image encoder, "
                              "batch and epochs")
     parser.add_argument("--outputs", default=None, help=outputs_help)

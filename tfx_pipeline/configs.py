@@ -1,7 +1,7 @@
 """Every knob of the CameNN pipeline, with its default, in one place (the TFX template's `configs.py`).
 
-A `PipelineConfig` is built from a named preset (`tiny` for tests and CI, `small` for a CPU, `base` for
-GPUs) plus overrides; `camenn pipeline run` and `compile` take `--preset` and `--set KEY=VALUE`.
+A `PipelineConfig` is built from a named profile (`tiny` for tests and CI, `small` for a CPU, `base` for
+GPUs) plus overrides; `camenn pipeline run` and `compile` take `--profile` and `--set KEY=VALUE`.
 """
 import dataclasses
 import json
@@ -230,7 +230,7 @@ class TrainerSettings:
         return cls(**json.loads(text))
 
 
-PRESETS = {
+PROFILES = {
     # CI and tests: the tiny model and image encoder, a couple of short epochs.
     "tiny": dict(model_preset="camenn_tiny", audit_model_preset="camenn_tiny", text_encoder="bert_tiny",
                  image_encoder="inception_v4", image_preset="inception_v4_tiny", audit_epochs=5,
@@ -247,10 +247,11 @@ PRESETS = {
 }
 
 
-def from_preset(name: str = "small", **overrides) -> PipelineConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown pipeline preset {name!r}; choose one of {sorted(PRESETS)}")
-    return PipelineConfig(**{**PRESETS[name], **overrides})
+def from_profile(name: str = "small", **overrides) -> PipelineConfig:
+    """The profile's knobs over `PipelineConfig`'s defaults, then `overrides`."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown pipeline profile {name!r}; choose one of {sorted(PROFILES)}")
+    return PipelineConfig(**{**PROFILES[name], **overrides})
 
 
 def parse_override(config: PipelineConfig, assignment: str) -> PipelineConfig:

@@ -1,7 +1,7 @@
 """Runs the CameNN pipeline on this machine: TFX LocalDagRunner, Beam DirectRunner (configs.py says how),
 ML Metadata in a local SQLite file (all under `outputs/` by default).
 
-    python -m camenn.tfx_pipeline.local_runner [--preset small]   (or: camenn pipeline run)
+    python -m camenn.tfx_pipeline.local_runner [--profile small]   (or: camenn pipeline run)
 """
 import logging
 import os

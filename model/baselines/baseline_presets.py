@@ -37,7 +37,7 @@ mmoe_presets = {
                    "dropout": 0.1},
     },
     "mmoe_base": {
-        "metadata": {"description": "GPU, beside camenn_base: width 384, 8 MLP experts of 512.", "path": "baselines"},
+        "metadata": {"description": "GPU, beside camenn_base: width 384, 8 MLP experts of 1024-512.", "path": "baselines"},
         "config": {"hidden_dim": 384, "num_experts": 8, "expert_dims": (1024, 512), "tower_dim": 384,
                    "dropout": 0.1},
     },

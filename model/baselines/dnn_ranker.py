@@ -6,7 +6,7 @@ import keras_hub
 from camenn.model import features
 from camenn.model.baselines.baseline_presets import dnn_ranker_presets
 from camenn.model.baselines.pooled_inputs import PooledBaseline, PooledInputs, model_inputs
-from camenn.model.camenn.camenn_backbone import NamedPresets
+from camenn.model.camenn.camenn_backbone import ConfigPresets
 from camenn.model.camenn.camenn_multi_task import CameNNMultiTask
 
 
@@ -20,7 +20,7 @@ def mlp(dims, dropout, dtype, name):
 
 
 @keras.saving.register_keras_serializable(package="camenn")
-class DNNRankerBackbone(PooledBaseline, NamedPresets, keras_hub.models.Backbone):
+class DNNRankerBackbone(PooledBaseline, ConfigPresets, keras_hub.models.Backbone):
     """From model inputs to one vector, the same for every task: `PooledInputs`, then an MLP.
 
     Args:

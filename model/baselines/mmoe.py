@@ -8,12 +8,12 @@ from camenn.model import features
 from camenn.model.baselines.baseline_presets import mmoe_presets
 from camenn.model.baselines.dnn_ranker import mlp
 from camenn.model.baselines.pooled_inputs import PooledBaseline, PooledInputs, model_inputs
-from camenn.model.camenn.camenn_backbone import NamedPresets
+from camenn.model.camenn.camenn_backbone import ConfigPresets
 from camenn.model.camenn.camenn_multi_task import CameNNMultiTask
 
 
 @keras.saving.register_keras_serializable(package="camenn")
-class MMoEBackbone(PooledBaseline, NamedPresets, keras_hub.models.Backbone):
+class MMoEBackbone(PooledBaseline, ConfigPresets, keras_hub.models.Backbone):
     """From model inputs to one vector per task: `PooledInputs`, `num_experts` MLP experts
     that every example goes through (dense, not top-k), and per task a softmax gate over the experts
     (fed with the pooled inputs) whose weighted sum feeds the task's ReLU tower.

@@ -36,7 +36,7 @@ def load_text_encoder(preset, load_weights=True, dtype=None):
     return keras_hub.models.BertBackbone.from_preset(folder, load_weights=load_weights, dtype=dtype)
 
 
-class NamedPresets:
+class ConfigPresets:
     """`from_preset` for backbone families whose presets are named configurations (`preset_configs`:
     name -> {"config": the arguments, and "text_encoder": a `camenn.model.bert` preset for an end-to-end
     text encoder}), the data's arguments (`DATA_ARGUMENTS`) given at build time; its `from_config`
@@ -103,7 +103,7 @@ class NamedPresets:
 
 
 @keras.saving.register_keras_serializable(package="camenn")
-class CameNNBackbone(NamedPresets, keras_hub.models.Backbone):
+class CameNNBackbone(ConfigPresets, keras_hub.models.Backbone):
     """CameNN's backbone, from model inputs to one pooled vector per task.
 
     Every input becomes a token of width `hidden_dim`. The tokens that depend only on the listing come

@@ -23,7 +23,7 @@ def round_filters(filters, width_coefficient, divisor=8):
 
 
 @keras.saving.register_keras_serializable(package="camenn")
-class EfficientNetLiteBackbone(preset_store.NamedPresets, keras_hub.models.Backbone):
+class EfficientNetLiteBackbone(preset_store.StoredPresets, keras_hub.models.Backbone):
     """EfficientNet-Lite feature extractor: images normalised to [-127/128, 1] -> the last feature map.
 
     A 3x3 stride-2 stem, seven stacks of mobile inverted bottleneck blocks (1x1 expansion, depthwise kxk,

@@ -14,7 +14,7 @@ class EfficientNetLiteImageClassifierPreprocessor(keras_hub.models.ImageClassifi
 
 
 @keras.saving.register_keras_serializable(package="camenn")
-class EfficientNetLiteImageClassifier(preset_store.NamedPresets, keras_hub.models.ImageClassifier):
+class EfficientNetLiteImageClassifier(preset_store.StoredPresets, keras_hub.models.ImageClassifier):
     """keras-hub ImageClassifier over `EfficientNetLiteBackbone` (average pooling, dense logits).
 
     Example:

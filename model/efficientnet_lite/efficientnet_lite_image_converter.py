@@ -7,7 +7,7 @@ from camenn.model.efficientnet_lite.efficientnet_lite_backbone import EfficientN
 
 
 @keras.saving.register_keras_serializable(package="camenn")
-class EfficientNetLiteImageConverter(preset_store.NamedPresets, keras_hub.layers.ImageConverter):
+class EfficientNetLiteImageConverter(preset_store.StoredPresets, keras_hub.layers.ImageConverter):
     """keras-hub `ImageConverter` for EfficientNet-Lite: resize to the preset's input size, then
     (RGB - 127) / 128, the "inception-style" normalisation the TF Lite models were trained with.
 

@@ -162,7 +162,7 @@ def conv_units(stackwise_num_blocks):
 
 
 @keras.saving.register_keras_serializable(package="camenn")
-class InceptionV4Backbone(preset_store.NamedPresets, keras_hub.models.Backbone):
+class InceptionV4Backbone(preset_store.StoredPresets, keras_hub.models.Backbone):
     """InceptionV4 feature extractor: images in [-1, 1] -> the last 8x8 feature map (for 299x299).
 
     Stem, `stackwise_num_blocks` = (4, 7, 3) Inception-A/B/C blocks with Reduction-A and -B between them,

@@ -7,7 +7,7 @@ from camenn.model.inception_v4.inception_v4_backbone import InceptionV4Backbone
 
 
 @keras.saving.register_keras_serializable(package="camenn")
-class InceptionV4ImageConverter(preset_store.NamedPresets, keras_hub.layers.ImageConverter):
+class InceptionV4ImageConverter(preset_store.StoredPresets, keras_hub.layers.ImageConverter):
     """keras-hub `ImageConverter` for InceptionV4: resize to the preset's input size and map RGB
     [0, 255] to [-1, 1] (`scale=1/127.5, offset=-1`, TF-slim's and timm's mean = std = 0.5).
 

@@ -44,7 +44,7 @@ def model_dir(tmp_path_factory):
 def _blessed(model_dir, tmp_path, rate, predictions, labels):
     import tensorflow_model_analysis as tfma
 
-    config = configs.from_preset("small", model_options='{"task_names": ["cvr"]}', bless_against_last=False,
+    config = configs.from_profile("small", model_options='{"task_names": ["cvr"]}', bless_against_last=False,
                                  slice_features=())
     eval_config = evaluation.eval_config(config)
     data = tmp_path / f"rows_{rate}_{len(list(tmp_path.iterdir()))}.tfrecord"

@@ -199,12 +199,12 @@ def test_normalized_entropy_is_one_for_the_prior_and_below_one_only_for_a_model_
 
 
 def test_config_overrides_convert_types_and_reject_unknown_keys():
-    config = configs.from_preset("tiny")
+    config = configs.from_profile("tiny")
     changed = configs.parse_override(configs.parse_override(config, "epochs=7"), "enable_cache=false")
     changed = configs.parse_override(changed, "grid=3,3")
     assert (changed.epochs, changed.enable_cache, changed.grid) == (7, False, (3, 3))
     assert configs.PipelineConfig.from_json(changed.to_json()) == changed
     with pytest.raises(ValueError, match="KEY=VALUE"):
         configs.parse_override(config, "no_such_knob=1")
-    with pytest.raises(ValueError, match="unknown pipeline preset"):
-        configs.from_preset("huge")
+    with pytest.raises(ValueError, match="unknown pipeline profile"):
+        configs.from_profile("huge")

@@ -312,7 +312,7 @@ def test_a_second_run_over_the_same_outputs_is_refused_while_one_runs(tmp_path):
     from camenn.tfx_pipeline import configs, local_runner
     from camenn.tfx_pipeline.interrupted_runs import ConcurrentRunError, exclusive_run
 
-    config = configs.from_preset("tiny", outputs_dir=str(tmp_path))
+    config = configs.from_profile("tiny", outputs_dir=str(tmp_path))
     with exclusive_run(config.metadata_path):  # as a run in another process holds it
         with pytest.raises(ConcurrentRunError, match=f"pid {os.getpid()}"):
             local_runner.run(config)

@@ -63,7 +63,7 @@ def register(subparsers) -> None:
                         help="peak learning rate of every neural model (default 0: the model's own, 2e-3)")
     parser.add_argument("--points", type=int, default=DEFAULT_POINTS,
                         help="learning-curve points per run (default %(default)s)")
-    parser.add_argument("--preset", default="small", help="pipeline preset of the preparing runs (default %(default)s)")
+    parser.add_argument("--profile", default="small", help="pipeline profile of the preparing runs (default %(default)s)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a knob of tfx_pipeline/configs.py in the preparing runs (repeatable)")
     parser.add_argument("--workers", type=int, default=2, help="parallel worker processes (default %(default)s)")
@@ -104,7 +104,7 @@ def base_config(args, settings):
     """The pipeline config of the preparing runs (dataset and outputs folders are set per dataset)."""
     from camenn.tfx_pipeline import configs
 
-    config = configs.from_preset(args.preset, model_preset=f"camenn_{settings['size']}",
+    config = configs.from_profile(args.profile, model_preset=f"camenn_{settings['size']}",
                                  batch_size=settings["batch_size"], learning_rate=settings["learning_rate"],
                                  **PREPARE_SETTINGS)
     for assignment in args.set:
