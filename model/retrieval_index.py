@@ -30,9 +30,20 @@ class RetrievalIndex(tf.Module):
     Rows are kept in item id order, so that ties (e.g. equal popularity) always break the same way.
 
     Example:
-        index = RetrievalIndex()
-        index.assign(item_ids, vectors, {"popularity": counts, ...})   # numpy, one row per listing
-        scores, rows = index.top_k(query_vectors, known=tf.ones([2], tf.bool), k=100)
+    ```python
+    import numpy as np
+    import tensorflow as tf
+
+    index = RetrievalIndex()
+    index.assign(["item_b", "item_a", "item_c"], np.eye(3, 4, dtype="float32"),  # numpy, one row per listing
+                 {"title": ["B", "A", "C"], "popularity": [5.0, 1.0, 0.0]})     # a missing column: '' or NaN
+    queries = tf.constant([[0.0, 1.0, 0.5, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    scores, rows = index.top_k(queries, known=tf.constant([True, False]), k=2)
+    found = index.gather(rows)
+    assert found["item_id"].numpy().tolist() == [[b"item_a", b"item_c"],  # by dot product
+                                                 [b"item_b", b"item_a"]]  # unknown shopper: by popularity
+    assert found["title"].numpy().tolist()[0] == [b"A", b"C"] and scores.shape == (2, 2)
+    ```
     """
 
     def __init__(self, name="retrieval_index"):

@@ -20,12 +20,28 @@ own homework). The audit's alignment travels inside the retrieval model's versio
 rule needs no file at serving time. A listing the audit did not score (added after it ran) is not
 demoted. `demote_below=None` turns the rule off. The table still shows the ranker's ITA and TIA.
 
-Example:
-    with RecommendationClient(port=8500) as client:
-        recommendations = client.recommend("s0088", k=10, hour=18)
-        for item in recommendations:
-            print(item.item_id, item.title, item.category, item.price, item.cvr, item.ita, item.tia)
-        print(recommendations.known_shopper, recommendations.unknown_item_ids)
+Example (the demotion rule, on given scores):
+```python
+import numpy as np
+from camenn.serving.recommend import order
+
+cvr = np.array([0.9, 0.5, 0.7, 0.2])
+alignment = np.array([0.1, 0.8, np.nan, 0.9])  # the audit's min(ITA, TIA); NaN: not audited
+assert order(cvr, alignment, demote_below=0.5) == [2, 1, 3, 0]  # listing 0 flagged: last despite its CVR
+assert order(cvr, alignment, demote_below=None) == [0, 2, 1, 3]  # CVR alone
+```
+
+Usage (needs a server with both models, the ranker and `camenn_retrieval`: `camenn serve
+--model_config_file outputs/serving_model/local_models.config`, after a pipeline run):
+```text
+from camenn.serving.recommend import RecommendationClient
+
+with RecommendationClient(port=8500) as client:
+    recommendations = client.recommend("s0088", k=10, hour=18)
+    for item in recommendations:
+        print(item.item_id, item.title, item.category, item.price, item.cvr, item.ita, item.tia)
+    print(recommendations.known_shopper, recommendations.unknown_item_ids)
+```
 """
 import dataclasses
 import datetime

@@ -87,7 +87,8 @@ def group_auc(groups: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
         weights: [N] example weights (default 1).
 
     Example:
-    >>> group_auc(np.array(["a", "a", "b", "b"]), np.array([0, 1, 1, 0]), np.array([.1, .9, .2, .8]))
+    >>> import numpy as np
+    >>> float(group_auc(np.array(["a", "a", "b", "b"]), np.array([0, 1, 1, 0]), np.array([.1, .9, .2, .8])))
     0.5
     """
     weights = np.ones(len(labels)) if weights is None else np.asarray(weights, dtype=np.float64)

@@ -7,11 +7,25 @@ baselines on the same clicks and the same listings (the model's index):
 - random: K listings drawn at random, whose expected Recall@K is exactly min(K, N) / N for N listings.
 TFMA has no metric over a retrieval index, hence this module (the `RetrievalEvaluator` step runs it).
 
-Example:
-    clicks = read_clicks("OUT/examples/eval/*.tfrecord.gz")
-    train = read_clicks("OUT/examples/train/*.tfrecord.gz")
-    result = evaluate_saved_model("outputs/serving_model/camenn_retrieval/1", train, clicks, ks=(10, 100))
-    result["recall@100"], result["popularity_recall@100"], result["random_recall@100"]
+Example (the measures, on given rankings):
+```python
+from camenn.tfx_pipeline.retrieval_evaluation import popularity_ranking, random_recall, recall_at_k
+
+retrieved = [[b"a", b"b"], [b"c", b"a"]]  # per click, the retrieved item ids, best first
+assert recall_at_k(retrieved, clicked=[b"b", b"a"], ks=(1, 2)) == {1: 0.0, 2: 1.0}
+assert popularity_ranking([b"b", b"a", b"b"], listings=[b"a", b"b", b"c"]) == [b"b", b"a", b"c"]
+assert random_recall(10, 40) == 0.25
+```
+
+Usage (on a pipeline run's retrieval SavedModel, its index filled, and `camenn preprocess`'s OUT):
+```text
+from camenn.tfx_pipeline.retrieval_evaluation import evaluate_saved_model, read_clicks
+
+clicks = read_clicks("OUT/examples/eval/*.tfrecord.gz")
+train = read_clicks("OUT/examples/train/*.tfrecord.gz")
+result = evaluate_saved_model("outputs/serving_model/camenn_retrieval/1", train, clicks, ks=(10, 100))
+result["recall@100"], result["popularity_recall@100"], result["random_recall@100"]
+```
 """
 import collections
 from typing import Dict, List, Mapping, Sequence

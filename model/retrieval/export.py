@@ -126,9 +126,50 @@ def export_retrieval_model(model, export_dir, *, raw_feature_spec, known_shopper
         transform_trackables: objects that own the transform's tables and files, saved with the model.
 
     Example:
-        export_retrieval_model(model, "outputs/camenn_retrieval_export", raw_feature_spec=spec,
-                               known_shoppers=200, item_click_counts=counts, transform=tft_layer,
-                               transform_trackables=[tft_layer])
+    ```python
+    import numpy as np
+    import tensorflow as tf
+    from camenn.model import features as F
+    from camenn.model.retrieval import TwoTowerRetrieval
+    from camenn.serving.retrieval_index import write_index
+
+    # Raw ids -> vocabulary indices, an unknown id -> the OOV index: tf.Transform's layer in the pipeline.
+    class ToIndices(tf.Module):
+        def __init__(self, vocabulary):
+            super().__init__()
+            self.table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+                tf.constant(vocabulary), tf.range(len(vocabulary), dtype=tf.int64)), default_value=len(vocabulary))
+
+        def __call__(self, raw):
+            return {name: self.table.lookup(v) if v.dtype == tf.string else v for name, v in raw.items()}
+
+    ids = ["a", "b", "c", "d"]  # for brevity, the vocabulary of every id feature (shoppers, items, merchants, ...)
+    lookup = ToIndices(ids)
+    model = TwoTowerRetrieval.from_preset(  # `fit` it first (TwoTowerRetrieval); untrained, it exports too
+        "retrieval_tiny", vocabulary_sizes={name: len(ids) + 1 for name in F.ID_FEATURES},
+        num_text_tokens=2, text_dim=4, num_patches=2, patch_dim=4)
+    spec = {**{name: tf.io.FixedLenFeature([], tf.string) for name in F.ID_FEATURES},
+            F.HOUR: tf.io.FixedLenFeature([], tf.int64), F.PRICE: tf.io.FixedLenFeature([], tf.float32),
+            F.TEXT_EMBEDDINGS: tf.io.FixedLenFeature([2 * 4], tf.float32),
+            F.PATCH_EMBEDDINGS: tf.io.FixedLenFeature([2 * 4], tf.float32)}
+    export_retrieval_model(model, "outputs/retrieval_empty_index", raw_feature_spec=spec, known_shoppers=len(ids),
+                           item_click_counts=np.array([3, 1, 0, 2, 0], np.float32),  # a, b, c, d, OOV
+                           top_k=2, transform=lookup, transform_trackables=[lookup])
+
+    # Fill the index from the catalog with the version's own candidate tower (the RetrievalIndex step).
+    rng = np.random.default_rng(0)
+    catalog = {F.ITEM_ID: np.array(ids, object), F.TITLE: np.array(["A", "B", "C", "D"], object),
+               F.MERCHANT_ID: np.array(["a", "a", "b", "b"], object), F.CATEGORY: np.array(ids, object),
+               F.COARSE_CATEGORY: np.array(["a", "a", "b", "b"], object), F.PRICE: rng.normal(size=4).astype("float32"),
+               F.TEXT_EMBEDDINGS: rng.normal(size=(4, 8)).astype("float32"),
+               F.PATCH_EMBEDDINGS: rng.normal(size=(4, 8)).astype("float32")}
+    write_index("outputs/retrieval_empty_index", catalog, "outputs/serving_model/camenn_retrieval/1")
+
+    retrieve = tf.saved_model.load("outputs/serving_model/camenn_retrieval/1").signatures["serving_default"]
+    found = retrieve(shopper_id=tf.constant(["b", "zoe"]), hour=tf.constant([9, 21], tf.int64))
+    assert found["item_id"].shape == (2, 2) and found["known_shopper"].numpy().tolist() == [True, False]
+    assert found["item_id"][1].numpy().tolist() == [b"a", b"d"]  # an unknown shopper: the most clicked listings
+    ```
     """
     _build_towers(model)
     module = RetrievalServingModule(model, transform, raw_feature_spec, transform_trackables, known_shoppers,

@@ -48,12 +48,33 @@ class TwoTowerRetrieval(tfrs.models.Model):
         learning_rate: float. Adam's, used by `compile()` without arguments.
 
     Example:
-        model = TwoTowerRetrieval.from_preset(
-            "retrieval_tiny", vocabulary_sizes={name: 50 for name in F.ID_FEATURES},
-            num_text_tokens=4, text_dim=32, num_patches=4, patch_dim=192)
-        model.compile()
-        model.fit(click_batches, epochs=3)     # dicts with the towers' features (+ sampling_probability)
-        queries = model.query_tower({"shopper_id": ..., "hour": ...})
+    ```python
+    import numpy as np
+    import tensorflow as tf
+    from camenn.model import features as F
+    from camenn.model.retrieval.retrieval_model import SAMPLING_PROBABILITY
+    from camenn.model.retrieval.retrieval_towers import CANDIDATE_FEATURES
+
+    model = TwoTowerRetrieval.from_preset(
+        "retrieval_tiny", vocabulary_sizes={name: 50 for name in F.ID_FEATURES},
+        num_text_tokens=4, text_dim=32, num_patches=4, patch_dim=192)
+
+    rng = np.random.default_rng(0)
+    n = 64
+    clicks = {name: rng.integers(0, 50, n) for name in F.ID_FEATURES}  # indices, as Transform makes them
+    clicks[F.HOUR] = rng.integers(0, 24, n)
+    clicks[F.PRICE] = rng.normal(size=n).astype("float32")
+    clicks[F.TEXT_EMBEDDINGS] = rng.normal(size=(n, 4 * 32)).astype("float32")
+    clicks[F.PATCH_EMBEDDINGS] = rng.normal(size=(n, 4 * 192)).astype("float32")
+    clicks[SAMPLING_PROBABILITY] = np.full(n, 1 / 50, "float32")  # share of the clicks that went to the listing
+
+    model.compile()
+    history = model.fit(tf.data.Dataset.from_tensor_slices(clicks).batch(16), epochs=2, verbose=0)
+    queries = model.query_tower({F.SHOPPER_ID: clicks[F.SHOPPER_ID][:2], F.HOUR: clicks[F.HOUR][:2]})
+    listings = model.candidate_tower({name: clicks[name][:3] for name in CANDIDATE_FEATURES})
+    scores = tf.matmul(queries, listings, transpose_b=True)  # 2 requests x 3 listings
+    assert len(history.history["loss"]) == 2 and scores.shape == (2, 3)
+    ```
     """
 
     def __init__(self, vocabulary_sizes, num_text_tokens, text_dim, num_patches, patch_dim, embedding_dim=64,

@@ -43,8 +43,15 @@ class QueryTower(tf_keras.layers.Layer):
         normalize: bool. L2-normalise the output (the score is then a cosine).
 
     Example:
-        tower = QueryTower(shopper_vocabulary_size=208, embedding_dim=16, id_dim=8, hidden_dims=(32,))
-        vectors = tower({"shopper_id": tf.constant([0, 3]), "hour": tf.constant([8, 18])})   # [2, 16]
+    ```python
+    import numpy as np
+    import tensorflow as tf
+
+    tower = QueryTower(shopper_vocabulary_size=208, embedding_dim=16, id_dim=8, hidden_dims=(32,))
+    vectors = tower({"shopper_id": tf.constant([0, 3]), "hour": tf.constant([8, 18])})  # vocabulary indices
+    assert vectors.shape == (2, 16)
+    assert np.allclose(tf.norm(vectors, axis=-1), 1.0)  # L2-normalised (`normalize`): the score is a cosine
+    ```
     """
 
     def __init__(self, shopper_vocabulary_size, embedding_dim=64, id_dim=32, hidden_dims=(128,), dropout=0.0,
@@ -91,8 +98,21 @@ class CandidateTower(tf_keras.layers.Layer):
         item_id_dropout: float. Share of training rows whose item embedding is zeroed.
 
     Example:
-        tower = CandidateTower({"item_id": 60, "merchant_id": 16, "category": 20, "coarse_category": 12},
-                               num_text_tokens=4, text_dim=32, num_patches=4, patch_dim=192, embedding_dim=16)
+    ```python
+    import numpy as np
+
+    tower = CandidateTower({"item_id": 60, "merchant_id": 16, "category": 20, "coarse_category": 12},
+                           num_text_tokens=4, text_dim=32, num_patches=4, patch_dim=192, embedding_dim=16)
+    rng = np.random.default_rng(0)
+    listings = {"item_id": np.array([0, 59]), "merchant_id": np.array([1, 2]), "category": np.array([3, 4]),
+                "coarse_category": np.array([5, 6]), "price": np.array([0.3, -1.2], "float32"),  # z-scored log
+                "text_embeddings": rng.normal(size=(2, 4 * 32)).astype("float32"),    # 4 tokens of 32
+                "patch_embeddings": rng.normal(size=(2, 4 * 192)).astype("float32")}  # 4 patches of 192
+    vectors = tower(listings)
+    assert vectors.shape == (2, 16)
+    # The id embeddings start at zero: untrained, a listing's vector comes from its content alone.
+    assert np.allclose(tower({**listings, "item_id": np.array([7, 8])}), vectors)
+    ```
     """
 
     def __init__(self, vocabulary_sizes, num_text_tokens, text_dim, num_patches, patch_dim, embedding_dim=64,
