@@ -1,6 +1,7 @@
 """Installs the top-level folders `model/`, `preprocessing/`, `serving/`, `simulator/` and `tfx_pipeline/` as
 subpackages of `camenn`, so the repository keeps its layout (docs/ARCHITECTURE.md) while imports stay
 namespaced (`camenn.model`, never a bare `model` in site-packages)."""
+
 from pathlib import Path
 
 from setuptools import setup

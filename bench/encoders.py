@@ -13,6 +13,7 @@ cores) and its process's peak resident memory. Ratios compare figures measured i
 
     .venv/bin/python bench/encoders.py [--quick]
 """
+
 import argparse
 import json
 import os
@@ -57,9 +58,16 @@ def part_encoder(encoder_name, preset, batches, batch_size=32):
     for _ in range(batches):
         encoder(patches)
     wall, cpu = _since(start)
-    return {"figure": f"{encoder_name} ({preset}) patch embeddings/s", "value": batches * batch_size / wall,
-            "per_cpu_s": batches * batch_size / cpu, "wall_s": wall, "cpu_s": cpu, "load_s": load_seconds,
-            "output_dim": encoder.output_dim, "peak_mib": _peak_mib()}
+    return {
+        "figure": f"{encoder_name} ({preset}) patch embeddings/s",
+        "value": batches * batch_size / wall,
+        "per_cpu_s": batches * batch_size / cpu,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "load_s": load_seconds,
+        "output_dim": encoder.output_dim,
+        "peak_mib": _peak_mib(),
+    }
 
 
 def part_bert(preset, batches, batch_size=64, length=64):
@@ -73,16 +81,25 @@ def part_bert(preset, batches, batch_size=64, length=64):
     token_ids = rng.integers(1000, 30000, (batch_size, length))
     lengths = rng.integers(16, length + 1, batch_size)  # listings are padded to 64 tokens
     mask = np.arange(length)[None] < lengths[:, None]
-    inputs = {"token_ids": tf.constant(np.where(mask, token_ids, 0)), "padding_mask": tf.constant(mask),
-              "segment_ids": tf.zeros((batch_size, length), tf.int64)}
+    inputs = {
+        "token_ids": tf.constant(np.where(mask, token_ids, 0)),
+        "padding_mask": tf.constant(mask),
+        "segment_ids": tf.zeros((batch_size, length), tf.int64),
+    }
     forward = tf.function(lambda x: backbone(x, training=False)["sequence_output"])
     forward(inputs)
     start = _clock()
     for _ in range(batches):
         forward(inputs)
     wall, cpu = _since(start)
-    return {"figure": f"BERT {preset} sentences/s (64 tokens)", "value": batches * batch_size / wall,
-            "per_cpu_s": batches * batch_size / cpu, "wall_s": wall, "cpu_s": cpu, "peak_mib": _peak_mib()}
+    return {
+        "figure": f"BERT {preset} sentences/s (64 tokens)",
+        "value": batches * batch_size / wall,
+        "per_cpu_s": batches * batch_size / cpu,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "peak_mib": _peak_mib(),
+    }
 
 
 def part_embed_patches(encoder_name, preset, photos, batch_size=32):
@@ -110,30 +127,44 @@ def part_embed_patches(encoder_name, preset, photos, batch_size=32):
 
     start = _clock()
     pipeline = beam.Pipeline(options=PipelineOptions(["--direct_num_workers=1"]))
-    _ = (pipeline | beam.Create(range(photos), reshuffle=False)
-         | beam.Map(lambda seed: (f"photo-{seed}", _patches(PATCHES_PER_PHOTO, seed)))
-         | EmbedPatches(encoder_name, preset, batch_size=batch_size)
-         | beam.combiners.Count.Globally())
+    _ = (
+        pipeline
+        | beam.Create(range(photos), reshuffle=False)
+        | beam.Map(lambda seed: (f"photo-{seed}", _patches(PATCHES_PER_PHOTO, seed)))
+        | EmbedPatches(encoder_name, preset, batch_size=batch_size)
+        | beam.combiners.Count.Globally()
+    )
     result = pipeline.run()
     result.wait_until_finish()
     beam_wall, beam_cpu = _since(start)
     metrics = {r.key.metric.name: r.committed for r in result.metrics().query(MetricsFilter())["distributions"]}
     load_s = metrics["load_model_latency_milli_secs"].sum / 1000
     inference_s = metrics["inference_batch_latency_micro_secs"].sum / 1e6
-    return {"figure": f"EmbedPatches / bare embed_groups ({encoder_name}, {photos} photos, batch {batch_size})",
-            "value": beam_wall / bare_wall, "cpu_ratio": beam_cpu / bare_cpu, "bare_wall_s": bare_wall,
-            "bare_cpu_s": bare_cpu, "beam_wall_s": beam_wall, "beam_cpu_s": beam_cpu, "beam_model_load_s": load_s,
-            "beam_inference_s": inference_s, "beam_batches": metrics["batch_size"].count, "peak_mib": _peak_mib()}
+    return {
+        "figure": f"EmbedPatches / bare embed_groups ({encoder_name}, {photos} photos, batch {batch_size})",
+        "value": beam_wall / bare_wall,
+        "cpu_ratio": beam_cpu / bare_cpu,
+        "bare_wall_s": bare_wall,
+        "bare_cpu_s": bare_cpu,
+        "beam_wall_s": beam_wall,
+        "beam_cpu_s": beam_cpu,
+        "beam_model_load_s": load_s,
+        "beam_inference_s": inference_s,
+        "beam_batches": metrics["batch_size"].count,
+        "peak_mib": _peak_mib(),
+    }
 
 
 PARTS = {
     "inception_v4": lambda quick: part_encoder("inception_v4", "inception_v4", 2 if quick else 6),
-    "efficientnet_lite0": lambda quick: part_encoder("efficientnet_lite0", "efficientnet_lite0_imagenet",
-                                                     4 if quick else 20),
+    "efficientnet_lite0": lambda quick: part_encoder(
+        "efficientnet_lite0", "efficientnet_lite0_imagenet", 4 if quick else 20
+    ),
     "bert_minilm": lambda quick: part_bert("all_minilm_l6_v2", 3 if quick else 12),
     "bert_tiny": lambda quick: part_bert("bert_tiny", 10 if quick else 40),
-    "embed_patches": lambda quick: part_embed_patches("efficientnet_lite0", "efficientnet_lite0_imagenet",
-                                                      64 if quick else 320),
+    "embed_patches": lambda quick: part_embed_patches(
+        "efficientnet_lite0", "efficientnet_lite0_imagenet", 64 if quick else 320
+    ),
 }
 
 
@@ -153,18 +184,24 @@ def main():
         lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
         if run.returncode or not lines:
             sys.exit(f"part {name} failed:\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}")
-        results[name] = json.loads(lines[-1][len("RESULT "):])
-        print(f"{results[name]['figure']}: {results[name]['value']:.2f}   "
-              + ", ".join(f"{k} {v:.1f}" for k, v in results[name].items() if k not in ("figure", "value")),
-              flush=True)
+        results[name] = json.loads(lines[-1][len("RESULT ") :])
+        print(
+            f"{results[name]['figure']}: {results[name]['value']:.2f}   "
+            + ", ".join(f"{k} {v:.1f}" for k, v in results[name].items() if k not in ("figure", "value")),
+            flush=True,
+        )
     inception, effnet = results["inception_v4"]["value"], results["efficientnet_lite0"]["value"]
     print(f"\nEfficientNet-Lite0 / InceptionV4 patch throughput: {effnet / inception:.1f}x")
-    print(f"all-MiniLM-L6-v2 / bert_tiny sentence throughput: "
-          f"{results['bert_minilm']['value'] / results['bert_tiny']['value']:.3f}x")
+    print(
+        f"all-MiniLM-L6-v2 / bert_tiny sentence throughput: "
+        f"{results['bert_minilm']['value'] / results['bert_tiny']['value']:.3f}x"
+    )
     beam = results["embed_patches"]
     verdict = "meets" if beam["value"] <= 1.3 else "misses"
-    print(f"EmbedPatches overhead: {beam['value']:.2f}x the bare calls' wall time ({beam['cpu_ratio']:.2f}x their "
-          f"CPU time), each with one encoder load; {verdict} the 1.3x goal")
+    print(
+        f"EmbedPatches overhead: {beam['value']:.2f}x the bare calls' wall time ({beam['cpu_ratio']:.2f}x their "
+        f"CPU time), each with one encoder load; {verdict} the 1.3x goal"
+    )
 
 
 if __name__ == "__main__":

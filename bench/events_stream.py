@@ -18,6 +18,7 @@ holding the file would make it ~64.
 DirectRunner it holds its input in memory, so a whole run over 2 GB needs a distributed runner; the
 memory of whole runs is what bench/scale.py measures.)
 """
+
 import argparse
 import json
 import os
@@ -41,8 +42,10 @@ def write_events(path: Path, size_bytes: int, seed: int = 0) -> int:
     shoppers, items = rng.integers(0, 20_000, n), rng.integers(0, 5_000, n)
     hours, labels = rng.integers(0, 24, n), (rng.random(n) < 0.23).astype(int)
     distances, times = rng.uniform(0, 12, n).round(2), 1_709_510_400 + np.sort(rng.integers(0, 28 * 86400, n))
-    lines = [f"r{k:08d},s{shoppers[k]:05d},i{items[k]:05d},{times[k]},{hours[k]},{distances[k]},{labels[k]}\n".encode()
-             for k in range(n)]
+    lines = [
+        f"r{k:08d},s{shoppers[k]:05d},i{items[k]:05d},{times[k]},{hours[k]},{distances[k]},{labels[k]}\n".encode()
+        for k in range(n)
+    ]
     block = b"".join(lines)
     rows = 0
     with open(path, "wb") as file:
@@ -80,13 +83,20 @@ def read_in_this_process(path: str, mode: str) -> dict:
         rows = sum(1 for element in read_csv.process(path) for _ in transforms._parse_events(element))
     else:
         counted = Path(tempfile.mkdtemp()) / "count"
-        with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(
-                ["--direct_running_mode=in_memory", "--direct_num_workers=1"])) as p:
+        with beam.Pipeline(
+            options=beam.options.pipeline_options.PipelineOptions(
+                ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+            )
+        ) as p:
             records = p | beam.Create([path]) | beam.ParDo(read_csv).with_outputs(transforms.REJECTED, main="rows")
-            events = records.rows | beam.FlatMap(transforms._parse_events).with_outputs(transforms.REJECTED, main="events")
-            _ = (events.events
-                 | beam.combiners.Count.Globally()
-                 | beam.io.WriteToText(str(counted), shard_name_template=""))
+            events = records.rows | beam.FlatMap(transforms._parse_events).with_outputs(
+                transforms.REJECTED, main="events"
+            )
+            _ = (
+                events.events
+                | beam.combiners.Count.Globally()
+                | beam.io.WriteToText(str(counted), shard_name_template="")
+            )
         rows = int(counted.read_text())
         shutil.rmtree(counted.parent)
     seconds = time.perf_counter() - started
@@ -95,8 +105,9 @@ def read_in_this_process(path: str, mode: str) -> dict:
 
 def measure(path: Path, mode: str) -> dict:
     """`read_in_this_process` in a fresh Python process (its peak memory is the read's alone)."""
-    output = subprocess.run([sys.executable, __file__, "--child", str(path), mode], check=True,
-                            capture_output=True, text=True).stdout
+    output = subprocess.run(
+        [sys.executable, __file__, "--child", str(path), mode], check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
@@ -117,13 +128,19 @@ def main() -> None:
     try:
         big, small = scratch / "events_big.csv", scratch / "events_baseline.csv"
         started = time.perf_counter()
-        files = {"baseline": (small, write_events(small, int(args.gigabytes * 2**30 / 64))),
-                 "big": (big, write_events(big, int(args.gigabytes * 2**30)))}
-        print(f"wrote {big.stat().st_size / 2**30:.2f} GiB ({files['big'][1]:,} rows) and a baseline of "
-              f"{small.stat().st_size / 2**20:.0f} MiB ({files['baseline'][1]:,} rows) in "
-              f"{time.perf_counter() - started:.0f} s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        print(f"{'mode':7} {'file':9} {'MiB':>7} {'rows':>12} {'s':>7} {'rows/s':>9} {'imported MiB':>13} "
-              f"{'peak MiB':>9} {'added MiB':>10}")
+        files = {
+            "baseline": (small, write_events(small, int(args.gigabytes * 2**30 / 64))),
+            "big": (big, write_events(big, int(args.gigabytes * 2**30))),
+        }
+        print(
+            f"wrote {big.stat().st_size / 2**30:.2f} GiB ({files['big'][1]:,} rows) and a baseline of "
+            f"{small.stat().st_size / 2**20:.0f} MiB ({files['baseline'][1]:,} rows) in "
+            f"{time.perf_counter() - started:.0f} s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        )
+        print(
+            f"{'mode':7} {'file':9} {'MiB':>7} {'rows':>12} {'s':>7} {'rows/s':>9} {'imported MiB':>13} "
+            f"{'peak MiB':>9} {'added MiB':>10}"
+        )
         results = {}
         for mode in args.modes.split(","):
             for name, (path, rows) in files.items():
@@ -132,15 +149,22 @@ def main() -> None:
                 result["file_bytes"] = path.stat().st_size
                 result["added_rss"] = result["peak_rss"] - result["imported_rss"]
                 results[f"{mode}/{name}"] = result
-                print(f"{mode:7} {name:9} {result['file_bytes'] / 2**20:7.0f} {rows:12,} {result['seconds']:7.1f} "
-                      f"{rows / result['seconds']:9,.0f} {result['imported_rss'] / 2**20:13.0f} "
-                      f"{result['peak_rss'] / 2**20:9.0f} {result['added_rss'] / 2**20:10.1f}")
+                print(
+                    f"{mode:7} {name:9} {result['file_bytes'] / 2**20:7.0f} {rows:12,} {result['seconds']:7.1f} "
+                    f"{rows / result['seconds']:9,.0f} {result['imported_rss'] / 2**20:13.0f} "
+                    f"{result['peak_rss'] / 2**20:9.0f} {result['added_rss'] / 2**20:10.1f}"
+                )
             big_run, base_run = results[f"{mode}/big"], results[f"{mode}/baseline"]
-            added = (f"{big_run['added_rss'] / base_run['added_rss']:.2f}x" if base_run["added_rss"] >= 2**20
-                     else f"{max(big_run['added_rss'], 0) / 2**20:.1f} MiB against under 1 MiB")
-            print(f"{mode}: the file is {big_run['file_bytes'] / base_run['file_bytes']:.0f}x the baseline; peak "
-                  f"memory {big_run['peak_rss'] / base_run['peak_rss']:.2f}x, memory added by reading {added} "
-                  "(streaming: ~1x; holding the file: ~64x)")
+            added = (
+                f"{big_run['added_rss'] / base_run['added_rss']:.2f}x"
+                if base_run["added_rss"] >= 2**20
+                else f"{max(big_run['added_rss'], 0) / 2**20:.1f} MiB against under 1 MiB"
+            )
+            print(
+                f"{mode}: the file is {big_run['file_bytes'] / base_run['file_bytes']:.0f}x the baseline; peak "
+                f"memory {big_run['peak_rss'] / base_run['peak_rss']:.2f}x, memory added by reading {added} "
+                "(streaming: ~1x; holding the file: ~64x)"
+            )
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
     finally:

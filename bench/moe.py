@@ -12,6 +12,7 @@ disturbed when other work shares the cores); ratios compare figures measured in 
 
     .venv/bin/python bench/moe.py [--quick]
 """
+
 import argparse
 import json
 import os
@@ -45,8 +46,14 @@ def mixture_step(num_experts, dispatch, batch_size, length, repeats, top_k=2, hi
     from camenn.model import features
     from camenn.model.camenn import TransformerExpertMixture
 
-    mixture = TransformerExpertMixture(num_experts=num_experts, top_k=top_k, intermediate_dim=2 * hidden,
-                                       num_heads=4, task_names=features.TASKS, dispatch=dispatch)
+    mixture = TransformerExpertMixture(
+        num_experts=num_experts,
+        top_k=top_k,
+        intermediate_dim=2 * hidden,
+        num_heads=4,
+        task_names=features.TASKS,
+        dispatch=dispatch,
+    )
     rng = np.random.default_rng(0)
     sequence = tf.constant(rng.normal(size=(batch_size, length, hidden)), tf.float32)
     lengths = rng.integers(length // 4, length + 1, batch_size)
@@ -82,21 +89,33 @@ def main():
     sparse = mixture_step(8, "sparse", batch_size, length, repeats)
     dense = mixture_step(8, "dense", batch_size, length, repeats)
     for row in (sparse, dense):
-        print(f"   {row['dispatch']:6s} {row['wall_s'] * 1000:8.1f} ms wall  {row['cpu_s'] * 1000:8.1f} ms CPU"
-              f"  overflow {row['overflow']:.1%}")
-    figures["sparse_vs_dense"] = {"sparse": sparse, "dense": dense, "wall_ratio": sparse["wall_s"] / dense["wall_s"],
-                                  "cpu_ratio": sparse["cpu_s"] / dense["cpu_s"]}
-    print(f"   sparse / dense: {figures['sparse_vs_dense']['wall_ratio']:.2f}x wall, "
-          f"{figures['sparse_vs_dense']['cpu_ratio']:.2f}x CPU (goal <= 0.4x)", flush=True)
+        print(
+            f"   {row['dispatch']:6s} {row['wall_s'] * 1000:8.1f} ms wall  {row['cpu_s'] * 1000:8.1f} ms CPU"
+            f"  overflow {row['overflow']:.1%}"
+        )
+    figures["sparse_vs_dense"] = {
+        "sparse": sparse,
+        "dense": dense,
+        "wall_ratio": sparse["wall_s"] / dense["wall_s"],
+        "cpu_ratio": sparse["cpu_s"] / dense["cpu_s"],
+    }
+    print(
+        f"   sparse / dense: {figures['sparse_vs_dense']['wall_ratio']:.2f}x wall, "
+        f"{figures['sparse_vs_dense']['cpu_ratio']:.2f}x CPU (goal <= 0.4x)",
+        flush=True,
+    )
 
     print(f"2. as E grows, top-2, batch {batch_size}", flush=True)
     rows = [sparse if e == 8 else mixture_step(e, "sparse", batch_size, length, repeats) for e in (4, 8, 16)]
     rows += [dense if e == 8 else mixture_step(e, "dense", batch_size, length, repeats) for e in (4, 16)]
     base = rows[0]
     for row in rows:
-        print(f"   E={row['experts']:2d} {row['dispatch']:6s} {row['wall_s'] * 1000:8.1f} ms wall "
-              f"({row['wall_s'] / base['wall_s']:.2f}x sparse E=4)  {row['cpu_s'] * 1000:8.1f} ms CPU "
-              f"({row['cpu_s'] / base['cpu_s']:.2f}x)  overflow {row['overflow']:.1%}", flush=True)
+        print(
+            f"   E={row['experts']:2d} {row['dispatch']:6s} {row['wall_s'] * 1000:8.1f} ms wall "
+            f"({row['wall_s'] / base['wall_s']:.2f}x sparse E=4)  {row['cpu_s'] * 1000:8.1f} ms CPU "
+            f"({row['cpu_s'] / base['cpu_s']:.2f}x)  overflow {row['overflow']:.1%}",
+            flush=True,
+        )
     figures["experts_sweep"] = rows
 
     if args.json:

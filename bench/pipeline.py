@@ -12,6 +12,7 @@ epoch, left out of both).
 Goals (ISSUE 6): the whole main command within 15 minutes on 2 cores, peak memory under 8 GB, Trainer
 overhead at most 1.2x a plain fit.
 """
+
 import argparse
 import json
 import logging
@@ -87,16 +88,19 @@ def plain_fit(config, trainer_node, transform_node):
 
     from camenn.model.camenn import make_alignment_examples
     from camenn.tfx_pipeline import trainer
-
     from camenn.tfx_pipeline.configs import TrainerSettings
 
     settings = TrainerSettings.from_json(
-        json.loads(trainer_node.execution.custom_properties["custom_config"].string_value)["settings"])
+        json.loads(trainer_node.execution.custom_properties["custom_config"].string_value)["settings"]
+    )
     tft_output = tft.TFTransformOutput(transform_node.output("transform_graph").uri)
     files = tf.io.gfile.glob(os.path.join(transform_node.output("transformed_examples").uri, "Split-train", "*"))
     spec = tft_output.transformed_feature_spec()
-    raw = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024).map(
-        lambda records: tf.io.parse_example(records, spec))
+    raw = (
+        tf.data.TFRecordDataset(files, compression_type="GZIP")
+        .batch(1024)
+        .map(lambda records: tf.io.parse_example(records, spec))
+    )
     columns = {}
     for batch in raw:
         for name, value in batch.items():
@@ -110,7 +114,7 @@ def plain_fit(config, trainer_node, transform_node):
     keras.utils.set_random_seed(settings.seed)
     model = trainer.build_model(settings, tft_output, trainer.precision_policy(settings.mixed_precision))
     trainer.compile_model(model, settings, steps_per_epoch * settings.epochs)
-    timing = trainer.ProgressLogger(10 ** 9, batch_size, steps_per_epoch * settings.epochs)
+    timing = trainer.ProgressLogger(10**9, batch_size, steps_per_epoch * settings.epochs)
     model.fit(data, epochs=settings.epochs, steps_per_epoch=steps_per_epoch, callbacks=[timing], verbose=0)
     return timing.record()
 
@@ -148,15 +152,19 @@ def main(argv=None):
     plain = plain_fit(config, nodes["Trainer"], nodes["Transform"])
     pipeline_rate, plain_rate = steady_rate(record), steady_rate(plain)
 
-    print(f"\npipeline on {args.dataset}, profile {args.profile}, Beam {config.beam_direct_running_mode} "
-          f"x{config.beam_num_workers or os.cpu_count()}, {os.cpu_count()} CPUs")
+    print(
+        f"\npipeline on {args.dataset}, profile {args.profile}, Beam {config.beam_direct_running_mode} "
+        f"x{config.beam_num_workers or os.cpu_count()}, {os.cpu_count()} CPUs"
+    )
     print(f"{'component':<32} {'wall s':>8} {'peak RSS MB':>12}")
     for name, seconds in meter.seconds.items():
         print(f"{name:<32} {seconds:8.1f} {meter.peak_rss.get(name, 0) / 2**20:12.0f}")
     peak = max(meter.peak_rss.values()) / 2**30
     print(f"{'whole pipeline':<32} {total:8.1f} {peak * 1024:12.0f}   (goals: < 900 s, < 8 GB)")
-    print(f"Trainer: {pipeline_rate:.1f} examples/s; plain model.fit, same model and data in memory: "
-          f"{plain_rate:.1f} examples/s; overhead {plain_rate / pipeline_rate:.2f}x (goal <= 1.2x)")
+    print(
+        f"Trainer: {pipeline_rate:.1f} examples/s; plain model.fit, same model and data in memory: "
+        f"{plain_rate:.1f} examples/s; overhead {plain_rate / pipeline_rate:.2f}x (goal <= 1.2x)"
+    )
     print(run_summary.format_summary(summary))
     return 0
 

@@ -9,6 +9,7 @@ other work shares the machine.
 
     .venv/bin/python bench/preprocess.py [--dataset data/sample] [--image-encoder E --image-preset P]
 """
+
 import argparse
 import json
 import resource
@@ -23,14 +24,29 @@ import psutil
 from camenn import paths
 from camenn.preprocessing import defaults
 
+
 def _children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
 
 def run_once(dataset: Path, output: Path, cache: Path, encoder: str, preset: str) -> dict:
-    command = [sys.executable, "-m", "camenn", "preprocess", "--dataset", str(dataset), "--output", str(output),
-               "--image-encoder", encoder, "--image-preset", preset, "--cache-dir", str(cache)]
+    command = [
+        sys.executable,
+        "-m",
+        "camenn",
+        "preprocess",
+        "--dataset",
+        str(dataset),
+        "--output",
+        str(output),
+        "--image-encoder",
+        encoder,
+        "--image-preset",
+        preset,
+        "--cache-dir",
+        str(cache),
+    ]
     started, cpu_before = time.perf_counter(), _children_cpu_seconds()
     process = psutil.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     peak = 0
@@ -47,10 +63,18 @@ def run_once(dataset: Path, output: Path, cache: Path, encoder: str, preset: str
         sys.exit(f"camenn preprocess failed ({process.returncode}):\n{log[-3000:]}")
     summary = json.loads((output / "summary.json").read_text())
     rows = summary["items"]["in"] + summary["events"]["in"]
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "pipeline_seconds": summary["seconds"], "rows": rows,
-            "rows_per_second": rows / seconds, "pipeline_rows_per_second": rows / summary["seconds"],
-            "embedded": summary["images"]["embedded"], "cache_hits": summary["images"]["cache_hits"],
-            "peak_rss_mib": peak / 2**20, "summary": summary}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "pipeline_seconds": summary["seconds"],
+        "rows": rows,
+        "rows_per_second": rows / seconds,
+        "pipeline_rows_per_second": rows / summary["seconds"],
+        "embedded": summary["images"]["embedded"],
+        "cache_hits": summary["images"]["cache_hits"],
+        "peak_rss_mib": peak / 2**20,
+        "summary": summary,
+    }
 
 
 def main() -> None:
@@ -63,28 +87,44 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="camenn-bench-") as scratch:
         scratch = Path(scratch)
-        runs = {name: run_once(args.dataset, scratch / name, scratch / "cache", args.image_encoder,
-                               args.image_preset) for name in ("cold", "warm")}
+        runs = {
+            name: run_once(args.dataset, scratch / name, scratch / "cache", args.image_encoder, args.image_preset)
+            for name in ("cold", "warm")
+        }
     cold, warm = runs["cold"], runs["warm"]
     summary = cold.pop("summary")
     warm.pop("summary")
-    print(f"camenn preprocess over {args.dataset}: {summary['items']['in']} item rows + {summary['events']['in']} "
-          f"event rows; encoder {args.image_encoder}/{args.image_preset}, grid {summary['grid']} "
-          f"({summary['num_patches']} x {summary['patch_dim']}); Beam DirectRunner; {psutil.cpu_count()} CPUs")
-    print(f"{'cache':6} {'wall s':>8} {'rows/s':>8} {'CPU s':>7} {'pipeline s':>11} {'rows/s':>8} "
-          f"{'embedded':>9} {'hits':>5} {'peak MiB':>9}")
+    print(
+        f"camenn preprocess over {args.dataset}: {summary['items']['in']} item rows + {summary['events']['in']} "
+        f"event rows; encoder {args.image_encoder}/{args.image_preset}, grid {summary['grid']} "
+        f"({summary['num_patches']} x {summary['patch_dim']}); Beam DirectRunner; {psutil.cpu_count()} CPUs"
+    )
+    print(
+        f"{'cache':6} {'wall s':>8} {'rows/s':>8} {'CPU s':>7} {'pipeline s':>11} {'rows/s':>8} "
+        f"{'embedded':>9} {'hits':>5} {'peak MiB':>9}"
+    )
     for name, run in runs.items():
-        print(f"{name:6} {run['seconds']:8.1f} {run['rows_per_second']:8.0f} {run['cpu_seconds']:7.1f} "
-              f"{run['pipeline_seconds']:11.1f} {run['pipeline_rows_per_second']:8.0f} {run['embedded']:9d} "
-              f"{run['cache_hits']:5d} {run['peak_rss_mib']:9.0f}")
-    ratios = {"wall": cold["seconds"] / warm["seconds"], "cpu": cold["cpu_seconds"] / warm["cpu_seconds"],
-              "pipeline": cold["pipeline_seconds"] / warm["pipeline_seconds"]}
-    print(f"warm vs cold: {ratios['wall']:.1f}x faster end to end (process start, imports and Beam set-up "
-          f"included), {ratios['pipeline']:.1f}x inside the pipeline, {ratios['cpu']:.1f}x less CPU time "
-          f"(goal: >= 5x)")
+        print(
+            f"{name:6} {run['seconds']:8.1f} {run['rows_per_second']:8.0f} {run['cpu_seconds']:7.1f} "
+            f"{run['pipeline_seconds']:11.1f} {run['pipeline_rows_per_second']:8.0f} {run['embedded']:9d} "
+            f"{run['cache_hits']:5d} {run['peak_rss_mib']:9.0f}"
+        )
+    ratios = {
+        "wall": cold["seconds"] / warm["seconds"],
+        "cpu": cold["cpu_seconds"] / warm["cpu_seconds"],
+        "pipeline": cold["pipeline_seconds"] / warm["pipeline_seconds"],
+    }
+    print(
+        f"warm vs cold: {ratios['wall']:.1f}x faster end to end (process start, imports and Beam set-up "
+        f"included), {ratios['pipeline']:.1f}x inside the pipeline, {ratios['cpu']:.1f}x less CPU time "
+        f"(goal: >= 5x)"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"runs": runs, "speedup": ratios, "encoder": args.image_encoder,
-                                         "preset": args.image_preset}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"runs": runs, "speedup": ratios, "encoder": args.image_encoder, "preset": args.image_preset}, indent=2
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ output equal to the in-memory output record for record.
 
 Times on a shared machine are noisy: the load average is printed with each run.
 """
+
 import argparse
 import glob
 import json
@@ -32,16 +33,38 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = dict(listings=480, merchants=40, shoppers=200, events=6000)
-COMPONENTS = ("PreprocessDataset", "StatisticsGen", "ContractSchemaGen", "ExampleValidator", "AnomaliesGate",
-              "Transform", "Trainer")
+COMPONENTS = (
+    "PreprocessDataset",
+    "StatisticsGen",
+    "ContractSchemaGen",
+    "ExampleValidator",
+    "AnomaliesGate",
+    "Transform",
+    "Trainer",
+)
 
 
 def build_dataset(source: Path, output: Path, factor: int) -> float:
     """`camenn sample` at `factor` times the sample; returns its wall seconds."""
     sizes = [f"--{name}={value * factor}" for name, value in SAMPLE.items()]
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "camenn", "sample", "--source", str(source), "--output", str(output),
-                    "--seed", "0", *sizes], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "camenn",
+            "sample",
+            "--source",
+            str(source),
+            "--output",
+            str(output),
+            "--seed",
+            "0",
+            *sizes,
+        ],
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - started
 
 
@@ -55,12 +78,21 @@ def run_to_trainer(dataset: str, outputs: str, mode: str) -> dict:
     from camenn.tfx_pipeline import configs, run_summary
     from camenn.tfx_pipeline.pipeline import create_pipeline
 
-    config = configs.from_profile("tiny", dataset_dir=dataset, outputs_dir=outputs, epochs=1,
-                                 checkpoint_every_steps=1000, beam_direct_running_mode=mode, beam_num_workers=2,
-                                 embedding_cache_dir=os.path.join(outputs, "embedding_cache"))
+    config = configs.from_profile(
+        "tiny",
+        dataset_dir=dataset,
+        outputs_dir=outputs,
+        epochs=1,
+        checkpoint_every_steps=1000,
+        beam_direct_running_mode=mode,
+        beam_num_workers=2,
+        embedding_cache_dir=os.path.join(outputs, "embedding_cache"),
+    )
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
-    pipeline = create_pipeline(config, metadata_connection_config=(
-        tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)))
+    pipeline = create_pipeline(
+        config,
+        metadata_connection_config=(tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)),
+    )
     started = time.perf_counter()
     with ComponentMeter() as meter:
         tfx.orchestration.LocalDagRunner().run(pipeline, run_options=RunOptions(to_nodes=["Trainer"]))
@@ -72,14 +104,21 @@ def run_to_trainer(dataset: str, outputs: str, mode: str) -> dict:
     history_path = Path(nodes["Trainer"].output("model_run").uri, "history.json")
     history = json.loads(history_path.read_text()) if history_path.exists() else {}
     return {
-        "mode": mode, "total_s": total, "seconds": meter.seconds,
-        "peak_rss": meter.peak_rss, "rows": summary["items"]["in"] + summary["events"]["in"],
-        "events": summary["events"]["in"], "items": summary["items"]["in"],
+        "mode": mode,
+        "total_s": total,
+        "seconds": meter.seconds,
+        "peak_rss": meter.peak_rss,
+        "rows": summary["items"]["in"] + summary["events"]["in"],
+        "events": summary["events"]["in"],
+        "items": summary["items"]["in"],
         "distinct_photos": summary["images"]["distinct"],
         "train_steps": sum(history.get("epoch_steps", [])) or None,
-        "artifacts": {"examples": nodes["PreprocessDataset"].output("examples").uri,
-                      "items": nodes["PreprocessDataset"].output("items").uri, "report": report,
-                      "transformed": nodes["Transform"].output("transformed_examples").uri},
+        "artifacts": {
+            "examples": nodes["PreprocessDataset"].output("examples").uri,
+            "items": nodes["PreprocessDataset"].output("items").uri,
+            "report": report,
+            "transformed": nodes["Transform"].output("transformed_examples").uri,
+        },
         "load_average": os.getloadavg()[0],
     }
 
@@ -100,10 +139,16 @@ def records(artifacts: dict) -> dict:
             found = (tf.train.Example.FromString(r).SerializeToString(deterministic=True) for r in found)
         return sorted(found)
 
-    found = {f"examples/{s}": tfrecords(os.path.join(artifacts["examples"], f"Split-{s}", "*")) for s in ("train", "eval")}
+    found = {
+        f"examples/{s}": tfrecords(os.path.join(artifacts["examples"], f"Split-{s}", "*")) for s in ("train", "eval")
+    }
     found["items"] = tfrecords(os.path.join(artifacts["items"], "*"))
-    found.update({f"transformed/{s}": tfrecords(os.path.join(artifacts["transformed"], f"Split-{s}", "*"), parsed=True)
-                  for s in ("train", "eval")})
+    found.update(
+        {
+            f"transformed/{s}": tfrecords(os.path.join(artifacts["transformed"], f"Split-{s}", "*"), parsed=True)
+            for s in ("train", "eval")
+        }
+    )
     for name in ("items", "events"):
         lines = Path(artifacts["report"], "quarantine", f"{name}.csv").read_text(encoding="utf-8").splitlines()
         found[f"quarantine/{name}"] = [lines[0]] + sorted(lines[1:])
@@ -145,44 +190,61 @@ def main() -> None:
                 log = outputs.with_suffix(".log")
                 outputs.mkdir(parents=True)
                 with open(log, "w") as out:
-                    done = subprocess.run([sys.executable, __file__, "--child", str(dataset), str(outputs), mode],
-                                          stdout=subprocess.PIPE, stderr=out, text=True, cwd=REPO)
+                    done = subprocess.run(
+                        [sys.executable, __file__, "--child", str(dataset), str(outputs), mode],
+                        stdout=subprocess.PIPE,
+                        stderr=out,
+                        text=True,
+                        cwd=REPO,
+                    )
                 if done.returncode:
                     raise SystemExit(f"x{factor} {mode} failed; see {log}")
-                run = json.loads(next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))[7:])
+                run = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
                 run.update(factor=factor, sample_s=sample_s)
                 runs[mode] = run
                 results.append(run)
                 pre = run["seconds"]["PreprocessDataset"]
-                print(f"x{factor:<3} {mode:17} {run['rows']:8,} rows: preprocess {pre:6.1f} s "
-                      f"(peak {run['peak_rss'].get('PreprocessDataset', 0) / 2**30:.2f} GiB), Transform "
-                      f"{run['seconds'].get('Transform', 0):6.1f} s, Trainer {run['seconds'].get('Trainer', 0):6.1f} s, "
-                      f"to Trainer {run['total_s']:6.1f} s; load average {run['load_average']:.1f}", flush=True)
+                print(
+                    f"x{factor:<3} {mode:17} {run['rows']:8,} rows: preprocess {pre:6.1f} s "
+                    f"(peak {run['peak_rss'].get('PreprocessDataset', 0) / 2**30:.2f} GiB), Transform "
+                    f"{run['seconds'].get('Transform', 0):6.1f} s, Trainer {run['seconds'].get('Trainer', 0):6.1f} s, "
+                    f"to Trainer {run['total_s']:6.1f} s; load average {run['load_average']:.1f}",
+                    flush=True,
+                )
             if len(runs) == 2:
                 a, b = (records(runs[m]["artifacts"]) for m in modes)
                 equal[factor] = {kind: a[kind] == b[kind] for kind in a}
-                print(f"x{factor}: {modes[1]} equals {modes[0]} record for record: "
-                      + ", ".join(f"{k} {'yes' if v else 'NO'} ({len(a[k])})" for k, v in equal[factor].items()),
-                      flush=True)
+                print(
+                    f"x{factor}: {modes[1]} equals {modes[0]} record for record: "
+                    + ", ".join(f"{k} {'yes' if v else 'NO'} ({len(a[k])})" for k, v in equal[factor].items()),
+                    flush=True,
+                )
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    print(f"\n{'size':>4} {'mode':17} {'items':>7} {'events':>8} {'photos':>7} {'sample s':>8} "
-          + " ".join(f"{c[:10]:>10}" for c in ("Preprocess", "Statistics", "Transform", "Trainer")) + f" {'pre GiB':>8}")
+    print(
+        f"\n{'size':>4} {'mode':17} {'items':>7} {'events':>8} {'photos':>7} {'sample s':>8} "
+        + " ".join(f"{c[:10]:>10}" for c in ("Preprocess", "Statistics", "Transform", "Trainer"))
+        + f" {'pre GiB':>8}"
+    )
     for run in results:
         s = run["seconds"]
-        print(f"{run['factor']:>3}x {run['mode']:17} {run['items']:7,} {run['events']:8,} {run['distinct_photos']:7,} "
-              f"{run['sample_s']:8.1f} " + " ".join(f"{s.get(c, 0):10.1f}" for c in
-                                                   ("PreprocessDataset", "StatisticsGen", "Transform", "Trainer"))
-              + f" {run['peak_rss'].get('PreprocessDataset', 0) / 2**30:8.2f}")
+        print(
+            f"{run['factor']:>3}x {run['mode']:17} {run['items']:7,} {run['events']:8,} {run['distinct_photos']:7,} "
+            f"{run['sample_s']:8.1f} "
+            + " ".join(f"{s.get(c, 0):10.1f}" for c in ("PreprocessDataset", "StatisticsGen", "Transform", "Trainer"))
+            + f" {run['peak_rss'].get('PreprocessDataset', 0) / 2**30:8.2f}"
+        )
     print("\nexponent b of wall time ~ rows^b over the sizes (goal: <= 1):")
     for mode in modes:
         runs = [r for r in results if r["mode"] == mode]
         if len(runs) < 2:
             continue
-        parts = {c: exponent([(r["rows"], r["seconds"][c]) for r in runs])
-                 for c in ("PreprocessDataset", "StatisticsGen", "Transform", "Trainer")}
+        parts = {
+            c: exponent([(r["rows"], r["seconds"][c]) for r in runs])
+            for c in ("PreprocessDataset", "StatisticsGen", "Transform", "Trainer")
+        }
         parts["to Trainer"] = exponent([(r["rows"], r["total_s"]) for r in runs])
         parts["camenn sample"] = exponent([(r["rows"], r["sample_s"]) for r in runs])
         print(f"  {mode:17} " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()))

@@ -17,6 +17,7 @@ the achieved share of the machine is known.
     python bench/serving.py                                   # camenn_small, 480 synthetic listings
     python bench/serving.py --model_base_path outputs/serving_model/camenn   # a pushed version
 """
+
 import argparse
 import os
 import shutil
@@ -42,13 +43,16 @@ TEXT_TOKENS, TEXT_DIM, NUM_PATCHES, PATCH_DIM = 4, 384, 4, 1280
 def synthetic_catalog(num_items, seed=0):
     rng = np.random.default_rng(seed)
     ids = np.array([f"item_{i:06d}".encode() for i in range(num_items)], dtype=object)
-    return {F.ITEM_ID: ids, F.MERCHANT_ID: np.array([f"m{i % 40}".encode() for i in range(num_items)], dtype=object),
-            F.CATEGORY: np.array([f"c{i % 81}".encode() for i in range(num_items)], dtype=object),
-            F.COARSE_CATEGORY: np.array([f"k{i % 20}".encode() for i in range(num_items)], dtype=object),
-            F.PRICE: rng.uniform(5, 50, num_items).astype(np.float32),
-            F.TITLE: np.array([f"listing {i}".encode() for i in range(num_items)], dtype=object),
-            F.TEXT_EMBEDDINGS: rng.normal(size=(num_items, TEXT_TOKENS * TEXT_DIM)).astype(np.float32),
-            F.PATCH_EMBEDDINGS: rng.normal(size=(num_items, NUM_PATCHES * PATCH_DIM)).astype(np.float32)}
+    return {
+        F.ITEM_ID: ids,
+        F.MERCHANT_ID: np.array([f"m{i % 40}".encode() for i in range(num_items)], dtype=object),
+        F.CATEGORY: np.array([f"c{i % 81}".encode() for i in range(num_items)], dtype=object),
+        F.COARSE_CATEGORY: np.array([f"k{i % 20}".encode() for i in range(num_items)], dtype=object),
+        F.PRICE: rng.uniform(5, 50, num_items).astype(np.float32),
+        F.TITLE: np.array([f"listing {i}".encode() for i in range(num_items)], dtype=object),
+        F.TEXT_EMBEDDINGS: rng.normal(size=(num_items, TEXT_TOKENS * TEXT_DIM)).astype(np.float32),
+        F.PATCH_EMBEDDINGS: rng.normal(size=(num_items, NUM_PATCHES * PATCH_DIM)).astype(np.float32),
+    }
 
 
 class HashedIds:
@@ -71,14 +75,25 @@ def export_preset(preset, directory, catalog, **options):
     from camenn.model.camenn.export import export_saved_model
 
     buckets = 1000
-    model = CameNNMultiTask.from_preset(preset, vocabulary_sizes={name: buckets for name in F.ID_FEATURES},
-                                        num_text_tokens=TEXT_TOKENS, text_dim=TEXT_DIM, num_patches=NUM_PATCHES,
-                                        patch_dim=PATCH_DIM, **options)
+    model = CameNNMultiTask.from_preset(
+        preset,
+        vocabulary_sizes={name: buckets for name in F.ID_FEATURES},
+        num_text_tokens=TEXT_TOKENS,
+        text_dim=TEXT_DIM,
+        num_patches=NUM_PATCHES,
+        patch_dim=PATCH_DIM,
+        **options,
+    )
     spec = {name: tf.io.FixedLenFeature([], tf.string) for name in F.ID_FEATURES}
-    spec.update({F.HOUR: tf.io.FixedLenFeature([], tf.int64), F.PRICE: tf.io.FixedLenFeature([], tf.float32),
-                 F.DISTANCE_KM: tf.io.FixedLenFeature([], tf.float32),
-                 F.TEXT_EMBEDDINGS: tf.io.FixedLenFeature([TEXT_TOKENS * TEXT_DIM], tf.float32),
-                 F.PATCH_EMBEDDINGS: tf.io.FixedLenFeature([NUM_PATCHES * PATCH_DIM], tf.float32)})
+    spec.update(
+        {
+            F.HOUR: tf.io.FixedLenFeature([], tf.int64),
+            F.PRICE: tf.io.FixedLenFeature([], tf.float32),
+            F.DISTANCE_KM: tf.io.FixedLenFeature([], tf.float32),
+            F.TEXT_EMBEDDINGS: tf.io.FixedLenFeature([TEXT_TOKENS * TEXT_DIM], tf.float32),
+            F.PATCH_EMBEDDINGS: tf.io.FixedLenFeature([NUM_PATCHES * PATCH_DIM], tf.float32),
+        }
+    )
     staging = directory + ".empty"
     export_saved_model(model, staging, transform=HashedIds(buckets), raw_feature_spec=spec)
     if listings.has_listing_table(staging):
@@ -122,9 +137,21 @@ def gemm_rate(m, k, n, seconds=2.0):
 
 
 def start_server(model_base_path, threads):
-    command = [sys.executable, "-m", "camenn.serving.server", "--model_base_path", model_base_path, "--port", "0",
-               "--grpc_max_threads", str(threads), "--file_system_poll_wait_seconds", "0",
-               "--max_concurrent_requests", str(threads)]  # every client admitted: this measures latency, not shedding
+    command = [
+        sys.executable,
+        "-m",
+        "camenn.serving.server",
+        "--model_base_path",
+        model_base_path,
+        "--port",
+        "0",
+        "--grpc_max_threads",
+        str(threads),
+        "--file_system_poll_wait_seconds",
+        "0",
+        "--max_concurrent_requests",
+        str(threads),
+    ]  # every client admitted: this measures latency, not shedding
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in process.stdout:
         if "serving gRPC on" in line:
@@ -169,7 +196,9 @@ def main():
         args.model_base_path = os.path.join(workdir, "camenn")
         started = time.perf_counter()
         backbone = export_preset(args.preset, os.path.join(args.model_base_path, "1"), catalog).backbone
-        print(f"exported {args.preset} with {args.listings} synthetic listings in {time.perf_counter() - started:.0f} s")
+        print(
+            f"exported {args.preset} with {args.listings} synthetic listings in {time.perf_counter() - started:.0f} s"
+        )
     versions = servables.version_directories(args.model_base_path)
     version_dir = versions[max(versions)]
     model = tf.saved_model.load(version_dir)
@@ -178,13 +207,18 @@ def main():
         catalog = None
     rank, dense = model.signatures["rank"], model.signatures["dense"]
     rng = np.random.default_rng(1)
-    requests = [(f"shopper_{i % 50}", list(rng.choice(table_ids, args.candidates, replace=False)))
-                for i in range(args.requests)]
+    requests = [
+        (f"shopper_{i % 50}", list(rng.choice(table_ids, args.candidates, replace=False))) for i in range(args.requests)
+    ]
 
     def rank_in_process(shopper, items):
         n = len(items)
-        return rank(item_id=tf.constant(items), shopper_id=tf.constant([shopper.encode()] * n),
-                    hour=tf.constant(np.full(n, 12, np.int64)), distance_km=tf.constant(np.full(n, 2.0, np.float32)))
+        return rank(
+            item_id=tf.constant(items),
+            shopper_id=tf.constant([shopper.encode()] * n),
+            hour=tf.constant(np.full(n, 12, np.int64)),
+            distance_km=tf.constant(np.full(n, 2.0, np.float32)),
+        )
 
     rows = {}
     if catalog is not None:
@@ -193,12 +227,19 @@ def main():
         def dense_of(signature):
             def call(shopper, items):
                 take = [index[i] for i in items]
-                inputs = {name: tf.constant(catalog[name][take]) for name in signature.structured_input_signature[1]
-                          if name in catalog}
+                inputs = {
+                    name: tf.constant(catalog[name][take])
+                    for name in signature.structured_input_signature[1]
+                    if name in catalog
+                }
                 n = len(items)
-                return signature(**inputs, shopper_id=tf.constant([shopper.encode()] * n),
-                                 hour=tf.constant(np.full(n, 12, np.int64)),
-                                 distance_km=tf.constant(np.full(n, 2.0, np.float32)))
+                return signature(
+                    **inputs,
+                    shopper_id=tf.constant([shopper.encode()] * n),
+                    hour=tf.constant(np.full(n, 12, np.int64)),
+                    distance_km=tf.constant(np.full(n, 2.0, np.float32)),
+                )
+
             return call
 
         expected, got = dense_of(dense)(*requests[0]), rank_in_process(*requests[0])
@@ -236,22 +277,32 @@ def main():
         print(f"{concurrency:>7}  {name:<24} {p50:8.2f} {p99:8.2f}")
     one = levels[0]
     in_process, grpc = rows[(one, "rank in-process")], rows[(one, "rank over gRPC")]
-    print(f"\ngoals: rank p99 in-process <= 15 ms: {in_process[1]:.2f} ms "
-          f"({'met' if in_process[1] <= 15 else 'NOT met'}); gRPC adds <= 1 ms: {grpc[1] - in_process[1]:+.2f} ms at "
-          f"p99, {grpc[0] - in_process[0]:+.2f} ms at p50 ({'met' if grpc[1] - in_process[1] <= 1 else 'NOT met'})")
+    print(
+        f"\ngoals: rank p99 in-process <= 15 ms: {in_process[1]:.2f} ms "
+        f"({'met' if in_process[1] <= 15 else 'NOT met'}); gRPC adds <= 1 ms: {grpc[1] - in_process[1]:+.2f} ms at "
+        f"p99, {grpc[0] - in_process[0]:+.2f} ms at p50 ({'met' if grpc[1] - in_process[1] <= 1 else 'NOT met'})"
+    )
     if (one, "dense in-process") in rows:
-        print(f"rank / dense (the listing table's saving): p50 {in_process[0] / rows[(one, 'dense in-process')][0]:.3f}x")
+        print(
+            f"rank / dense (the listing table's saving): p50 {in_process[0] / rows[(one, 'dense in-process')][0]:.3f}x"
+        )
     if backbone is not None:
         rank_macs, whole_macs = multiply_adds_per_candidate(backbone)
-        square, shaped = gemm_rate(1024, 1024, 1024), gemm_rate(args.candidates * backbone.request_length,
-                                                                  backbone.hidden_dim, backbone.hidden_dim)
+        square, shaped = (
+            gemm_rate(1024, 1024, 1024),
+            gemm_rate(args.candidates * backbone.request_length, backbone.hidden_dim, backbone.hidden_dim),
+        )
         achieved = rank_macs * args.candidates / (in_process[0] / 1e3)
-        print(f"multiply-adds per candidate: rank {rank_macs / 1e6:.2f} M, whole model {whole_macs / 1e6:.2f} M "
-              f"({whole_macs / rank_macs:.1f}x)")
-        print(f"CPU matmul now: {square / 1e9:.1f} G multiply-adds/s at 1024^3, {shaped / 1e9:.1f} G at "
-              f"[{args.candidates * backbone.request_length}, {backbone.hidden_dim}] x [{backbone.hidden_dim}, "
-              f"{backbone.hidden_dim}]; rank achieves {achieved / 1e9:.2f} G/s at p50: {achieved / square:.1%} of the "
-              f"large GEMM's rate, {achieved / shaped:.1%} of the request-shaped one's")
+        print(
+            f"multiply-adds per candidate: rank {rank_macs / 1e6:.2f} M, whole model {whole_macs / 1e6:.2f} M "
+            f"({whole_macs / rank_macs:.1f}x)"
+        )
+        print(
+            f"CPU matmul now: {square / 1e9:.1f} G multiply-adds/s at 1024^3, {shaped / 1e9:.1f} G at "
+            f"[{args.candidates * backbone.request_length}, {backbone.hidden_dim}] x [{backbone.hidden_dim}, "
+            f"{backbone.hidden_dim}]; rank achieves {achieved / 1e9:.2f} G/s at p50: {achieved / square:.1%} of the "
+            f"large GEMM's rate, {achieved / shaped:.1%} of the request-shaped one's"
+        )
     shutil.rmtree(workdir, ignore_errors=True)
 
 

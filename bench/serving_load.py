@@ -24,6 +24,7 @@ it to load-test another signature.
 Without --model_base_path it exports the tiny CameNN preset (random weights) the way the serving tests
 do (tests/serving/serving_helpers.py). Extra server flags go after `--` (e.g. `-- --grpc_max_threads 4`).
 """
+
 import argparse
 import os
 import re
@@ -67,8 +68,19 @@ def export_model(base: Path) -> Path:
 
 def start_server(base_path: str, extra_flags=()):
     """`camenn serve` on a free port of 127.0.0.1; returns (process, port) once it serves."""
-    command = [sys.executable, "-m", "camenn", "serve", "--host", HOST, "--port", "0",
-               "--model_base_path", base_path, *extra_flags]
+    command = [
+        sys.executable,
+        "-m",
+        "camenn",
+        "serve",
+        "--host",
+        HOST,
+        "--port",
+        "0",
+        "--model_base_path",
+        base_path,
+        *extra_flags,
+    ]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in process.stdout:
@@ -100,14 +112,18 @@ def main() -> None:
     request = build_request(args.candidates)
     process, port = start_server(base, args.server_flags)
     server = psutil.Process(process.pid)
-    print(f"camenn serve (pid {process.pid}) on {HOST}:{port}, default limits"
-          + (f" plus {' '.join(args.server_flags)}" if args.server_flags else "")
-          + f"; {args.candidates} candidates per request; {psutil.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f} before the run")
+    print(
+        f"camenn serve (pid {process.pid}) on {HOST}:{port}, default limits"
+        + (f" plus {' '.join(args.server_flags)}" if args.server_flags else "")
+        + f"; {args.candidates} candidates per request; {psutil.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f} before the run"
+    )
     try:
         Step(HOST, port, request, 1, 2.0, 50, args.timeout).run(server)  # warm up: first calls trace and allocate
-        results = [Step(HOST, port, request, int(n), args.seconds, args.max_requests, args.timeout).run(server)
-                   for n in args.clients.split(",")]
+        results = [
+            Step(HOST, port, request, int(n), args.seconds, args.max_requests, args.timeout).run(server)
+            for n in args.clients.split(",")
+        ]
         alive = process.poll() is None
         final = Step(HOST, port, request, 1, 1.0, 5, args.timeout).run(server) if alive else None
     finally:
@@ -117,27 +133,37 @@ def main() -> None:
 
     one = results[0]
     capacity = max(r["ok_per_s"] for r in results) * one["p50_ms"] / 1e3  # concurrent requests it completes
-    print(f"\n{'clients':>7} {'overload':>8} {'attempts':>8} {'OK':>6} {'OK/s':>7} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'p99/1':>6} {'EXHAUSTED':>9} {'other':>6} {'RSS MiB':>8} {'RSS/1':>6} {'srv CPU':>7} {'cli CPU':>7}")
+    print(
+        f"\n{'clients':>7} {'overload':>8} {'attempts':>8} {'OK':>6} {'OK/s':>7} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'p99/1':>6} {'EXHAUSTED':>9} {'other':>6} {'RSS MiB':>8} {'RSS/1':>6} {'srv CPU':>7} {'cli CPU':>7}"
+    )
     for r in results:
-        print(f"{r['clients']:7d} {r['clients'] / capacity:7.1f}x {r['attempts']:8d} {r['ok']:6d} "
-              f"{r['ok_per_s']:7.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['p99_ms'] / one['p99_ms']:5.2f}x "
-              f"{r['rejected']:9d} {sum(r['other_errors'].values()):6d} {r['server_rss_mib']:8.0f} "
-              f"{r['server_rss_mib'] / one['server_rss_end_mib']:5.2f}x {r['server_cpu']:7.2f} {r['client_cpu']:7.2f}")
+        print(
+            f"{r['clients']:7d} {r['clients'] / capacity:7.1f}x {r['attempts']:8d} {r['ok']:6d} "
+            f"{r['ok_per_s']:7.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['p99_ms'] / one['p99_ms']:5.2f}x "
+            f"{r['rejected']:9d} {sum(r['other_errors'].values()):6d} {r['server_rss_mib']:8.0f} "
+            f"{r['server_rss_mib'] / one['server_rss_end_mib']:5.2f}x {r['server_cpu']:7.2f} {r['client_cpu']:7.2f}"
+        )
     last = results[-1]
     others = {k: v for r in results for k, v in r["other_errors"].items()}
     rss_ratio = max(r["server_rss_mib"] for r in results) / one["server_rss_end_mib"]
-    print(f"\ncapacity: about {capacity:.1f} concurrent requests (best {max(r['ok_per_s'] for r in results):.1f} OK/s "
-          f"x 1-client p50 {one['p50_ms']:.1f} ms); load average {os.getloadavg()[0]:.1f} after the run")
+    print(
+        f"\ncapacity: about {capacity:.1f} concurrent requests (best {max(r['ok_per_s'] for r in results):.1f} OK/s "
+        f"x 1-client p50 {one['p50_ms']:.1f} ms); load average {os.getloadavg()[0]:.1f} after the run"
+    )
     goals = [
         ("server alive and answering after the ramp", alive and final is not None and final["ok"] > 0),
         (f"no status but OK / RESOURCE_EXHAUSTED: {others or 'none'}", not others),
         (f"server RSS within 1.2x of the 1-client step: {rss_ratio:.2f}x", rss_ratio <= 1.2),
-        (f"admitted p99 at {last['clients']} clients <= 3x the 1-client p99: "
-         f"{last['p99_ms']:.1f} / {one['p99_ms']:.1f} ms = {last['p99_ms'] / one['p99_ms']:.2f}x",
-         last["p99_ms"] <= 3 * one["p99_ms"]),
-        (f"{last['clients']} clients are >= 10x overload: {last['clients'] / capacity:.1f}x",
-         last["clients"] / capacity >= 10),
+        (
+            f"admitted p99 at {last['clients']} clients <= 3x the 1-client p99: "
+            f"{last['p99_ms']:.1f} / {one['p99_ms']:.1f} ms = {last['p99_ms'] / one['p99_ms']:.2f}x",
+            last["p99_ms"] <= 3 * one["p99_ms"],
+        ),
+        (
+            f"{last['clients']} clients are >= 10x overload: {last['clients'] / capacity:.1f}x",
+            last["clients"] / capacity >= 10,
+        ),
     ]
     for text, met in goals:
         print(f"  [{'met' if met else 'NOT met'}] {text}")

@@ -1,4 +1,5 @@
 """CameNN: cross-modal alignment with a mixture of transformer experts for intra-city retail ranking."""
+
 import os
 
 # `tf.keras` is Keras 2 (the tf_keras package) in every CameNN process: tf.Transform, TFX's internals and

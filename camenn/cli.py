@@ -3,6 +3,7 @@
 Each verb lives beside the code it drives, in a `cli.py` with `register(subparsers)`; those modules
 import TensorFlow, Beam and keras only inside the functions a verb runs, so `camenn --help` is instant.
 """
+
 import argparse
 import importlib
 import logging
@@ -29,8 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
             "against its text (arXiv 2009.09926). Each subcommand below says what it does and writes."
         ),
     )
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="also TFX, Beam and TensorFlow INFO logs, and CameNN's debug logs")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also TFX, Beam and TensorFlow INFO logs, and CameNN's debug logs"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMAND_MODULES:

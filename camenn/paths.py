@@ -1,4 +1,5 @@
 """Where CameNN finds its repository files and keeps what set-up writes once (converted presets)."""
+
 import os
 import sys
 from pathlib import Path

@@ -47,16 +47,36 @@ INTEGER_FEATURES = {HOUR: 24}
 # What a model may take, after Transform: the id, integer and numeric features, the text (pooled token
 # states, or token ids end to end) and the image (patch embeddings, or pixels end to end). Each model
 # takes the subset its `input` names.
-MODEL_INPUTS = ID_FEATURES + tuple(INTEGER_FEATURES) + NUMERIC_FEATURES + (TEXT_EMBEDDINGS, TEXT_TOKEN_IDS,
-                                                                            PATCH_EMBEDDINGS)
+MODEL_INPUTS = (
+    ID_FEATURES + tuple(INTEGER_FEATURES) + NUMERIC_FEATURES + (TEXT_EMBEDDINGS, TEXT_TOKEN_IDS, PATCH_EMBEDDINGS)
+)
 # The two sides of a ranking request. What depends only on the listing is computed once per listing and
 # model version (the listing table); a request brings only the shopper and the context.
-LISTING_INPUTS = (ITEM_ID, MERCHANT_ID, CATEGORY, COARSE_CATEGORY, PRICE, TEXT_EMBEDDINGS, TEXT_TOKEN_IDS,
-                  PATCH_EMBEDDINGS, IMAGE)
+LISTING_INPUTS = (
+    ITEM_ID,
+    MERCHANT_ID,
+    CATEGORY,
+    COARSE_CATEGORY,
+    PRICE,
+    TEXT_EMBEDDINGS,
+    TEXT_TOKEN_IDS,
+    PATCH_EMBEDDINGS,
+    IMAGE,
+)
 REQUEST_INPUTS = (SHOPPER_ID, HOUR, DISTANCE_KM)
 # Item-level features `camenn preprocess` writes once per listing (OUT/items).
-ITEM_FEATURES = (ITEM_ID, MERCHANT_ID, CATEGORY, COARSE_CATEGORY, MERCHANT_SIZE, PRICE, TITLE, TEXT_TOKEN_IDS,
-                 TEXT_EMBEDDINGS, PATCH_EMBEDDINGS)
+ITEM_FEATURES = (
+    ITEM_ID,
+    MERCHANT_ID,
+    CATEGORY,
+    COARSE_CATEGORY,
+    MERCHANT_SIZE,
+    PRICE,
+    TITLE,
+    TEXT_TOKEN_IDS,
+    TEXT_EMBEDDINGS,
+    PATCH_EMBEDDINGS,
+)
 # Raw features that are never model inputs.
 NON_MODEL_FEATURES = (REQUEST_ID, TIMESTAMP, MERCHANT_SIZE, LABEL)
 

@@ -4,15 +4,20 @@ Model-agnostic storage for what a model computes once per listing and version (C
 `camenn.model.camenn.listing_states`) and for what a client shows beside the scores (`DISPLAY_COLUMNS`).
 TensorFlow only: serving code that must not import Keras builds and reads tables with it.
 """
+
 import numpy as np
 import tensorflow as tf
 
 from camenn.model import features
 
 # Rows of the table that are not model states: what a ranking client shows beside the scores.
-DISPLAY_COLUMNS = {features.TITLE: tf.string, features.MERCHANT_ID: tf.string, features.CATEGORY: tf.string,
-                   features.PRICE: tf.float32}
-_FINGERPRINT_BUCKETS = 2 ** 62
+DISPLAY_COLUMNS = {
+    features.TITLE: tf.string,
+    features.MERCHANT_ID: tf.string,
+    features.CATEGORY: tf.string,
+    features.PRICE: tf.float32,
+}
+_FINGERPRINT_BUCKETS = 2**62
 
 
 class ListingTable(tf.Module):
@@ -31,13 +36,16 @@ class ListingTable(tf.Module):
     def __init__(self, columns, name="listing_table"):
         super().__init__(name=name)
         self.column_names = sorted(columns)
-        self.item_ids = tf.Variable(tf.zeros([0], tf.string), shape=tf.TensorShape(None), trainable=False,
-                                    name="item_ids")
-        self.fingerprints = tf.Variable(tf.zeros([0], tf.int64), shape=tf.TensorShape(None), trainable=False,
-                                        name="fingerprints")
-        self.columns = {name: tf.Variable(tf.zeros([0, *shape], dtype), shape=tf.TensorShape(None),
-                                          trainable=False, name=name)
-                        for name, (dtype, shape) in sorted(columns.items())}
+        self.item_ids = tf.Variable(
+            tf.zeros([0], tf.string), shape=tf.TensorShape(None), trainable=False, name="item_ids"
+        )
+        self.fingerprints = tf.Variable(
+            tf.zeros([0], tf.int64), shape=tf.TensorShape(None), trainable=False, name="fingerprints"
+        )
+        self.columns = {
+            name: tf.Variable(tf.zeros([0, *shape], dtype), shape=tf.TensorShape(None), trainable=False, name=name)
+            for name, (dtype, shape) in sorted(columns.items())
+        }
 
     @property
     def ordered_variables(self):
@@ -52,9 +60,15 @@ class ListingTable(tf.Module):
         position = tf.searchsorted(self.fingerprints, fingerprints, out_type=tf.int64)
         stored = tf.gather(tf.concat([self.item_ids, [""]], 0), tf.minimum(position, size))
         found = tf.ensure_shape((position < size) & tf.equal(stored, item_ids), [None])
-        check = tf.debugging.Assert(tf.reduce_all(found), [
-            "unknown item ids:", tf.strings.reduce_join(tf.boolean_mask(item_ids, ~found), separator=","),
-            "(not in this model version's listing table)"], summarize=1)
+        check = tf.debugging.Assert(
+            tf.reduce_all(found),
+            [
+                "unknown item ids:",
+                tf.strings.reduce_join(tf.boolean_mask(item_ids, ~found), separator=","),
+                "(not in this model version's listing table)",
+            ],
+            summarize=1,
+        )
         with tf.control_dependencies([check]):
             return tf.identity(position)
 

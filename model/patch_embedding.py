@@ -1,4 +1,5 @@
 """The image encoder inside the model: photos -> one embedding per patch, for end-to-end training."""
+
 import keras
 from keras import ops
 
@@ -47,7 +48,7 @@ class PatchEmbedding(keras.layers.Layer):
         height, width = shape[1] // rows, shape[2] // cols
         # Float before the converter: run eagerly, keras-hub's converter rounds uint8 images after resizing.
         images = ops.cast(images, "float32")
-        patches = ops.reshape(images[:, :rows * height, :cols * width, :], (-1, rows, height, cols, width, 3))
+        patches = ops.reshape(images[:, : rows * height, : cols * width, :], (-1, rows, height, cols, width, 3))
         patches = ops.reshape(ops.transpose(patches, (0, 1, 3, 2, 4, 5)), (-1, height, width, 3))
         embeddings = self.pooling(self.backbone(self.image_converter(patches), training=training))
         return ops.reshape(embeddings, (-1, self.num_patches, self.output_dim))

@@ -11,6 +11,7 @@ backbone's last feature map. `load_patch_encoder` serves `camenn preprocess` (th
 | `inception_v4` | `inception_v4_tiny` (tests), `inception_v4` (random), a converted folder | 75 / 299 | 192 / 1536 |
 | `efficientnet_lite0` | `efficientnet_lite0_imagenet` (ImageNet weights) | 224 | 1280 |
 """
+
 import numpy as np
 
 ENCODER_PRESETS = {
@@ -38,8 +39,10 @@ def load_parts(encoder: str, preset: str):
     if encoder not in ENCODER_PRESETS:
         raise ValueError(f"unknown image encoder {encoder!r}; choose one of {', '.join(ENCODER_PRESETS)}")
     if preset in preset_store.names() and preset not in ENCODER_PRESETS[encoder]:
-        raise ValueError(f"preset {preset!r} is not a preset of encoder {encoder!r} "
-                         f"(its presets: {', '.join(ENCODER_PRESETS[encoder])})")
+        raise ValueError(
+            f"preset {preset!r} is not a preset of encoder {encoder!r} "
+            f"(its presets: {', '.join(ENCODER_PRESETS[encoder])})"
+        )
     backbone_class = _backbone_class(encoder)
     folder = preset_store.resolve(preset)
     backbone = keras_hub.models.Backbone.from_preset(folder)
@@ -85,10 +88,14 @@ class PatchEncoder:
         pooling = keras.layers.GlobalAveragePooling2D(dtype="float32")
         # One trace each, whatever the patch sizes and batch sizes. The cast comes first because
         # keras-hub's converter rounds a uint8 image back to uint8 after resizing when run eagerly.
-        self._prepare = tf.function(lambda x: image_converter(tf.cast(x, tf.float32)),
-                                    input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
-        self._embed = tf.function(lambda x: pooling(backbone(x, training=False)),
-                                  input_signature=[tf.TensorSpec([None, *self.image_size, 3], tf.float32)])
+        self._prepare = tf.function(
+            lambda x: image_converter(tf.cast(x, tf.float32)),
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],
+        )
+        self._embed = tf.function(
+            lambda x: pooling(backbone(x, training=False)),
+            input_signature=[tf.TensorSpec([None, *self.image_size, 3], tf.float32)],
+        )
 
     def __call__(self, patches) -> np.ndarray:
         return self.embed_groups([patches])[0]
@@ -101,8 +108,9 @@ class PatchEncoder:
         if not sum(sizes):
             return [np.zeros((0, self.output_dim), np.float32) for _ in groups]
         stacked = np.concatenate(prepared)
-        embeddings = np.concatenate([self._embed(stacked[i:i + self.batch_size]).numpy()
-                                     for i in range(0, len(stacked), self.batch_size)])
+        embeddings = np.concatenate(
+            [self._embed(stacked[i : i + self.batch_size]).numpy() for i in range(0, len(stacked), self.batch_size)]
+        )
         return np.split(embeddings, np.cumsum(sizes)[:-1])
 
     def prepare(self, patches) -> np.ndarray:

@@ -11,6 +11,7 @@ disagrees, so a changed weights package, a corrupted file or a changed recipe ne
 Set-up builds them all (`camenn presets build`); `ensure(name)` also builds one on first use. This
 module imports no TensorFlow: checking that everything is up to date takes a few seconds.
 """
+
 import contextlib
 import fcntl
 import hashlib
@@ -89,8 +90,13 @@ def register(presets: dict, backbone_cls) -> None:
     their folder here, so keras-hub's own `from_preset(name)` finds them once built."""
     from keras_hub.src.utils.preset_utils import register_presets
 
-    register_presets({name: {"metadata": preset["metadata"], "kaggle_handle": str(preset_path(name))}
-                      for name, preset in presets.items()}, backbone_cls)
+    register_presets(
+        {
+            name: {"metadata": preset["metadata"], "kaggle_handle": str(preset_path(name))}
+            for name, preset in presets.items()
+        },
+        backbone_cls,
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -106,8 +112,11 @@ def _recipe_hash(recipe: Recipe) -> str:
 
 
 def _outputs(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): _sha256(p)
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    return {
+        p.relative_to(folder).as_posix(): _sha256(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
 
 
 def problem(name: str) -> str:

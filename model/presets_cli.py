@@ -1,6 +1,7 @@
 """Verb `camenn presets`: build, list and convert the keras-hub presets of the pre-trained encoders; `list`
 also shows the model presets (named architectures) and the pipeline profiles, everything a user picks by
 name."""
+
 import sys
 from pathlib import Path
 
@@ -14,29 +15,38 @@ def register(subparsers) -> None:
             "preset folder once under $CAMENN_CACHE_DIR/presets (default <venv>/share/camenn/presets) from "
             "the installed weights packages or a seeded random initialisation, records the sha256 of its "
             "sources and files, and rebuilds it when one disagrees; set-up runs it. `list` shows them. "
-            "`convert-inception-v4` writes a preset folder from timm's or TF-slim's ImageNet InceptionV4."),
+            "`convert-inception-v4` writes a preset folder from timm's or TF-slim's ImageNet InceptionV4."
+        ),
     )
     verbs = presets.add_subparsers(dest="presets_command", metavar="ACTION")
     verbs.required = True
-    build = verbs.add_parser("build", help="build missing or stale presets, check the others (idempotent)",
-                             description="Builds the named presets (default: all) where missing or stale; "
-                                         "writes their folders under the presets directory.")
+    build = verbs.add_parser(
+        "build",
+        help="build missing or stale presets, check the others (idempotent)",
+        description="Builds the named presets (default: all) where missing or stale; "
+        "writes their folders under the presets directory.",
+    )
     build.add_argument("names", nargs="*", help="preset names (default: all)")
     build.set_defaults(func=_build)
-    listing = verbs.add_parser("list", help="list encoder presets, model presets and pipeline profiles",
-                               description="Prints every encoder preset's name, state (ready or why it needs "
-                                           "a build) and folder; every model preset (a named architecture: "
-                                           "--set model_preset=NAME) with its description; every pipeline "
-                                           "profile (camenn pipeline run --profile NAME) with its knobs. "
-                                           "Writes nothing.")
+    listing = verbs.add_parser(
+        "list",
+        help="list encoder presets, model presets and pipeline profiles",
+        description="Prints every encoder preset's name, state (ready or why it needs "
+        "a build) and folder; every model preset (a named architecture: "
+        "--set model_preset=NAME) with its description; every pipeline "
+        "profile (camenn pipeline run --profile NAME) with its knobs. "
+        "Writes nothing.",
+    )
     listing.set_defaults(func=_list)
     convert = verbs.add_parser(
-        "convert-inception-v4", help="timm safetensors or TF-slim checkpoint -> InceptionV4 preset folder",
+        "convert-inception-v4",
+        help="timm safetensors or TF-slim checkpoint -> InceptionV4 preset folder",
         description=(
             "Converts ImageNet InceptionV4 weights (timm's model.safetensors, e.g. from "
             "huggingface.co/timm/inception_v4.tf_in1k, or TF-slim's inception_v4.ckpt) into a keras-hub preset "
             "folder (config.json, model.weights.h5, image_converter.json). Use it with "
-            "`--image-preset FOLDER` of `camenn preprocess` or `InceptionV4Backbone.from_preset(FOLDER)`."),
+            "`--image-preset FOLDER` of `camenn preprocess` or `InceptionV4Backbone.from_preset(FOLDER)`."
+        ),
     )
     convert.add_argument("checkpoint", type=Path, help="model.safetensors (timm) or a TF checkpoint prefix (TF-slim)")
     convert.add_argument("--output", type=Path, required=True, help="preset folder to write")
@@ -79,7 +89,10 @@ def model_presets() -> dict:
     from camenn.model.retrieval import retrieval_presets
 
     found = {}
-    for presets in (*(cls.backbone_cls.preset_configs for cls in (CameNNMultiTask, DNNRanker, MMoE)), retrieval_presets):
+    for presets in (
+        *(cls.backbone_cls.preset_configs for cls in (CameNNMultiTask, DNNRanker, MMoE)),
+        retrieval_presets,
+    ):
         found.update({name: preset["metadata"]["description"] for name, preset in presets.items()})
     return found
 

@@ -8,6 +8,7 @@ A test checks that it returns what TFRS's BruteForce returns.
 
 TensorFlow only: the serving side (`camenn.serving.retrieval_index`) fills and reads it without Keras.
 """
+
 import numpy as np
 import tensorflow as tf
 
@@ -48,14 +49,22 @@ class RetrievalIndex(tf.Module):
 
     def __init__(self, name="retrieval_index"):
         super().__init__(name=name)
-        self.item_ids = tf.Variable(tf.zeros([0], tf.string), shape=tf.TensorShape(None), trainable=False,
-                                    name=ITEM_IDS)
-        self.embeddings = tf.Variable(tf.zeros([0, 0], tf.float32), shape=tf.TensorShape(None), trainable=False,
-                                      name=EMBEDDINGS)
-        self.columns = {name: tf.Variable(tf.zeros([0], tf.string), shape=tf.TensorShape(None), trainable=False,
-                                          name=name) for name in STRING_COLUMNS}
-        self.columns.update({name: tf.Variable(tf.zeros([0], tf.float32), shape=tf.TensorShape(None),
-                                               trainable=False, name=name) for name in FLOAT_COLUMNS})
+        self.item_ids = tf.Variable(
+            tf.zeros([0], tf.string), shape=tf.TensorShape(None), trainable=False, name=ITEM_IDS
+        )
+        self.embeddings = tf.Variable(
+            tf.zeros([0, 0], tf.float32), shape=tf.TensorShape(None), trainable=False, name=EMBEDDINGS
+        )
+        self.columns = {
+            name: tf.Variable(tf.zeros([0], tf.string), shape=tf.TensorShape(None), trainable=False, name=name)
+            for name in STRING_COLUMNS
+        }
+        self.columns.update(
+            {
+                name: tf.Variable(tf.zeros([0], tf.float32), shape=tf.TensorShape(None), trainable=False, name=name)
+                for name in FLOAT_COLUMNS
+            }
+        )
 
     def top_k(self, queries, known, k):
         """(scores [B, k'], rows [B, k']) with k' = min(k, listings): the dot product of each query with
@@ -69,8 +78,10 @@ class RetrievalIndex(tf.Module):
 
     def gather(self, rows):
         """Item ids and columns of the rows `top_k` returned."""
-        return {features.ITEM_ID: tf.gather(self.item_ids, rows),
-                **{name: tf.gather(value, rows) for name, value in self.columns.items()}}
+        return {
+            features.ITEM_ID: tf.gather(self.item_ids, rows),
+            **{name: tf.gather(value, rows) for name, value in self.columns.items()},
+        }
 
     def assign(self, item_ids, embeddings, columns):
         """Fills the index (eagerly, numpy in): see `fill`."""
@@ -81,8 +92,9 @@ def fill(index, item_ids, embeddings, columns):
     """Fills a `RetrievalIndex`, or the same object restored from a SavedModel (whose Python methods are
     not restored, only its variables), eagerly from numpy: rows sorted by item id; a column missing from
     `columns` gets '' or NaN."""
-    ids = np.asarray([i.encode() if isinstance(i, str) else bytes(i) for i in np.asarray(item_ids).reshape(-1)],
-                     dtype=object)
+    ids = np.asarray(
+        [i.encode() if isinstance(i, str) else bytes(i) for i in np.asarray(item_ids).reshape(-1)], dtype=object
+    )
     if len(set(ids)) != len(ids):
         raise ValueError("the retrieval index needs unique item ids")
     order = np.argsort(ids, kind="stable")

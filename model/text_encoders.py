@@ -14,6 +14,7 @@ same pooling runs inside the model over a fine-tuned encoder.
 | `all_minilm_l6_v2` | 384 |
 | `bert_tiny` (tests) | 32 |
 """
+
 import numpy as np
 
 TEXT_ENCODER_PRESETS = ("all_minilm_l6_v2", "bert_tiny")
@@ -87,8 +88,9 @@ class TextEncoder:
 
         def encode(token_ids):
             mask = tf.not_equal(token_ids, 0)
-            states = backbone({"token_ids": token_ids, "segment_ids": tf.zeros_like(token_ids),
-                               "padding_mask": mask}, training=False)["sequence_output"]
+            states = backbone(
+                {"token_ids": token_ids, "segment_ids": tf.zeros_like(token_ids), "padding_mask": mask}, training=False
+            )["sequence_output"]
             return segment_mean_pool(states, mask, num_tokens)
 
         self._encode = tf.function(encode, input_signature=[tf.TensorSpec([None, None], tf.int32)])
@@ -102,8 +104,9 @@ class TextEncoder:
         if (token_ids[:, 0] == 0).any():
             raise ValueError("a text has no tokens (its first id is [PAD])")
         ids = token_ids.astype(np.int32)
-        return np.concatenate([self._encode(ids[i:i + self.batch_size]).numpy()
-                               for i in range(0, len(ids), self.batch_size)])
+        return np.concatenate(
+            [self._encode(ids[i : i + self.batch_size]).numpy() for i in range(0, len(ids), self.batch_size)]
+        )
 
 
 def load_text_encoder(preset: str, num_tokens: int, batch_size: int = 64) -> TextEncoder:

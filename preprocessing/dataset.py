@@ -20,6 +20,7 @@ file's size when the run started, so rows appended while it runs are left for th
 `merchant_size` is not a column: preprocessing derives it from the number of listings it keeps for each
 merchant (`merchant_size_label`), so a user's logs need nothing extra and the sample follows the same rule.
 """
+
 import csv
 import dataclasses
 import difflib
@@ -49,8 +50,12 @@ ITEM_COLUMNS = (
     Column("title", "string", True, "the merchant's title; empty -> quarantined (`empty_text`)"),
     Column("description", "string", True, "the merchant's description; may be empty"),
     Column(features.CATEGORY, "string", True, "fine product category, e.g. `Pink-Lady`"),
-    Column(features.COARSE_CATEGORY, "string", False,
-           "coarse category, e.g. `Apple` (hard ITA/TIA negatives share it); empty or absent -> category"),
+    Column(
+        features.COARSE_CATEGORY,
+        "string",
+        False,
+        "coarse category, e.g. `Apple` (hard ITA/TIA negatives share it); empty or absent -> category",
+    ),
     Column(features.PRICE, "float", True, "listing price, > 0"),
     Column("image_path", "string", True, "the listing's photo, relative to the dataset folder"),
     Column("store_lat", "float", False, "store latitude; informational, not read by preprocessing"),
@@ -69,7 +74,7 @@ EVENT_COLUMNS = (
 # Quarantine reasons, with what each means (README and the summary use these names).
 COMMON_REASONS = {
     "malformed_row": "the CSV record has a different number of fields than the header, or is not CSV the "
-                     "parser reads (a NUL byte, a field over 128 KiB, a line over 1 MiB)",
+    "parser reads (a NUL byte, a field over 128 KiB, a line over 1 MiB)",
     "not_utf8": "a field is not valid UTF-8",
     "missing_field": "a required field is empty",
 }
@@ -78,7 +83,7 @@ ITEM_REASONS = {
     "empty_text": "the title is empty",
     "bad_price": "price is not a finite number > 0",
     "bad_image_path": "image_path is absolute, leaves the dataset folder (also through a symlink) or holds a "
-                      "control character",
+    "control character",
     "duplicate_item_id": "an earlier row has the same item_id (the first good row wins)",
     "missing_image": "the image file does not exist, cannot be read or is not a regular file (a folder, a FIFO)",
     "image_changed": "the photo changed while preprocessing read it (it grew, shrank or was replaced)",
@@ -151,6 +156,7 @@ class Event:
 @dataclasses.dataclass(frozen=True)
 class Rejected:
     """A quarantined row: where it came from, why, and its fields as read (invalid UTF-8 escaped)."""
+
     file: str
     row: int
     reason: str
@@ -185,34 +191,48 @@ def check_header(header: List[str], columns, file_name: str) -> None:
         file_name: for the message.
 
     Example:
-    >>> check_header(["itemid"], EVENT_COLUMNS[2:3], "events.csv")
+    >>> check_header(["itemid"], EVENT_COLUMNS[2:3], "events.csv")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    camenn.preprocessing.dataset.DatasetFormatError: events.csv lacks required column(s) item_id; it has: itemid. Did you mean item_id for 'itemid'? See README 'Dataset format'.
+    camenn.preprocessing.dataset.DatasetFormatError: ... item_id; ... Did you mean item_id for 'itemid'? ...
     """
     ours = {c.name for c in columns}
     repeated = sorted({name for name in header if name in ours and header.count(name) > 1})
     if repeated:
-        where = "; ".join(f"{name} is columns {' and '.join(str(i + 1) for i, h in enumerate(header) if h == name)}"
-                          for name in repeated)
-        raise DatasetFormatError(f"{file_name} names a column more than once ({where}): which one holds the data "
-                                 "is ambiguous; keep one. See README 'Dataset format'.")
+        where = "; ".join(
+            f"{name} is columns {' and '.join(str(i + 1) for i, h in enumerate(header) if h == name)}"
+            for name in repeated
+        )
+        raise DatasetFormatError(
+            f"{file_name} names a column more than once ({where}): which one holds the data "
+            "is ambiguous; keep one. See README 'Dataset format'."
+        )
     unknown = [name for name in header if name not in ours]
     missing = [c.name for c in columns if c.required and c.name not in header]
     if missing:
-        hints = [f"{name} for {', '.join(repr(n) for n in _looks_like(name, unknown, close=True))}"
-                 for name in missing if _looks_like(name, unknown, close=True)]
+        hints = [
+            f"{name} for {', '.join(repr(n) for n in _looks_like(name, unknown, close=True))}"
+            for name in missing
+            if _looks_like(name, unknown, close=True)
+        ]
         raise DatasetFormatError(
             f"{file_name} lacks required column(s) {', '.join(missing)}; it has: {', '.join(header) or '(none)'}. "
-            + (f"Did you mean {'; '.join(hints)}? " if hints else "") + "See README 'Dataset format'.")
+            + (f"Did you mean {'; '.join(hints)}? " if hints else "")
+            + "See README 'Dataset format'."
+        )
     # An optional column spelt another way would be ignored without a word: its data silently lost.
-    misspelt = [(c.name, n) for c in columns if not c.required and c.name not in header
-                for n in _looks_like(c.name, unknown, close=False)]
+    misspelt = [
+        (c.name, n)
+        for c in columns
+        if not c.required and c.name not in header
+        for n in _looks_like(c.name, unknown, close=False)
+    ]
     if misspelt:
         raise DatasetFormatError(
             f"{file_name} has column(s) {', '.join(repr(n) for _, n in misspelt)}, spelt like the optional "
             f"column(s) {', '.join(name for name, _ in misspelt)} but not the same, so they would be ignored: "
-            "rename them. See README 'Dataset format'.")
+            "rename them. See README 'Dataset format'."
+        )
 
 
 def read_header(stream: BinaryIO, columns, file_name: str) -> List[str]:
@@ -261,7 +281,7 @@ class _Prefix(io.RawIOBase):
         if self.left <= 0:
             return 0
         data = self.stream.read(min(len(buffer), self.left))
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         self.left -= len(data)
         return len(data)
 
@@ -283,8 +303,9 @@ def _open_csv(stream: BinaryIO, columns, file_name: str, size: Optional[int] = N
     return header, reader, lines
 
 
-def read_rows(stream: BinaryIO, columns, file_name: str, size: Optional[int] = None
-              ) -> Iterator[Tuple[int, Union[Dict[str, str], Rejected]]]:
+def read_rows(
+    stream: BinaryIO, columns, file_name: str, size: Optional[int] = None
+) -> Iterator[Tuple[int, Union[Dict[str, str], Rejected]]]:
     """Yields (row number, fields) per CSV record, or (row number, Rejected) for records that are not rows.
 
     Rows are numbered from 1 after the header; blank lines are not rows. Memory stays bounded whatever the
@@ -325,8 +346,10 @@ def read_rows(stream: BinaryIO, columns, file_name: str, size: Optional[int] = N
         row += 1
         fields = {name: _printable(value) for name, value in zip(header, record)}
         if len(record) != len(header):
-            yield row, Rejected(file_name, row, "malformed_row",
-                                f"{len(record)} fields, header has {len(header)}", fields)
+            yield (
+                row,
+                Rejected(file_name, row, "malformed_row", f"{len(record)} fields, header has {len(header)}", fields),
+            )
             continue
         bad = [name for name, value in zip(header, record) if _has_surrogates(value)]
         if bad:

@@ -6,6 +6,7 @@ version: pipeline.py builds the salts). Each distinct text or photo is looked up
 encoded, and written back atomically. The encoders come in as PTransforms ((key, input) -> (key, float32
 [rows, D])), `text_embedding.EmbedTexts` and `patch_embedding.EmbedPatches` in a run, fakes in tests.
 """
+
 import dataclasses
 import hashlib
 import io
@@ -81,8 +82,12 @@ class WriteCache(beam.DoFn):
         FileSystems.rename([temporary], [final])
         self.written += 1
         if self.written % PROGRESS_EVERY == 0:
-            log.info("encoded %d %s (%.1f/s on this worker)", self.written, self.what,
-                     self.written / (time.time() - self.started))
+            log.info(
+                "encoded %d %s (%.1f/s on this worker)",
+                self.written,
+                self.what,
+                self.written / (time.time() - self.started),
+            )
         yield key, embeddings
 
 
@@ -109,24 +114,32 @@ class EmbedListingTexts(beam.PTransform):
     def expand(self, listings):
         salt = self.salt
         keyed = listings | "TextKey" >> beam.Map(lambda listing: (_text_key(listing, salt), listing))
-        distinct = (keyed
-                    | "TextTokens" >> beam.Map(lambda kv: (kv[0], kv[1].token_ids))
-                    | "DistinctTexts" >> beam.combiners.Sample.FixedSizePerKey(1)
-                    | "OneTokens" >> beam.Map(lambda kv: (kv[0], kv[1][0])))
+        distinct = (
+            keyed
+            | "TextTokens" >> beam.Map(lambda kv: (kv[0], kv[1].token_ids))
+            | "DistinctTexts" >> beam.combiners.Sample.FixedSizePerKey(1)
+            | "OneTokens" >> beam.Map(lambda kv: (kv[0], kv[1][0]))
+        )
         looked_up = distinct | "LookupTextCache" >> beam.ParDo(
-            LookupCache(self.cache_dir, self.num_tokens)).with_outputs(MISS, main="hits")
-        encoded = (looked_up[MISS]
-                   | "EncodeTexts" >> self.encode
-                   | "WriteTextCache" >> beam.ParDo(WriteCache(self.cache_dir, "texts")))
+            LookupCache(self.cache_dir, self.num_tokens)
+        ).with_outputs(MISS, main="hits")
+        encoded = (
+            looked_up[MISS]
+            | "EncodeTexts" >> self.encode
+            | "WriteTextCache" >> beam.ParDo(WriteCache(self.cache_dir, "texts"))
+        )
         embeddings = (looked_up.hits, encoded) | "AllTextEmbeddings" >> beam.Flatten()
-        with_texts = ({"listings": keyed, "embeddings": embeddings}
-                      | "JoinTexts" >> beam.CoGroupByKey()
-                      | "AttachTextEmbeddings" >> beam.FlatMap(_attach_text_embeddings))
-        counts = ((tally(distinct, "texts/distinct", "DistinctTexts"),
-                   tally(looked_up.hits, "texts/cache_hits", "TextHits"),
-                   tally(encoded, "texts/encoded", "TextsEncoded"),
-                   embeddings | "TextDim" >> beam.Map(lambda kv: (f"text_dim/{kv[1].shape[1]}", 1)))
-                  | "Counts" >> beam.Flatten())
+        with_texts = (
+            {"listings": keyed, "embeddings": embeddings}
+            | "JoinTexts" >> beam.CoGroupByKey()
+            | "AttachTextEmbeddings" >> beam.FlatMap(_attach_text_embeddings)
+        )
+        counts = (
+            tally(distinct, "texts/distinct", "DistinctTexts"),
+            tally(looked_up.hits, "texts/cache_hits", "TextHits"),
+            tally(encoded, "texts/encoded", "TextsEncoded"),
+            embeddings | "TextDim" >> beam.Map(lambda kv: (f"text_dim/{kv[1].shape[1]}", 1)),
+        ) | "Counts" >> beam.Flatten()
         return with_texts, counts
 
 
@@ -147,8 +160,9 @@ class HashImage(beam.DoFn):
             yield beam.pvalue.TaggedOutput(REJECTED, rejected_listing(listing, error.reason, error.detail))
             return
         except Exception as error:  # FileSystems raises BeamIOError, IOError, ... by backend.
-            yield beam.pvalue.TaggedOutput(REJECTED, rejected_listing(
-                listing, "missing_image", f"{listing.item.image_path}: {error}"))
+            yield beam.pvalue.TaggedOutput(
+                REJECTED, rejected_listing(listing, "missing_image", f"{listing.item.image_path}: {error}")
+            )
             return
         yield key, (path, dataclasses.replace(listing, image_key=key))
 
@@ -185,8 +199,12 @@ def _attach_embeddings(element):
         elif errors:
             yield beam.pvalue.TaggedOutput(REJECTED, rejected_listing(listing, *errors[0]))
         else:
-            yield beam.pvalue.TaggedOutput(REJECTED, rejected_listing(
-                listing, "embedding_missing", f"{listing.item.image_path}: the encoder returned nothing"))
+            yield beam.pvalue.TaggedOutput(
+                REJECTED,
+                rejected_listing(
+                    listing, "embedding_missing", f"{listing.item.image_path}: the encoder returned nothing"
+                ),
+            )
 
 
 class EmbedListingPhotos(beam.PTransform):
@@ -202,29 +220,44 @@ class EmbedListingPhotos(beam.PTransform):
     def __init__(self, dataset_dir: str, cache_dir: str, salt: str, grid: images.Grid, encode: beam.PTransform):
         super().__init__()
         self.dataset_dir, self.cache_dir, self.salt, self.grid, self.encode = (
-            dataset_dir, cache_dir, salt, tuple(grid), encode)
+            dataset_dir,
+            cache_dir,
+            salt,
+            tuple(grid),
+            encode,
+        )
 
     def expand(self, listings):
         hashed = listings | "HashImages" >> beam.ParDo(HashImage(self.dataset_dir, self.salt)).with_outputs(
-            REJECTED, main="keyed")
-        distinct = (hashed.keyed
-                    | "ImagePath" >> beam.Map(lambda kv: (kv[0], kv[1][0]))
-                    | "DistinctImages" >> beam.CombinePerKey(min))
+            REJECTED, main="keyed"
+        )
+        distinct = (
+            hashed.keyed
+            | "ImagePath" >> beam.Map(lambda kv: (kv[0], kv[1][0]))
+            | "DistinctImages" >> beam.CombinePerKey(min)
+        )
         looked_up = distinct | "LookupCache" >> beam.ParDo(
-            LookupCache(self.cache_dir, self.grid[0] * self.grid[1])).with_outputs(MISS, main="hits")
+            LookupCache(self.cache_dir, self.grid[0] * self.grid[1])
+        ).with_outputs(MISS, main="hits")
         decoded = looked_up[MISS] | "DecodeAndSplit" >> beam.ParDo(
-            DecodeAndSplit(self.grid, self.dataset_dir, self.salt)).with_outputs(REJECTED, main="patches")
-        embedded = (decoded.patches
-                    | "EncodePatches" >> self.encode
-                    | "WriteCache" >> beam.ParDo(WriteCache(self.cache_dir, "photos")))
+            DecodeAndSplit(self.grid, self.dataset_dir, self.salt)
+        ).with_outputs(REJECTED, main="patches")
+        embedded = (
+            decoded.patches
+            | "EncodePatches" >> self.encode
+            | "WriteCache" >> beam.ParDo(WriteCache(self.cache_dir, "photos"))
+        )
         embeddings = (looked_up.hits, embedded) | "AllEmbeddings" >> beam.Flatten()
-        attached = ({"listings": hashed.keyed, "embeddings": embeddings, "errors": decoded[REJECTED]}
-                    | "JoinImages" >> beam.CoGroupByKey()
-                    | "AttachEmbeddings" >> beam.FlatMap(_attach_embeddings).with_outputs(REJECTED, main="listings"))
+        attached = (
+            {"listings": hashed.keyed, "embeddings": embeddings, "errors": decoded[REJECTED]}
+            | "JoinImages" >> beam.CoGroupByKey()
+            | "AttachEmbeddings" >> beam.FlatMap(_attach_embeddings).with_outputs(REJECTED, main="listings")
+        )
         rejected = (hashed[REJECTED], attached[REJECTED]) | "Rejected" >> beam.Flatten()
-        counts = ((tally(distinct, "images/distinct", "Distinct"),
-                   tally(looked_up.hits, "images/cache_hits", "Hits"),
-                   tally(embedded, "images/embedded", "Embedded"),
-                   embeddings | "PatchDim" >> beam.Map(lambda kv: (f"patch_dim/{kv[1].shape[1]}", 1)))
-                  | "Counts" >> beam.Flatten())
+        counts = (
+            tally(distinct, "images/distinct", "Distinct"),
+            tally(looked_up.hits, "images/cache_hits", "Hits"),
+            tally(embedded, "images/embedded", "Embedded"),
+            embeddings | "PatchDim" >> beam.Map(lambda kv: (f"patch_dim/{kv[1].shape[1]}", 1)),
+        ) | "Counts" >> beam.Flatten()
         return attached.listings, rejected, counts

@@ -14,6 +14,7 @@ uint8 RGB [H, W, 3] and names a quarantine reason for the rest:
   would invent detail, and the merchant should be told to upload a real photo.
 - unreadable bytes -> `corrupt_image`; a file that ends early -> `truncated_image` (never padded with grey).
 """
+
 import io
 from typing import Tuple
 
@@ -31,7 +32,7 @@ Grid = Tuple[int, int]
 
 
 def parse_grid(text: str) -> Grid:
-    """"ROWSxCOLS" (e.g. "2x2", "3x2") -> (rows, cols)."""
+    """ "ROWSxCOLS" (e.g. "2x2", "3x2") -> (rows, cols)."""
     try:
         rows, cols = (int(part) for part in text.lower().split("x"))
     except ValueError:
@@ -84,8 +85,9 @@ def decode_image(data: bytes, grid: Grid = DEFAULT_GRID) -> np.ndarray:
     width, height = image.size
     rows, cols = grid
     if height // rows < MIN_PATCH_SIDE or width // cols < MIN_PATCH_SIDE:
-        raise RowError("image_too_small", f"{width}x{height} gives patches under {MIN_PATCH_SIDE} px for "
-                                          f"grid {format_grid(grid)}")
+        raise RowError(
+            "image_too_small", f"{width}x{height} gives patches under {MIN_PATCH_SIDE} px for grid {format_grid(grid)}"
+        )
     return np.asarray(image, dtype=np.uint8)
 
 
@@ -119,6 +121,6 @@ def split_into_patches(image: np.ndarray, grid: Grid = DEFAULT_GRID) -> np.ndarr
     height, width = image.shape[0] // rows, image.shape[1] // cols
     if height == 0 or width == 0:
         raise ValueError(f"a {image.shape[1]}x{image.shape[0]} image cannot be split into {format_grid(grid)}")
-    cropped = image[:rows * height, :cols * width]
+    cropped = image[: rows * height, : cols * width]
     patches = cropped.reshape(rows, height, cols, width, image.shape[2]).transpose(0, 2, 1, 3, 4)
     return np.ascontiguousarray(patches.reshape(rows * cols, height, width, image.shape[2]))

@@ -4,6 +4,7 @@ Built on Beam's RunInference, which loads the model once per worker process (in 
 by the worker's threads), batches elements with `BatchElements` and reports inference metrics
 (`EmbedPatches` namespace: inference counts, batch sizes, latencies, model load time).
 """
+
 from typing import Iterable, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -31,8 +32,9 @@ class PatchEncoderHandler(ModelHandler[KeyedPatches, KeyedPatches, object]):
 
         return load_patch_encoder(self.encoder, self.preset, batch_size=self.batch_size)
 
-    def run_inference(self, batch: Sequence[KeyedPatches], model, inference_args: Optional[dict] = None
-                      ) -> Iterable[KeyedPatches]:
+    def run_inference(
+        self, batch: Sequence[KeyedPatches], model, inference_args: Optional[dict] = None
+    ) -> Iterable[KeyedPatches]:
         keys = [key for key, _ in batch]
         return list(zip(keys, model.embed_groups([patches for _, patches in batch])))
 
@@ -43,8 +45,11 @@ class PatchEncoderHandler(ModelHandler[KeyedPatches, KeyedPatches, object]):
         return "EmbedPatches"
 
     def batch_elements_kwargs(self):
-        return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size,
-                "element_size_fn": lambda element: len(element[1])}
+        return {
+            "min_batch_size": self.batch_size,
+            "max_batch_size": self.batch_size,
+            "element_size_fn": lambda element: len(element[1]),
+        }
 
 
 class EmbedPatches(beam.PTransform):

@@ -16,6 +16,7 @@ read only if it is a regular file that really lies inside the folder, and never 
 Paths of other Beam filesystems (gs://, s3://, ...) have no symlinks or FIFOs; for them the size
 bounds and the change checks apply.
 """
+
 import contextlib
 import errno
 import hashlib
@@ -31,8 +32,13 @@ from camenn.preprocessing.dataset import RowError
 # An uncompressed RGBA photo at the decoder's pixel limit (8192 x 8192) is 256 MiB: no real photo is larger.
 MAX_PHOTO_BYTES = 256 << 20
 _CHUNK = 1 << 20
-_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def _inside(path: str, root: str) -> bool:
@@ -57,8 +63,9 @@ def _open_local(dataset_dir: str, path: str, max_bytes: int) -> Iterator[Tuple[B
     root = os.path.realpath(dataset_dir)
     real = os.path.realpath(path)
     if not _inside(real, root):
-        raise RowError("bad_image_path", f"{shown} resolves through a symlink to {real}, outside the dataset "
-                                         f"folder {root}")
+        raise RowError(
+            "bad_image_path", f"{shown} resolves through a symlink to {real}, outside the dataset folder {root}"
+        )
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -77,8 +84,9 @@ def _open_local(dataset_dir: str, path: str, max_bytes: int) -> Iterator[Tuple[B
         if not stat.S_ISREG(info.st_mode):
             raise RowError("missing_image", f"{shown} is {_kind(info.st_mode)}, not a photo file")
         if info.st_size > max_bytes:
-            raise RowError("image_too_large", f"{shown} is a file of {info.st_size} bytes, over the "
-                                              f"{max_bytes}-byte limit")
+            raise RowError(
+                "image_too_large", f"{shown} is a file of {info.st_size} bytes, over the {max_bytes}-byte limit"
+            )
         yield stream, info.st_size
 
 

@@ -17,6 +17,7 @@ over an unchanged catalog neither encodes a text nor decodes or embeds a photo; 
 encoded again, since its content changed. On a distributed runner, `cache_dir` must be a path every
 worker reaches (e.g. gs://...).
 """
+
 import json
 import logging
 import time
@@ -32,8 +33,18 @@ from camenn.model import features
 from camenn.preprocessing import dataset, defaults, images
 from camenn.preprocessing.embedding_cache import EmbedListingPhotos, EmbedListingTexts
 from camenn.preprocessing.transforms import (
-    TIME_RANGE, ItemExamples, JoinEvents, ReadAndCheckEvents, ReadAndCheckListings, SplitByTime, TokenizeTexts,
-    WriteExamples, WriteQuarantine, WriteStats, eval_cutoff)
+    TIME_RANGE,
+    ItemExamples,
+    JoinEvents,
+    ReadAndCheckEvents,
+    ReadAndCheckListings,
+    SplitByTime,
+    TokenizeTexts,
+    WriteExamples,
+    WriteQuarantine,
+    WriteStats,
+    eval_cutoff,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,36 +56,52 @@ def default_cache_dir() -> str:
     return str(paths.cache_dir() / "embeddings")
 
 
-def feature_summary(max_text_length: int, num_text_tokens: int, text_dim: Optional[int], num_patches: int,
-                    patch_dim: Optional[int]) -> Dict[str, dict]:
+def feature_summary(
+    max_text_length: int, num_text_tokens: int, text_dim: Optional[int], num_patches: int, patch_dim: Optional[int]
+) -> Dict[str, dict]:
     """Each raw event tf.Example feature's dtype and length."""
     summary = {}
-    for name in (features.ITEM_ID, features.MERCHANT_ID, features.CATEGORY, features.COARSE_CATEGORY,
-                 features.MERCHANT_SIZE, features.REQUEST_ID, features.SHOPPER_ID):
+    for name in (
+        features.ITEM_ID,
+        features.MERCHANT_ID,
+        features.CATEGORY,
+        features.COARSE_CATEGORY,
+        features.MERCHANT_SIZE,
+        features.REQUEST_ID,
+        features.SHOPPER_ID,
+    ):
         summary[name] = {"dtype": "bytes", "length": 1}
     for name in (features.PRICE, features.DISTANCE_KM):
         summary[name] = {"dtype": "float", "length": 1}
     for name in (features.TIMESTAMP, features.HOUR, features.LABEL):
         summary[name] = {"dtype": "int64", "length": 1}
     summary[features.TEXT_TOKEN_IDS] = {"dtype": "int64", "length": max_text_length}
-    summary[features.TEXT_EMBEDDINGS] = {
-        "dtype": "float", "length": num_text_tokens * text_dim if text_dim else None}
-    summary[features.PATCH_EMBEDDINGS] = {
-        "dtype": "float", "length": num_patches * patch_dim if patch_dim else None}
+    summary[features.TEXT_EMBEDDINGS] = {"dtype": "float", "length": num_text_tokens * text_dim if text_dim else None}
+    summary[features.PATCH_EMBEDDINGS] = {"dtype": "float", "length": num_patches * patch_dim if patch_dim else None}
     return summary
 
 
 def item_feature_summary(event_features: Dict[str, dict]) -> Dict[str, dict]:
     """Each OUT/items tf.Example feature's dtype and length: the listing's event features and its title."""
-    return {name: {"dtype": "bytes", "length": 1} if name == features.TITLE else event_features[name]
-            for name in features.ITEM_FEATURES}
+    return {
+        name: {"dtype": "bytes", "length": 1} if name == features.TITLE else event_features[name]
+        for name in features.ITEM_FEATURES
+    }
 
 
 def _clear_outputs(output_dir: str) -> None:
     """Removes what an earlier run wrote here (stale shards would mix into this run's output)."""
-    patterns = [FileSystems.join(output_dir, *parts) for parts in (
-        ("examples", "train", "*"), ("examples", "eval", "*"), ("items", "*"), ("quarantine", "*"),
-        (".stats",), ("summary.json",))]
+    patterns = [
+        FileSystems.join(output_dir, *parts)
+        for parts in (
+            ("examples", "train", "*"),
+            ("examples", "eval", "*"),
+            ("items", "*"),
+            ("quarantine", "*"),
+            (".stats",),
+            ("summary.json",),
+        )
+    ]
     stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
     if stale:
         FileSystems.delete(stale)
@@ -86,8 +113,10 @@ def _check_encoders(text_encoder: str, num_text_tokens: int, image_encoder: str,
     from camenn.model.patch_encoders import ENCODER_PRESETS
 
     if text_encoder not in bert.PRESETS and not FileSystems.exists(text_encoder):
-        raise ValueError(f"unknown text encoder {text_encoder!r}: a BERT preset ({', '.join(bert.PRESETS)}) "
-                         "or a keras-hub preset folder")
+        raise ValueError(
+            f"unknown text encoder {text_encoder!r}: a BERT preset ({', '.join(bert.PRESETS)}) "
+            "or a keras-hub preset folder"
+        )
     if num_text_tokens < 1:
         raise ValueError(f"num_text_tokens must be at least 1, got {num_text_tokens}")
 
@@ -95,24 +124,35 @@ def _check_encoders(text_encoder: str, num_text_tokens: int, image_encoder: str,
         raise ValueError(f"unknown image encoder {image_encoder!r}; choose one of {', '.join(ENCODER_PRESETS)}")
     named = {preset for presets in ENCODER_PRESETS.values() for preset in presets}
     if image_preset in named and image_preset not in ENCODER_PRESETS[image_encoder]:
-        raise ValueError(f"preset {image_preset!r} is not a preset of {image_encoder!r} "
-                         f"(its presets: {', '.join(ENCODER_PRESETS[image_encoder])})")
+        raise ValueError(
+            f"preset {image_preset!r} is not a preset of {image_encoder!r} "
+            f"(its presets: {', '.join(ENCODER_PRESETS[image_encoder])})"
+        )
 
 
 def _read_header(path: str, columns, file_name: str) -> List[str]:
     if not FileSystems.exists(path):
-        raise dataset.DatasetFormatError(f"{path} does not exist; a dataset folder holds {dataset.ITEMS_FILE}, "
-                                         f"{dataset.EVENTS_FILE} and {dataset.IMAGES_DIR}/ (README 'Dataset format')")
+        raise dataset.DatasetFormatError(
+            f"{path} does not exist; a dataset folder holds {dataset.ITEMS_FILE}, "
+            f"{dataset.EVENTS_FILE} and {dataset.IMAGES_DIR}/ (README 'Dataset format')"
+        )
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
         return dataset.read_header(stream, columns, file_name)
 
 
-def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCODER,
-               image_preset: str = defaults.IMAGE_PRESET,
-               grid: Union[images.Grid, str] = defaults.GRID, max_text_length: int = defaults.MAX_TEXT_LENGTH,
-               beam_args: Optional[Sequence[str]] = None, cache_dir=None,
-               text_encoder: str = defaults.TEXT_ENCODER, num_text_tokens: int = defaults.NUM_TEXT_TOKENS,
-               items_only: bool = False) -> dict:
+def preprocess(
+    dataset_dir,
+    output_dir,
+    image_encoder: str = defaults.IMAGE_ENCODER,
+    image_preset: str = defaults.IMAGE_PRESET,
+    grid: Union[images.Grid, str] = defaults.GRID,
+    max_text_length: int = defaults.MAX_TEXT_LENGTH,
+    beam_args: Optional[Sequence[str]] = None,
+    cache_dir=None,
+    text_encoder: str = defaults.TEXT_ENCODER,
+    num_text_tokens: int = defaults.NUM_TEXT_TOKENS,
+    items_only: bool = False,
+) -> dict:
     """Runs the preprocessing pipeline and returns the summary it writes to OUTPUT/summary.json.
 
     The entry point of `camenn preprocess` and of the TFX pipeline's preprocessing component.
@@ -173,40 +213,56 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
     items_path = FileSystems.join(dataset_dir, dataset.ITEMS_FILE)
     events_path = FileSystems.join(dataset_dir, dataset.EVENTS_FILE)
     item_header = _read_header(items_path, dataset.ITEM_COLUMNS, dataset.ITEMS_FILE)
-    event_header = ([column.name for column in dataset.EVENT_COLUMNS] if items_only
-                    else _read_header(events_path, dataset.EVENT_COLUMNS, dataset.EVENTS_FILE))
+    event_header = (
+        [column.name for column in dataset.EVENT_COLUMNS]
+        if items_only
+        else _read_header(events_path, dataset.EVENT_COLUMNS, dataset.EVENTS_FILE)
+    )
     _clear_outputs(output_dir)
     salt = f"|{image_encoder}|{image_preset}|{images.format_grid(grid)}|v{CACHE_VERSION}"
     text_salt = f"|{text_encoder}|{num_text_tokens}|v{CACHE_VERSION}"
     patch_cache, text_cache = FileSystems.join(cache_dir, "patches"), FileSystems.join(cache_dir, "texts")
     stats_prefix = FileSystems.join(output_dir, ".stats", "stats")
-    log.info("preprocessing %s -> %s (text encoder %s x %d tokens, image encoder %s/%s, grid %s, cache %s)",
-             dataset_dir, output_dir, text_encoder, num_text_tokens, image_encoder, image_preset,
-             images.format_grid(grid), cache_dir)
+    log.info(
+        "preprocessing %s -> %s (text encoder %s x %d tokens, image encoder %s/%s, grid %s, cache %s)",
+        dataset_dir,
+        output_dir,
+        text_encoder,
+        num_text_tokens,
+        image_encoder,
+        image_preset,
+        images.format_grid(grid),
+        cache_dir,
+    )
 
     started = time.time()
     options = PipelineOptions(list(beam_args or []))
     with beam.Pipeline(options=options) as pipeline:
         # items.csv: rows checked, the first per item_id kept.
-        listings, rejected_rows, listing_counts = (
-            pipeline | "ReadAndCheckListings" >> ReadAndCheckListings(items_path))
+        listings, rejected_rows, listing_counts = pipeline | "ReadAndCheckListings" >> ReadAndCheckListings(items_path)
         # title and description -> max_text_length WordPiece ids.
         tokenized, token_counts = listings | "TokenizeTexts" >> TokenizeTexts(max_text_length)
         # each distinct text's pooled BERT tokens, from the cache or encoded.
         with_texts, text_counts = tokenized | "EmbedListingTexts" >> EmbedListingTexts(
-            text_cache, text_salt, num_text_tokens, EmbedTexts(text_encoder, num_text_tokens))
+            text_cache, text_salt, num_text_tokens, EmbedTexts(text_encoder, num_text_tokens)
+        )
         # each distinct photo's patch embeddings, from the cache or decoded and embedded; bad photos rejected.
         good, rejected_photos, photo_counts = with_texts | "EmbedListingPhotos" >> EmbedListingPhotos(
-            dataset_dir, patch_cache, salt, grid, EmbedPatches(image_encoder, image_preset))
+            dataset_dir, patch_cache, salt, grid, EmbedPatches(image_encoder, image_preset)
+        )
         # one tf.Example per listing kept, merchant_size from the listings kept per merchant.
         item_examples, item_counts = good | "ItemExamples" >> ItemExamples()
         rejected_items = (rejected_rows, rejected_photos) | "RejectedItems" >> beam.Flatten()
         # events.csv: rows checked (none read for items_only).
-        events, rejected_event_rows, event_counts = (
-            pipeline | "ReadAndCheckEvents" >> ReadAndCheckEvents(None if items_only else events_path))
+        events, rejected_event_rows, event_counts = pipeline | "ReadAndCheckEvents" >> ReadAndCheckEvents(
+            None if items_only else events_path
+        )
         # each event with its listing's features; events of quarantined or unknown listings rejected.
-        event_examples, rejected_joins = ({"events": events, "items": item_examples, "rejected_items": rejected_items}
-                                          | "JoinEvents" >> JoinEvents())
+        event_examples, rejected_joins = {
+            "events": events,
+            "items": item_examples,
+            "rejected_items": rejected_items,
+        } | "JoinEvents" >> JoinEvents()
         # the last part of the time range is eval.
         train, evaluation, time_range, split_counts = event_examples | "SplitByTime" >> SplitByTime()
         rejected_events = (rejected_event_rows, rejected_joins) | "RejectedEvents" >> beam.Flatten()
@@ -214,21 +270,42 @@ def preprocess(dataset_dir, output_dir, image_encoder: str = defaults.IMAGE_ENCO
         _ = {"items": item_examples, "train": train, "eval": evaluation} | "WriteExamples" >> WriteExamples(output_dir)
         item_reasons = rejected_items | "QuarantineItems" >> WriteQuarantine(output_dir, "items", item_header)
         event_reasons = rejected_events | "QuarantineEvents" >> WriteQuarantine(output_dir, "events", event_header)
-        counts = ((listing_counts, token_counts, text_counts, photo_counts, item_counts, event_counts, split_counts,
-                   item_reasons, event_reasons)
-                  | "AllCounts" >> beam.Flatten())
+        counts = (
+            listing_counts,
+            token_counts,
+            text_counts,
+            photo_counts,
+            item_counts,
+            event_counts,
+            split_counts,
+            item_reasons,
+            event_reasons,
+        ) | "AllCounts" >> beam.Flatten()
         _ = {"counts": counts, "time_range": time_range} | "WriteStats" >> WriteStats(stats_prefix)
 
-    summary = _summarize(stats_prefix, dataset_dir, output_dir, text_encoder, num_text_tokens, image_encoder,
-                         image_preset, grid, max_text_length, cache_dir, time.time() - started)
+    summary = _summarize(
+        stats_prefix,
+        dataset_dir,
+        output_dir,
+        text_encoder,
+        num_text_tokens,
+        image_encoder,
+        image_preset,
+        grid,
+        max_text_length,
+        cache_dir,
+        time.time() - started,
+    )
     with FileSystems.create(FileSystems.join(output_dir, "summary.json")) as stream:
         stream.write(json.dumps(summary, indent=2).encode())
     FileSystems.delete([FileSystems.join(output_dir, ".stats")])
     for kind in ("items", "events"):
         counts = summary[kind]
         if counts["in"] != counts["out"] + counts["quarantined"]:
-            raise RuntimeError(f"{kind}: {counts['in']} rows in but {counts['out']} out + "
-                               f"{counts['quarantined']} quarantined: a bug lost rows")
+            raise RuntimeError(
+                f"{kind}: {counts['in']} rows in but {counts['out']} out + "
+                f"{counts['quarantined']} quarantined: a bug lost rows"
+            )
     return summary
 
 
@@ -239,8 +316,19 @@ def _single_width(counts: Dict[str, int], prefix: str, what: str, cache_dir: str
     return widths[0] if widths else None
 
 
-def _summarize(stats_path, dataset_dir, output_dir, text_encoder, num_text_tokens, image_encoder, image_preset,
-               grid, max_text_length, cache_dir, seconds) -> dict:
+def _summarize(
+    stats_path,
+    dataset_dir,
+    output_dir,
+    text_encoder,
+    num_text_tokens,
+    image_encoder,
+    image_preset,
+    grid,
+    max_text_length,
+    cache_dir,
+    seconds,
+) -> dict:
     counts: Dict[str, int] = {}
     time_range = None
     with FileSystems.open(stats_path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
@@ -255,7 +343,7 @@ def _summarize(stats_path, dataset_dir, output_dir, text_encoder, num_text_token
     num_patches = grid[0] * grid[1]
 
     def by_reason(prefix):
-        return {name[len(prefix) + 1:]: n for name, n in sorted(counts.items()) if name.startswith(prefix + "/")}
+        return {name[len(prefix) + 1 :]: n for name, n in sorted(counts.items()) if name.startswith(prefix + "/")}
 
     event_features = feature_summary(max_text_length, num_text_tokens, text_dim, num_patches, patch_dim)
     items_quarantined = by_reason("items/quarantined")
@@ -264,20 +352,38 @@ def _summarize(stats_path, dataset_dir, output_dir, text_encoder, num_text_token
         "dataset": dataset_dir,
         "output": output_dir,
         "seconds": round(seconds, 1),
-        "items": {"in": counts.get("items/in", 0), "out": counts.get("items/out", 0),
-                  "quarantined": sum(items_quarantined.values()), "quarantined_by_reason": items_quarantined},
-        "events": {"in": counts.get("events/in", 0),
-                   "out": counts.get("events/train", 0) + counts.get("events/eval", 0),
-                   "train": counts.get("events/train", 0), "eval": counts.get("events/eval", 0),
-                   "quarantined": sum(events_quarantined.values()), "quarantined_by_reason": events_quarantined},
-        "split": {"eval_fraction": defaults.EVAL_FRACTION,
-                  "first_timestamp": time_range[0] if time_range else None,
-                  "last_timestamp": time_range[1] if time_range else None,
-                  "eval_after_timestamp": eval_cutoff(time_range)},
-        "text": {"truncated": counts.get("text/truncated", 0), "distinct": counts.get("texts/distinct", 0),
-                 "cache_hits": counts.get("texts/cache_hits", 0), "encoded": counts.get("texts/encoded", 0)},
-        "images": {"distinct": counts.get("images/distinct", 0), "cache_hits": counts.get("images/cache_hits", 0),
-                   "embedded": counts.get("images/embedded", 0), "cache_dir": cache_dir},
+        "items": {
+            "in": counts.get("items/in", 0),
+            "out": counts.get("items/out", 0),
+            "quarantined": sum(items_quarantined.values()),
+            "quarantined_by_reason": items_quarantined,
+        },
+        "events": {
+            "in": counts.get("events/in", 0),
+            "out": counts.get("events/train", 0) + counts.get("events/eval", 0),
+            "train": counts.get("events/train", 0),
+            "eval": counts.get("events/eval", 0),
+            "quarantined": sum(events_quarantined.values()),
+            "quarantined_by_reason": events_quarantined,
+        },
+        "split": {
+            "eval_fraction": defaults.EVAL_FRACTION,
+            "first_timestamp": time_range[0] if time_range else None,
+            "last_timestamp": time_range[1] if time_range else None,
+            "eval_after_timestamp": eval_cutoff(time_range),
+        },
+        "text": {
+            "truncated": counts.get("text/truncated", 0),
+            "distinct": counts.get("texts/distinct", 0),
+            "cache_hits": counts.get("texts/cache_hits", 0),
+            "encoded": counts.get("texts/encoded", 0),
+        },
+        "images": {
+            "distinct": counts.get("images/distinct", 0),
+            "cache_hits": counts.get("images/cache_hits", 0),
+            "embedded": counts.get("images/embedded", 0),
+            "cache_dir": cache_dir,
+        },
         "text_encoder": text_encoder,
         "num_text_tokens": num_text_tokens,
         "text_dim": text_dim,
@@ -302,12 +408,16 @@ def format_summary(summary: dict) -> str:
         for reason, n in c["quarantined_by_reason"].items():
             lines.append(f"    {reason}: {n}")
     i = summary["images"]
-    lines.append(f"  photos: {i['distinct']} distinct, {i['cache_hits']} from the cache, {i['embedded']} embedded "
-                 f"({summary['image_encoder']}/{summary['image_preset']}, grid {summary['grid']}, "
-                 f"{summary['num_patches']} x {summary['patch_dim']})")
+    lines.append(
+        f"  photos: {i['distinct']} distinct, {i['cache_hits']} from the cache, {i['embedded']} embedded "
+        f"({summary['image_encoder']}/{summary['image_preset']}, grid {summary['grid']}, "
+        f"{summary['num_patches']} x {summary['patch_dim']})"
+    )
     t = summary["text"]
-    lines.append(f"  texts: {t['distinct']} distinct, {t['cache_hits']} from the cache, {t['encoded']} encoded "
-                 f"({summary['text_encoder']}, {summary['num_text_tokens']} x {summary['text_dim']}); "
-                 f"{t['truncated']} truncated to {summary['max_text_length']} tokens")
+    lines.append(
+        f"  texts: {t['distinct']} distinct, {t['cache_hits']} from the cache, {t['encoded']} encoded "
+        f"({summary['text_encoder']}, {summary['num_text_tokens']} x {summary['text_dim']}); "
+        f"{t['truncated']} truncated to {summary['max_text_length']} tokens"
+    )
     lines.append(f"  quarantined rows: {summary['output']}/quarantine/; summary: {summary['output']}/summary.json")
     return "\n".join(lines)

@@ -3,10 +3,11 @@
 The vocabulary is all-MiniLM-L6-v2's vocab.txt (BERT uncased, 30522 ids), shared by every BERT preset
 (README "Encoders and presets"), so the ids do not depend on which BERT the model uses. Text is lowercased
 and accents are stripped (`strip_accents=True`), as uncased BERT was trained: "Äpple Färskpressad" ->
-"apple farskpressad". Packing is keras-hub's MultiSegmentPacker with "waterfall" truncation: the title keeps its tokens first and
-the description takes what is left, so a long description never pushes the title out. Pairs over the
-length are truncated and counted, not rejected.
+"apple farskpressad". Packing is keras-hub's MultiSegmentPacker with "waterfall" truncation: the title
+keeps its tokens first and the description takes what is left, so a long description never pushes the
+title out. Pairs over the length are truncated and counted, not rejected.
 """
+
 from pathlib import Path
 from typing import Sequence, Tuple
 
@@ -14,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from camenn.preprocessing.defaults import MAX_TEXT_LENGTH
+
 # [CLS], [SEP] after the title, [SEP] after the description.
 NUM_SPECIAL_TOKENS = 3
 
@@ -45,7 +47,8 @@ class TextTokenizer:
 
         self.max_length = max_length
         self.tokenizer = keras_hub.models.BertTokenizer(
-            vocabulary=str(vocabulary_path()), lowercase=True, strip_accents=True)
+            vocabulary=str(vocabulary_path()), lowercase=True, strip_accents=True
+        )
         self.packer = keras_hub.layers.MultiSegmentPacker(
             sequence_length=max_length,
             start_value=self.tokenizer.cls_token_id,
@@ -64,7 +67,9 @@ class TextTokenizer:
 
     def __call__(self, texts: Sequence[Tuple[str, str]]) -> Tuple[np.ndarray, np.ndarray]:
         """[(title, description)] -> (int64 [B, max_length] ids, bool [B] truncated)."""
-        token_ids, lengths = self._pack(tf.constant([title for title, _ in texts], tf.string),
-                                        tf.constant([description for _, description in texts], tf.string))
+        token_ids, lengths = self._pack(
+            tf.constant([title for title, _ in texts], tf.string),
+            tf.constant([description for _, description in texts], tf.string),
+        )
         truncated = lengths.numpy() + NUM_SPECIAL_TOKENS > self.max_length
         return token_ids.numpy().astype(np.int64), truncated

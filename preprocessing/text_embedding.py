@@ -4,6 +4,7 @@ Built on Beam's RunInference like `camenn.preprocessing.patch_embedding`: the en
 worker, texts of many listings share a forward pass, and inference metrics go to the `EmbedTexts`
 namespace.
 """
+
 from typing import Iterable, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -30,8 +31,9 @@ class TextEncoderHandler(ModelHandler[KeyedTokens, KeyedTokens, object]):
 
         return load_text_encoder(self.preset, self.num_tokens, batch_size=self.batch_size)
 
-    def run_inference(self, batch: Sequence[KeyedTokens], model, inference_args: Optional[dict] = None
-                      ) -> Iterable[KeyedTokens]:
+    def run_inference(
+        self, batch: Sequence[KeyedTokens], model, inference_args: Optional[dict] = None
+    ) -> Iterable[KeyedTokens]:
         embeddings = model(np.stack([np.asarray(ids) for _, ids in batch]))
         return [(key, embedding) for (key, _), embedding in zip(batch, embeddings)]
 

@@ -6,6 +6,7 @@ reason, for the quarantine) where it rejects any, and its tallies, (name, 1) per
 tallies meet in `WriteStats`, one CombinePerKey for the whole run; `pipeline._summarize` reads the names.
 The stages that attach encodings from the cache are in `embedding_cache.py`.
 """
+
 import csv
 import dataclasses
 import io
@@ -25,13 +26,17 @@ REJECTED = "rejected"
 EXAMPLE_SUFFIX = ".tfrecord.gz"
 TIME_RANGE = "split/time_range"
 # OUT/<folders>/<prefix>-*.tfrecord.gz of each kind of tf.Example (ExampleGen and the serving cache read them).
-EXAMPLE_FILES = {"items": ("items", "items"), "train": ("examples", "train", "train"),
-                 "eval": ("examples", "eval", "eval")}
+EXAMPLE_FILES = {
+    "items": ("items", "items"),
+    "train": ("examples", "train", "train"),
+    "eval": ("examples", "eval", "eval"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Listing:
     """A good items.csv row on its way through the pipeline."""
+
     row: int
     fields: Dict[str, str]
     item: dataset.Item
@@ -70,8 +75,9 @@ class ReadCsv(beam.DoFn):
             size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
             stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
         except Exception as error:  # noqa: BLE001 - each filesystem raises its own kinds
-            raise dataset.DatasetFormatError(f"{path} could not be opened: it vanished or became unreadable "
-                                             f"after its header was checked ({error})") from None
+            raise dataset.DatasetFormatError(
+                f"{path} could not be opened: it vanished or became unreadable after its header was checked ({error})"
+            ) from None
         with stream:
             for row, record in dataset.read_rows(stream, self.columns, self.file_name, size):
                 if isinstance(record, Rejected):
@@ -103,8 +109,10 @@ def _first_per_item_id(element):
     first, *others = sorted(listings, key=lambda listing: listing.row)
     yield first
     for listing in others:
-        yield beam.pvalue.TaggedOutput(REJECTED, rejected_listing(
-            listing, "duplicate_item_id", f"row {first.row} has item_id {first.item.item_id!r}"))
+        yield beam.pvalue.TaggedOutput(
+            REJECTED,
+            rejected_listing(listing, "duplicate_item_id", f"row {first.row} has item_id {first.item.item_id!r}"),
+        )
 
 
 class ReadAndCheckRows(beam.PTransform):
@@ -119,17 +127,22 @@ class ReadAndCheckRows(beam.PTransform):
         self.paths, self.columns, self.file_name, self.parse, self.kind = list(paths), columns, file_name, parse, kind
 
     def expand(self, pbegin):
-        records = (pbegin
-                   | "Path" >> beam.Create(self.paths)
-                   | "Read" >> beam.ParDo(ReadCsv(self.columns, self.file_name)).with_outputs(REJECTED, main="rows"))
+        records = (
+            pbegin
+            | "Path" >> beam.Create(self.paths)
+            | "Read" >> beam.ParDo(ReadCsv(self.columns, self.file_name)).with_outputs(REJECTED, main="rows")
+        )
         # One file is one element, read by one worker: the reshuffle spreads its rows over all of them.
-        parsed = (records.rows
-                  | "Shuffle" >> beam.Reshuffle()
-                  | "Parse" >> beam.FlatMap(self.parse).with_outputs(REJECTED, main="parsed"))
+        parsed = (
+            records.rows
+            | "Shuffle" >> beam.Reshuffle()
+            | "Parse" >> beam.FlatMap(self.parse).with_outputs(REJECTED, main="parsed")
+        )
         rejected = (records[REJECTED], parsed[REJECTED]) | "Rejected" >> beam.Flatten()
-        counts = ((tally(records.rows, f"{self.kind}/in", "Rows"),
-                   tally(records[REJECTED], f"{self.kind}/in", "BadRecords"))
-                  | "Counts" >> beam.Flatten())
+        counts = (
+            tally(records.rows, f"{self.kind}/in", "Rows"),
+            tally(records[REJECTED], f"{self.kind}/in", "BadRecords"),
+        ) | "Counts" >> beam.Flatten()
         return parsed.parsed, rejected, counts
 
 
@@ -145,11 +158,14 @@ class ReadAndCheckListings(beam.PTransform):
 
     def expand(self, pbegin):
         listings, rejected, counts = pbegin | "ReadItems" >> ReadAndCheckRows(
-            [self.items_path], dataset.ITEM_COLUMNS, dataset.ITEMS_FILE, _parse_items, "items")
-        unique = (listings
-                  | "ByItemId" >> beam.Map(lambda listing: (listing.item.item_id, listing))
-                  | "GroupItemId" >> beam.GroupByKey()
-                  | "FirstPerItemId" >> beam.FlatMap(_first_per_item_id).with_outputs(REJECTED, main="listings"))
+            [self.items_path], dataset.ITEM_COLUMNS, dataset.ITEMS_FILE, _parse_items, "items"
+        )
+        unique = (
+            listings
+            | "ByItemId" >> beam.Map(lambda listing: (listing.item.item_id, listing))
+            | "GroupItemId" >> beam.GroupByKey()
+            | "FirstPerItemId" >> beam.FlatMap(_first_per_item_id).with_outputs(REJECTED, main="listings")
+        )
         rejected = (rejected, unique[REJECTED]) | "Rejected" >> beam.Flatten()
         return unique.listings, rejected, counts
 
@@ -161,8 +177,9 @@ class ReadAndCheckEvents(ReadAndCheckRows):
     """
 
     def __init__(self, events_path: Optional[str]):
-        super().__init__([events_path] if events_path else [], dataset.EVENT_COLUMNS, dataset.EVENTS_FILE,
-                         _parse_events, "events")
+        super().__init__(
+            [events_path] if events_path else [], dataset.EVENT_COLUMNS, dataset.EVENTS_FILE, _parse_events, "events"
+        )
 
 
 class Tokenize(beam.DoFn):
@@ -177,7 +194,7 @@ class Tokenize(beam.DoFn):
         self.tokenizer = TextTokenizer(self.max_text_length)
 
     def process(self, batch: List[Listing]):
-        token_ids, truncated = self.tokenizer([(l.item.title, l.item.description) for l in batch])
+        token_ids, truncated = self.tokenizer([(listing.item.title, listing.item.description) for listing in batch])
         for listing, ids, cut in zip(batch, token_ids, truncated):
             yield dataclasses.replace(listing, token_ids=ids, truncated=bool(cut))
 
@@ -196,9 +213,11 @@ class TokenizeTexts(beam.PTransform):
         self.max_text_length = max_text_length
 
     def expand(self, listings):
-        tokenized = (listings
-                     | "BatchTexts" >> beam.BatchElements(min_batch_size=16, max_batch_size=256)
-                     | "Tokenize" >> beam.ParDo(Tokenize(self.max_text_length)))
+        tokenized = (
+            listings
+            | "BatchTexts" >> beam.BatchElements(min_batch_size=16, max_batch_size=256)
+            | "Tokenize" >> beam.ParDo(Tokenize(self.max_text_length))
+        )
         truncated = tokenized | "Truncated" >> beam.Filter(lambda listing: listing.truncated)
         return tokenized, tally(truncated, "text/truncated", "Truncated")
 
@@ -218,19 +237,24 @@ def _item_example(listing: Listing, merchant_listings: Dict[str, int]) -> Tuple[
     import tensorflow as tf
 
     item = listing.item
-    example = tf.train.Example(features=tf.train.Features(feature={
-        features.ITEM_ID: _feature([item.item_id], "bytes"),
-        features.MERCHANT_ID: _feature([item.merchant_id], "bytes"),
-        features.CATEGORY: _feature([item.category], "bytes"),
-        features.COARSE_CATEGORY: _feature([item.coarse_category], "bytes"),
-        features.MERCHANT_SIZE: _feature(
-            [dataset.merchant_size_label(merchant_listings.get(item.merchant_id, 0))], "bytes"),
-        features.PRICE: _feature([item.price], "float"),
-        features.TITLE: _feature([item.title], "bytes"),
-        features.TEXT_TOKEN_IDS: _feature(listing.token_ids.tolist(), "int64"),
-        features.TEXT_EMBEDDINGS: _feature(listing.text_embeddings.reshape(-1).tolist(), "float"),
-        features.PATCH_EMBEDDINGS: _feature(listing.patch_embeddings.reshape(-1).tolist(), "float"),
-    }))
+    example = tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                features.ITEM_ID: _feature([item.item_id], "bytes"),
+                features.MERCHANT_ID: _feature([item.merchant_id], "bytes"),
+                features.CATEGORY: _feature([item.category], "bytes"),
+                features.COARSE_CATEGORY: _feature([item.coarse_category], "bytes"),
+                features.MERCHANT_SIZE: _feature(
+                    [dataset.merchant_size_label(merchant_listings.get(item.merchant_id, 0))], "bytes"
+                ),
+                features.PRICE: _feature([item.price], "float"),
+                features.TITLE: _feature([item.title], "bytes"),
+                features.TEXT_TOKEN_IDS: _feature(listing.token_ids.tolist(), "int64"),
+                features.TEXT_EMBEDDINGS: _feature(listing.text_embeddings.reshape(-1).tolist(), "float"),
+                features.PATCH_EMBEDDINGS: _feature(listing.patch_embeddings.reshape(-1).tolist(), "float"),
+            }
+        )
+    )
     # deterministic: map entries in key order, so every runner and process writes the same bytes
     return item.item_id, example.SerializeToString(deterministic=True)
 
@@ -242,11 +266,14 @@ class ItemExamples(beam.PTransform):
     """
 
     def expand(self, listings):
-        merchant_listings = (listings
-                             | "MerchantOf" >> beam.Map(lambda listing: listing.item.merchant_id)
-                             | "ListingsPerMerchant" >> beam.combiners.Count.PerElement())
+        merchant_listings = (
+            listings
+            | "MerchantOf" >> beam.Map(lambda listing: listing.item.merchant_id)
+            | "ListingsPerMerchant" >> beam.combiners.Count.PerElement()
+        )
         examples = listings | "ItemExamples" >> beam.Map(
-            _item_example, merchant_listings=beam.pvalue.AsDict(merchant_listings))
+            _item_example, merchant_listings=beam.pvalue.AsDict(merchant_listings)
+        )
         return examples, tally(examples, "items/out", "ItemsOut")
 
 
@@ -288,12 +315,16 @@ class JoinEvents(beam.PTransform):
     """
 
     def expand(self, inputs):
-        item_errors = (inputs["rejected_items"]
-                       | "ErrorByItemId" >> beam.Map(lambda r: (r.fields.get(features.ITEM_ID, "").strip(), r))
-                       | "WithItemId" >> beam.Filter(lambda kv: kv[0]))
-        joined = ({"items": inputs["items"], "item_errors": item_errors, "events": inputs["events"]}
-                  | "JoinEvents" >> beam.CoGroupByKey()
-                  | "EventExamples" >> beam.FlatMap(_join_events).with_outputs(REJECTED, main="examples"))
+        item_errors = (
+            inputs["rejected_items"]
+            | "ErrorByItemId" >> beam.Map(lambda r: (r.fields.get(features.ITEM_ID, "").strip(), r))
+            | "WithItemId" >> beam.Filter(lambda kv: kv[0])
+        )
+        joined = (
+            {"items": inputs["items"], "item_errors": item_errors, "events": inputs["events"]}
+            | "JoinEvents" >> beam.CoGroupByKey()
+            | "EventExamples" >> beam.FlatMap(_join_events).with_outputs(REJECTED, main="examples")
+        )
         return joined.examples, joined[REJECTED]
 
 
@@ -304,8 +335,11 @@ class TimeRange(beam.CombineFn):
         return None
 
     def add_input(self, accumulator, timestamp):
-        return (timestamp, timestamp) if accumulator is None else (
-            min(accumulator[0], timestamp), max(accumulator[1], timestamp))
+        return (
+            (timestamp, timestamp)
+            if accumulator is None
+            else (min(accumulator[0], timestamp), max(accumulator[1], timestamp))
+        )
 
     def merge_accumulators(self, accumulators):
         present = [a for a in accumulators if a is not None]
@@ -331,14 +365,16 @@ class SplitByTime(beam.PTransform):
     """
 
     def expand(self, examples):
-        time_range = (examples
-                      | "Timestamps" >> beam.Keys()
-                      | "TimeRange" >> beam.CombineGlobally(TimeRange()))
+        time_range = examples | "Timestamps" >> beam.Keys() | "TimeRange" >> beam.CombineGlobally(TimeRange())
         train, evaluation = examples | "SplitByTime" >> beam.Partition(
-            lambda kv, _, time_range: int(time_range is not None and kv[0] > eval_cutoff(time_range)), 2,
-            time_range=beam.pvalue.AsSingleton(time_range))
-        counts = ((tally(train, "events/train", "Train"), tally(evaluation, "events/eval", "Eval"))
-                  | "Counts" >> beam.Flatten())
+            lambda kv, _, time_range: int(time_range is not None and kv[0] > eval_cutoff(time_range)),
+            2,
+            time_range=beam.pvalue.AsSingleton(time_range),
+        )
+        counts = (
+            tally(train, "events/train", "Train"),
+            tally(evaluation, "events/eval", "Eval"),
+        ) | "Counts" >> beam.Flatten()
         return train, evaluation, time_range, counts
 
 
@@ -351,17 +387,22 @@ class WriteExamples(beam.PTransform):
         self.output_dir = output_dir
 
     def expand(self, examples):
-        return {kind: (examples[kind]
-                       | f"{kind}Bytes" >> beam.Values()
-                       | f"Write{kind}" >> beam.io.WriteToTFRecord(
-                           FileSystems.join(self.output_dir, *parts), file_name_suffix=EXAMPLE_SUFFIX))
-                for kind, parts in EXAMPLE_FILES.items()}
+        return {
+            kind: (
+                examples[kind]
+                | f"{kind}Bytes" >> beam.Values()
+                | f"Write{kind}"
+                >> beam.io.WriteToTFRecord(FileSystems.join(self.output_dir, *parts), file_name_suffix=EXAMPLE_SUFFIX)
+            )
+            for kind, parts in EXAMPLE_FILES.items()
+        }
 
 
 def _quarantine_line(rejected: Rejected, header: Sequence[str]) -> str:
     text = io.StringIO()
     csv.writer(text, lineterminator="").writerow(
-        [rejected.reason, rejected.detail, rejected.row] + [rejected.fields.get(name, "") for name in header])
+        [rejected.reason, rejected.detail, rejected.row] + [rejected.fields.get(name, "") for name in header]
+    )
     return text.getvalue()
 
 
@@ -378,11 +419,17 @@ class WriteQuarantine(beam.PTransform):
         self.output_dir, self.kind, self.header = output_dir, kind, list(header)
 
     def expand(self, rejected):
-        _ = (rejected
-             | "Format" >> beam.Map(_quarantine_line, header=self.header)
-             | "Write" >> beam.io.WriteToText(
-                 FileSystems.join(self.output_dir, "quarantine", self.kind), file_name_suffix=".csv",
-                 shard_name_template="", header=_quarantine_header(self.header)))
+        _ = (
+            rejected
+            | "Format" >> beam.Map(_quarantine_line, header=self.header)
+            | "Write"
+            >> beam.io.WriteToText(
+                FileSystems.join(self.output_dir, "quarantine", self.kind),
+                file_name_suffix=".csv",
+                shard_name_template="",
+                header=_quarantine_header(self.header),
+            )
+        )
         return _tally_reasons(rejected, f"{self.kind}/quarantined", "Reasons")
 
 
@@ -397,7 +444,9 @@ class WriteStats(beam.PTransform):
     def expand(self, stats):
         counts = stats["counts"] | "SumCounts" >> beam.CombinePerKey(sum)
         time_range = stats["time_range"] | "NameTimeRange" >> beam.Map(lambda r: (TIME_RANGE, r))
-        return ((counts, time_range)
-                | "AllStats" >> beam.Flatten()
-                | "StatsJson" >> beam.Map(json.dumps)
-                | "WriteStats" >> beam.io.WriteToText(self.path, shard_name_template=""))
+        return (
+            (counts, time_range)
+            | "AllStats" >> beam.Flatten()
+            | "StatsJson" >> beam.Map(json.dumps)
+            | "WriteStats" >> beam.io.WriteToText(self.path, shard_name_template="")
+        )

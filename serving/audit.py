@@ -14,6 +14,7 @@ label errors, and writes one CSV per run (`REPORT_FILE`).
 `evaluate_audit` measures the audit against known truth (the embedded sample's data/sample/truth.csv,
 whose `quality` column says ok, inaccurate_text or vague_photo).
 """
+
 import csv
 import dataclasses
 import glob
@@ -60,8 +61,9 @@ def newest_report(pipeline_root: Union[str, Path]) -> Path:
     """The newest ListingAudit report under a pipeline root (outputs/pipelines/camenn by default)."""
     reports = glob.glob(os.path.join(str(pipeline_root), "ListingAudit", "*", "*", REPORT_FILE))
     if not reports:
-        raise FileNotFoundError(f"no listing audit under {pipeline_root}: run `camenn pipeline run` first, or "
-                                f"pass --report")
+        raise FileNotFoundError(
+            f"no listing audit under {pipeline_root}: run `camenn pipeline run` first, or pass --report"
+        )
     return Path(max(reports, key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else -1))
 
 
@@ -72,8 +74,12 @@ def read_report(path: Union[str, Path]) -> List[ListingAudit]:
         missing = set(REPORT_COLUMNS) - set(reader.fieldnames or ())
         if missing:
             raise ValueError(f"{path} is not a listing audit report: it lacks {sorted(missing)}")
-        return [ListingAudit(row["item_id"], row["merchant_id"], row["category"], float(row["ita"]),
-                             float(row["tia"]), row["title"]) for row in reader]
+        return [
+            ListingAudit(
+                row["item_id"], row["merchant_id"], row["category"], float(row["ita"]), float(row["tia"]), row["title"]
+            )
+            for row in reader
+        ]
 
 
 def audit_listings(audits: Sequence[ListingAudit], merchant_id: Optional[str] = None) -> List[ListingAudit]:
@@ -100,14 +106,30 @@ def write_csv(audits: Sequence[ListingAudit], path: Union[str, Path], threshold:
         writer.writerow(CSV_COLUMNS)
         for rank, a in enumerate(audits, 1):
             issue = a.issue(threshold)
-            writer.writerow([rank, a.merchant_id, a.item_id, a.category, a.title, f"{a.ita:.4f}", f"{a.tia:.4f}",
-                             f"{a.alignment:.4f}", int(bool(issue)), issue])
+            writer.writerow(
+                [
+                    rank,
+                    a.merchant_id,
+                    a.item_id,
+                    a.category,
+                    a.title,
+                    f"{a.ita:.4f}",
+                    f"{a.tia:.4f}",
+                    f"{a.alignment:.4f}",
+                    int(bool(issue)),
+                    issue,
+                ]
+            )
     return path
 
 
 def format_table(audits: Sequence[ListingAudit], threshold: float = DEFAULT_THRESHOLD) -> str:
-    columns = [("merchant", [a.merchant_id for a in audits]), ("item", [a.item_id for a in audits]),
-               ("category", [a.category for a in audits]), ("title", [a.title[:32] for a in audits])]
+    columns = [
+        ("merchant", [a.merchant_id for a in audits]),
+        ("item", [a.item_id for a in audits]),
+        ("category", [a.category for a in audits]),
+        ("title", [a.title[:32] for a in audits]),
+    ]
     widths = [max(len(title), *(len(v) for v in values)) for title, values in columns]
     header = "  ".join(t.ljust(w) for (t, _), w in zip(columns, widths)) + f"  {'ITA':>5}  {'TIA':>5}  issue"
     lines = [header, "-" * len(header)]
@@ -118,7 +140,8 @@ def format_table(audits: Sequence[ListingAudit], threshold: float = DEFAULT_THRE
 
 
 def read_truth(path: Union[str, Path]) -> Dict[str, str]:
-    """item_id -> quality from a truth file with columns item_id and quality (ok | inaccurate_text | vague_photo | ...)."""
+    """item_id -> quality from a truth file with columns item_id and quality (ok, inaccurate_text,
+    vague_photo, ...)."""
     with Path(path).open(newline="") as f:
         reader = csv.DictReader(f)
         missing = {"item_id", "quality"} - set(reader.fieldnames or ())
@@ -127,8 +150,9 @@ def read_truth(path: Union[str, Path]) -> Dict[str, str]:
         return {row["item_id"]: row["quality"] for row in reader}
 
 
-def evaluate_audit(audits: Sequence[ListingAudit], truth: Mapping[str, str],
-                   threshold: float = DEFAULT_THRESHOLD) -> Dict[str, float]:
+def evaluate_audit(
+    audits: Sequence[ListingAudit], truth: Mapping[str, str], threshold: float = DEFAULT_THRESHOLD
+) -> Dict[str, float]:
     """How well the audit finds the listings the truth calls inaccurate.
 
     The score is misalignment, 1 - min(ITA, TIA); positives are listings whose quality is not "ok".

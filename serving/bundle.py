@@ -14,6 +14,7 @@
 `write_warmup_requests` writes one version's warmup; call it on an export before it is pushed when you
 can, so that the version arrives complete.
 """
+
 import dataclasses
 import os
 import tempfile
@@ -55,8 +56,10 @@ class BatchingParameters:
     pad_variable_length_inputs: bool = False
 
     def text_proto(self) -> str:
-        lines = [f"{name} {{ value: {getattr(self, name)} }}"
-                 for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads")]
+        lines = [
+            f"{name} {{ value: {getattr(self, name)} }}"
+            for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads")
+        ]
         lines.append(f"pad_variable_length_inputs: {str(self.pad_variable_length_inputs).lower()}")
         return "\n".join(lines) + "\n"
 
@@ -91,8 +94,9 @@ def newest_version(model_dir: Union[str, Path]) -> Path:
     return Path(versions[max(versions)])
 
 
-def warmup_requests(saved_model_dir: Union[str, Path], serialized_examples: Sequence[bytes],
-                    model_name: str = defaults.MODEL_NAME) -> List[predict_pb2.PredictRequest]:
+def warmup_requests(
+    saved_model_dir: Union[str, Path], serialized_examples: Sequence[bytes], model_name: str = defaults.MODEL_NAME
+) -> List[predict_pb2.PredictRequest]:
     """Predict requests built from real rows: for each signature taking `examples` or dense tensors,
     one request with every row and one with a single row (the batch sizes ranking sends and the smallest).
     """
@@ -118,8 +122,9 @@ def warmup_requests(saved_model_dir: Union[str, Path], serialized_examples: Sequ
     return requests
 
 
-def write_warmup_requests(saved_model_dir: Union[str, Path], serialized_examples: Sequence[bytes],
-                          model_name: str = defaults.MODEL_NAME) -> Path:
+def write_warmup_requests(
+    saved_model_dir: Union[str, Path], serialized_examples: Sequence[bytes], model_name: str = defaults.MODEL_NAME
+) -> Path:
     """Writes `<saved_model_dir>/assets.extra/tf_serving_warmup_requests` (PredictionLog TFRecords).
 
     Args:
@@ -129,8 +134,10 @@ def write_warmup_requests(saved_model_dir: Union[str, Path], serialized_examples
         model_name: the model name written into the requests.
     """
     path = Path(saved_model_dir) / servables.WARMUP_FILE
-    records = [prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=r)).SerializeToString()
-               for r in warmup_requests(saved_model_dir, serialized_examples, model_name)]
+    records = [
+        prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=r)).SerializeToString()
+        for r in warmup_requests(saved_model_dir, serialized_examples, model_name)
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".warmup.")
     os.close(fd)
@@ -142,8 +149,9 @@ def write_warmup_requests(saved_model_dir: Union[str, Path], serialized_examples
     return path
 
 
-def models_config_text(model_name: str, base_path: str, num_versions: int = 1,
-                       more_models: Sequence[Tuple[str, str]] = ()) -> str:
+def models_config_text(
+    model_name: str, base_path: str, num_versions: int = 1, more_models: Sequence[Tuple[str, str]] = ()
+) -> str:
     """TF Serving's models.config: the model and its base path, then each (name, base path) of
     `more_models`; every one serves its `num_versions` newest."""
     config = model_server_config_pb2.ModelServerConfig()
@@ -154,14 +162,23 @@ def models_config_text(model_name: str, base_path: str, num_versions: int = 1,
 
 
 def server_flags(model_config_file: str, batching_file: str, poll_seconds: int) -> List[str]:
-    return [f"--port={GRPC_PORT}", f"--rest_api_port={REST_PORT}", f"--model_config_file={model_config_file}",
-            f"--file_system_poll_wait_seconds={poll_seconds}", "--enable_batching=true",
-            f"--batching_parameters_file={batching_file}", "--enable_model_warmup=true"]
+    return [
+        f"--port={GRPC_PORT}",
+        f"--rest_api_port={REST_PORT}",
+        f"--model_config_file={model_config_file}",
+        f"--file_system_poll_wait_seconds={poll_seconds}",
+        "--enable_batching=true",
+        f"--batching_parameters_file={batching_file}",
+        "--enable_model_warmup=true",
+    ]
 
 
 def docker_run_script(image: str, poll_seconds: int) -> str:
-    flags = " \\\n  ".join(server_flags(f"{CONTAINER_MODELS_DIR}/{MODELS_CONFIG}",
-                                         f"{CONTAINER_MODELS_DIR}/{BATCHING_PARAMETERS}", poll_seconds))
+    flags = " \\\n  ".join(
+        server_flags(
+            f"{CONTAINER_MODELS_DIR}/{MODELS_CONFIG}", f"{CONTAINER_MODELS_DIR}/{BATCHING_PARAMETERS}", poll_seconds
+        )
+    )
     return f"""#!/bin/sh
 # Serves this folder with TensorFlow Serving: gRPC on {GRPC_PORT}, REST on {REST_PORT}.
 # Written by `camenn` at push time; run it from anywhere: ./docker_run.sh
@@ -176,18 +193,27 @@ exec docker run --rm --name camenn-serving \\
 """
 
 
-def kubernetes_documents(model_name: str, image: str, models_config: str, batching: str, poll_seconds: int,
-                         replicas: int = 1, storage: str = "5Gi") -> List[Dict]:
+def kubernetes_documents(
+    model_name: str,
+    image: str,
+    models_config: str,
+    batching: str,
+    poll_seconds: int,
+    replicas: int = 1,
+    storage: str = "5Gi",
+) -> List[Dict]:
     """ConfigMap (models.config, batching), PersistentVolumeClaim (the serving base), Deployment, Service."""
     app = f"{model_name}-serving"
     labels = {"app": app}
     config_map = {
-        "apiVersion": "v1", "kind": "ConfigMap",
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
         "metadata": {"name": f"{app}-config", "labels": labels},
         "data": {MODELS_CONFIG: models_config, BATCHING_PARAMETERS: batching},
     }
     claim = {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
         "metadata": {"name": f"{app}-models", "labels": labels},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage}}},
     }
@@ -195,20 +221,30 @@ def kubernetes_documents(model_name: str, image: str, models_config: str, batchi
         "name": "tensorflow-serving",
         "image": image,
         "command": ["/usr/bin/tensorflow_model_server"],
-        "args": server_flags(f"{CONTAINER_CONFIG_DIR}/{MODELS_CONFIG}", f"{CONTAINER_CONFIG_DIR}/{BATCHING_PARAMETERS}",
-                             poll_seconds),
-        "ports": [{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-                  {"name": "http", "containerPort": REST_PORT, "protocol": "TCP"}],
+        "args": server_flags(
+            f"{CONTAINER_CONFIG_DIR}/{MODELS_CONFIG}", f"{CONTAINER_CONFIG_DIR}/{BATCHING_PARAMETERS}", poll_seconds
+        ),
+        "ports": [
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "http", "containerPort": REST_PORT, "protocol": "TCP"},
+        ],
         # Ready once the model has a loaded version: TF Serving answers this with 200 only then.
-        "readinessProbe": {"httpGet": {"path": f"/v1/models/{model_name}", "port": "http"},
-                           "initialDelaySeconds": 5, "periodSeconds": 5, "failureThreshold": 3},
+        "readinessProbe": {
+            "httpGet": {"path": f"/v1/models/{model_name}", "port": "http"},
+            "initialDelaySeconds": 5,
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
         "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
         # Writable so that `kubectl cp` can put versions in; TF Serving only reads it.
-        "volumeMounts": [{"name": "models", "mountPath": CONTAINER_MODELS_DIR},
-                         {"name": "config", "mountPath": CONTAINER_CONFIG_DIR, "readOnly": True}],
+        "volumeMounts": [
+            {"name": "models", "mountPath": CONTAINER_MODELS_DIR},
+            {"name": "config", "mountPath": CONTAINER_CONFIG_DIR, "readOnly": True},
+        ],
     }
     deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": app, "labels": labels},
         "spec": {
             "replicas": replicas,
@@ -217,27 +253,43 @@ def kubernetes_documents(model_name: str, image: str, models_config: str, batchi
                 "metadata": {"labels": labels},
                 "spec": {
                     "containers": [container],
-                    "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}},
-                                {"name": "config", "configMap": {"name": config_map["metadata"]["name"]}}],
+                    "volumes": [
+                        {"name": "models", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}},
+                        {"name": "config", "configMap": {"name": config_map["metadata"]["name"]}},
+                    ],
                 },
             },
         },
     }
     service = {
-        "apiVersion": "v1", "kind": "Service",
+        "apiVersion": "v1",
+        "kind": "Service",
         "metadata": {"name": app, "labels": labels},
-        "spec": {"selector": labels, "type": "ClusterIP",
-                 "ports": [{"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
-                           {"name": "http", "port": REST_PORT, "targetPort": "http", "protocol": "TCP"}]},
+        "spec": {
+            "selector": labels,
+            "type": "ClusterIP",
+            "ports": [
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
+                {"name": "http", "port": REST_PORT, "targetPort": "http", "protocol": "TCP"},
+            ],
+        },
     }
     return [config_map, claim, deployment, service]
 
 
-def write_serving_bundle(serving_base: Union[str, Path], model_name: str = defaults.MODEL_NAME,
-                         warmup_examples: Sequence[bytes] = (), version: Optional[int] = None, *,
-                         image: str = defaults.TF_SERVING_IMAGE, batching: BatchingParameters = BatchingParameters(),
-                         num_versions: int = 1, poll_seconds: int = 30, replicas: int = 1,
-                         more_models: Sequence[str] = ()) -> ServingBundle:
+def write_serving_bundle(
+    serving_base: Union[str, Path],
+    model_name: str = defaults.MODEL_NAME,
+    warmup_examples: Sequence[bytes] = (),
+    version: Optional[int] = None,
+    *,
+    image: str = defaults.TF_SERVING_IMAGE,
+    batching: BatchingParameters = BatchingParameters(),
+    num_versions: int = 1,
+    poll_seconds: int = 30,
+    replicas: int = 1,
+    more_models: Sequence[str] = (),
+) -> ServingBundle:
     """Writes the TensorFlow Serving bundle for `<serving_base>/<model_name>/` (see the module docstring).
 
     Args:
@@ -277,19 +329,28 @@ def write_serving_bundle(serving_base: Union[str, Path], model_name: str = defau
         warmup = version_dir / servables.WARMUP_FILE
         if not warmup.exists():
             write_warmup_requests(version_dir, warmup_examples, model_name)
-    container_config = models_config_text(model_name, f"{CONTAINER_MODELS_DIR}/{model_name}", num_versions,
-                                          [(name, f"{CONTAINER_MODELS_DIR}/{name}") for name in more_models])
+    container_config = models_config_text(
+        model_name,
+        f"{CONTAINER_MODELS_DIR}/{model_name}",
+        num_versions,
+        [(name, f"{CONTAINER_MODELS_DIR}/{name}") for name in more_models],
+    )
     models_config = _write_atomically(base / MODELS_CONFIG, container_config)
-    local_config = models_config_text(model_name, str(model_dir.resolve()), num_versions,
-                                      [(name, str((base / name).resolve())) for name in more_models])
+    local_config = models_config_text(
+        model_name,
+        str(model_dir.resolve()),
+        num_versions,
+        [(name, str((base / name).resolve())) for name in more_models],
+    )
     local_models_config = _write_atomically(base / LOCAL_MODELS_CONFIG, local_config)
     batching_parameters = _write_atomically(base / BATCHING_PARAMETERS, batching.text_proto())
     docker_run = _write_atomically(base / DOCKER_RUN, docker_run_script(image, poll_seconds), mode=0o755)
-    documents = kubernetes_documents(model_name, image, container_config, batching.text_proto(), poll_seconds,
-                                     replicas)
+    documents = kubernetes_documents(model_name, image, container_config, batching.text_proto(), poll_seconds, replicas)
     copies = "; ".join(f"kubectl cp {name} <pod>:{CONTAINER_MODELS_DIR}/" for name in (model_name, *more_models))
-    manifest = ("# TensorFlow Serving for CameNN: kubectl apply -f kubernetes.yaml, then copy the models into the\n"
-                f"# volume: {copies} (the pod turns ready once {model_name} loads).\n"
-                + yaml.safe_dump_all(documents, sort_keys=False))
+    manifest = (
+        "# TensorFlow Serving for CameNN: kubectl apply -f kubernetes.yaml, then copy the models into the\n"
+        f"# volume: {copies} (the pod turns ready once {model_name} loads).\n"
+        + yaml.safe_dump_all(documents, sort_keys=False)
+    )
     kubernetes = _write_atomically(base / KUBERNETES, manifest)
     return ServingBundle(models_config, local_models_config, batching_parameters, docker_run, kubernetes, warmup)

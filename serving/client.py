@@ -26,6 +26,7 @@ assert [item.cvr for item in ranking] == sorted((item.cvr for item in ranking), 
 assert ranking.unknown_item_ids == ["item_999"]  # not in the model version's listing table
 ```
 """
+
 import dataclasses
 import datetime
 import re
@@ -109,13 +110,22 @@ class RankingClient:
         max_message_bytes: the largest request or response.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = defaults.GRPC_PORT, model_name: str = defaults.MODEL_NAME,
-                 version: Optional[int] = None, timeout: float = 30.0, max_message_bytes: int = 64 << 20):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = defaults.GRPC_PORT,
+        model_name: str = defaults.MODEL_NAME,
+        version: Optional[int] = None,
+        timeout: float = 30.0,
+        max_message_bytes: int = 64 << 20,
+    ):
         self.model_name = model_name
         self.version = version
         self.timeout = timeout
-        options = [("grpc.max_receive_message_length", max_message_bytes),
-                   ("grpc.max_send_message_length", max_message_bytes)]
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
         self._channel = grpc.insecure_channel(f"{host}:{port}", options=options)
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
 
@@ -128,8 +138,13 @@ class RankingClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _predict(self, signature: str, arrays: Dict[str, np.ndarray], output_filter: Sequence[str] = (),
-                 model_name: Optional[str] = None) -> Dict[str, np.ndarray]:
+    def _predict(
+        self,
+        signature: str,
+        arrays: Dict[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+        model_name: Optional[str] = None,
+    ) -> Dict[str, np.ndarray]:
         """One Predict to `model_name` (default: this client's model, at its pinned version if any)."""
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model_name or self.model_name
@@ -148,8 +163,13 @@ class RankingClient:
             raise PredictionError(error.code(), error.details()) from None
         return {name: tf.make_ndarray(tensor) for name, tensor in response.outputs.items()}
 
-    def rank_request_arrays(self, shopper_id: str, item_ids: Sequence[str], hour: Optional[int] = None,
-                            distance_km: Union[float, Sequence[float]] = defaults.DISTANCE_KM) -> Dict[str, np.ndarray]:
+    def rank_request_arrays(
+        self,
+        shopper_id: str,
+        item_ids: Sequence[str],
+        hour: Optional[int] = None,
+        distance_km: Union[float, Sequence[float]] = defaults.DISTANCE_KM,
+    ) -> Dict[str, np.ndarray]:
         """The `rank` signature's inputs for these candidates (see the module docstring for the defaults)."""
         if not item_ids:
             raise ValueError("no candidate items to score")
@@ -160,11 +180,20 @@ class RankingClient:
         distance = np.broadcast_to(np.asarray(distance_km, dtype=np.float32), (n,))
         if (distance < 0).any() or not np.isfinite(distance).all():
             raise ValueError("distance_km must be finite and >= 0")
-        return {features.ITEM_ID: _encoded(item_ids), features.SHOPPER_ID: _encoded([shopper_id] * n),
-                features.HOUR: np.full(n, hour, dtype=np.int64), features.DISTANCE_KM: np.array(distance)}
+        return {
+            features.ITEM_ID: _encoded(item_ids),
+            features.SHOPPER_ID: _encoded([shopper_id] * n),
+            features.HOUR: np.full(n, hour, dtype=np.int64),
+            features.DISTANCE_KM: np.array(distance),
+        }
 
-    def score(self, shopper_id: str, item_ids: Sequence[str], hour: Optional[int] = None,
-              distance_km: Union[float, Sequence[float]] = defaults.DISTANCE_KM) -> Dict[str, np.ndarray]:
+    def score(
+        self,
+        shopper_id: str,
+        item_ids: Sequence[str],
+        hour: Optional[int] = None,
+        distance_km: Union[float, Sequence[float]] = defaults.DISTANCE_KM,
+    ) -> Dict[str, np.ndarray]:
         """One Predict: {cvr, ita, tia} arrays aligned with item_ids. Raises UnknownItemsError naming
         every id the model version does not know."""
         arrays = self.rank_request_arrays(shopper_id, item_ids, hour, distance_km)
@@ -175,8 +204,14 @@ class RankingClient:
         price, ita, tia), aligned with item_ids."""
         return self._predict(LISTINGS_SIGNATURE, {features.ITEM_ID: _encoded(item_ids)})
 
-    def rank(self, shopper_id: str, item_ids: Sequence[str], hour: Optional[int] = None,
-             distance_km: Union[float, Sequence[float]] = defaults.DISTANCE_KM, with_titles: bool = False) -> Ranking:
+    def rank(
+        self,
+        shopper_id: str,
+        item_ids: Sequence[str],
+        hour: Optional[int] = None,
+        distance_km: Union[float, Sequence[float]] = defaults.DISTANCE_KM,
+        with_titles: bool = False,
+    ) -> Ranking:
         """The candidates, most likely to convert first, with their alignment scores (and titles, with
         `with_titles`: one more request). Unknown ids are left out and listed in `unknown_item_ids`."""
         item_ids = list(item_ids)
@@ -193,8 +228,16 @@ class RankingClient:
             if not item_ids:
                 return Ranking([], unknown)
             scores = self.score(shopper_id, item_ids, hour, distance)
-        titles = ([t.decode() for t in self.listings(item_ids)[features.TITLE]] if with_titles
-                  else [""] * len(item_ids))
+        titles = [t.decode() for t in self.listings(item_ids)[features.TITLE]] if with_titles else [""] * len(item_ids)
         order = np.argsort(-scores[features.CVR], kind="stable")
-        return Ranking([RankedItem(item_ids[i], *(float(scores[t][i]) for t in (features.CVR, features.ITA, features.TIA)),
-                                   title=titles[i]) for i in order], unknown)
+        return Ranking(
+            [
+                RankedItem(
+                    item_ids[i],
+                    *(float(scores[t][i]) for t in (features.CVR, features.ITA, features.TIA)),
+                    title=titles[i],
+                )
+                for i in order
+            ],
+            unknown,
+        )

@@ -1,4 +1,5 @@
 """Defaults that the serving verbs and the Python APIs share (no heavy imports: `camenn --help` reads them)."""
+
 import os
 
 from camenn import paths

@@ -3,6 +3,7 @@
 The ranking client's item cache (OUT/items/*.tfrecord.gz) and the bundle's warmup requests both start from
 raw tf.Examples; both end as named arrays shaped and typed as a SignatureDef's inputs declare.
 """
+
 import glob
 import os
 from typing import Dict, Iterable, List, Mapping, Sequence
@@ -38,10 +39,12 @@ def parse_columns(serialized: Sequence[bytes], batch_size: int = 1024) -> Dict[s
     parts: Dict[str, List[np.ndarray]] = {name: [] for name in spec}
     for start in range(0, len(serialized), batch_size):
         try:
-            parsed = tf.io.parse_example(tf.constant(serialized[start:start + batch_size]), spec)
+            parsed = tf.io.parse_example(tf.constant(serialized[start : start + batch_size]), spec)
         except tf.errors.InvalidArgumentError as error:
-            raise ValueError(f"examples {start}..{start + batch_size - 1} do not share the layout of the first "
-                             f"one ({ {k: (v.dtype.name, v.shape) for k, v in spec.items()} }): {error.message}")
+            raise ValueError(
+                f"examples {start}..{start + batch_size - 1} do not share the layout of the first "
+                f"one ({ {k: (v.dtype.name, v.shape) for k, v in spec.items()} }): {error.message}"
+            ) from None
         for name, value in parsed.items():
             parts[name].append(value.numpy())
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
@@ -55,8 +58,9 @@ def read_tfrecords(pattern: str, compression: str = "GZIP") -> List[bytes]:
     return list(tf.data.TFRecordDataset(files, compression_type=compression).as_numpy_iterator())
 
 
-def signature_arrays(columns: Mapping[str, np.ndarray], signature_inputs: Mapping, source: str = "the features"
-                     ) -> Dict[str, np.ndarray]:
+def signature_arrays(
+    columns: Mapping[str, np.ndarray], signature_inputs: Mapping, source: str = "the features"
+) -> Dict[str, np.ndarray]:
     """Picks, casts and reshapes columns to a SignatureDef's inputs (a map of name -> TensorInfo).
 
     Raises KeyError naming the inputs that `columns` lack.
@@ -83,4 +87,4 @@ def tfrecord_pattern(folder: str) -> str:
 
 def iter_chunks(values: Sequence, size: int) -> Iterable[Sequence]:
     for start in range(0, len(values), size):
-        yield values[start:start + size]
+        yield values[start : start + size]

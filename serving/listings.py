@@ -10,6 +10,7 @@ picks up as it does any push).
 
 Only TensorFlow is imported: no Keras and no CameNN model code, as where stock TensorFlow Serving runs.
 """
+
 import json
 import logging
 import os
@@ -43,8 +44,10 @@ def table_variables(loaded) -> Dict[str, tf.Variable]:
     """The listing table's variables of a loaded SavedModel, by column name (`item_ids`, `fingerprints`, ...)."""
     collection = getattr(loaded, TABLE_COLLECTION, None)
     if collection is None:
-        raise ValueError(f"the SavedModel has no listing table (a model without listing-only attention, or "
-                         f"exported before listing tables existed): nothing to fill")
+        raise ValueError(
+            "the SavedModel has no listing table (a model without listing-only attention, or "
+            "exported before listing tables existed): nothing to fill"
+        )
     return {_variable_name(v): v for v in collection}
 
 
@@ -79,8 +82,10 @@ def encode(loaded, listings: Mapping[str, np.ndarray], batch_size: int = ENCODE_
     parts: Dict[str, list] = {}
     started = time.time()
     for start in range(0, count, batch_size):
-        batch = {name: tf.constant(np.asarray(listings[name])[start:start + batch_size], dtype=specs[name].dtype)
-                 for name in names}
+        batch = {
+            name: tf.constant(np.asarray(listings[name])[start : start + batch_size], dtype=specs[name].dtype)
+            for name in names
+        }
         for name, value in signature(**batch).items():
             parts.setdefault(name, []).append(value.numpy())
     log.info("encoded %d listings in %.1f s", count, time.time() - started)
@@ -92,14 +97,18 @@ def _display_columns(listings: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray
     for name, dtype in DISPLAY_COLUMNS.items():
         value = np.asarray(listings[name]) if name in listings else None
         if value is None:
-            value = np.full(len(listings[features.ITEM_ID]), b"" if dtype == tf.string else np.nan,
-                            dtype=object if dtype == tf.string else np.float32)
+            value = np.full(
+                len(listings[features.ITEM_ID]),
+                b"" if dtype == tf.string else np.nan,
+                dtype=object if dtype == tf.string else np.float32,
+            )
         columns[name] = value.reshape(-1).astype(object if dtype == tf.string else dtype.as_numpy_dtype)
     return columns
 
 
-def write_listing_table(saved_model_dir: str, listings: Mapping[str, np.ndarray], output_dir: str,
-                        keep_existing: bool = False) -> Dict[str, int]:
+def write_listing_table(
+    saved_model_dir: str, listings: Mapping[str, np.ndarray], output_dir: str, keep_existing: bool = False
+) -> Dict[str, int]:
     """Writes `saved_model_dir` to `output_dir` with its listing table filled from `listings`.
 
     Args:
@@ -117,7 +126,9 @@ def write_listing_table(saved_model_dir: str, listings: Mapping[str, np.ndarray]
         raise FileExistsError(f"{output_dir} exists: write the table into a new folder")
     loaded = tf.saved_model.load(saved_model_dir)
     variables = table_variables(loaded)
-    item_ids = [bytes(i) if not isinstance(i, str) else i.encode() for i in np.asarray(listings[features.ITEM_ID]).reshape(-1)]
+    item_ids = [
+        bytes(i) if not isinstance(i, str) else i.encode() for i in np.asarray(listings[features.ITEM_ID]).reshape(-1)
+    ]
     rows = {**encode(loaded, listings), **_display_columns(listings)}
     replaced = 0
     if keep_existing:
@@ -155,8 +166,10 @@ def write_encoding(saved_model_dir: str, encoding: Mapping[str, object]) -> str:
 def read_encoding(saved_model_dir: str) -> Dict[str, object]:
     path = os.path.join(saved_model_dir, ENCODING_FILE)
     if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path} is missing: the version does not say how its listings were encoded "
-                                "(preprocess the new listings with the model's settings and pass --items)")
+        raise FileNotFoundError(
+            f"{path} is missing: the version does not say how its listings were encoded "
+            "(preprocess the new listings with the model's settings and pass --items)"
+        )
     with tf.io.gfile.GFile(path) as f:
         return json.loads(f.read())
 

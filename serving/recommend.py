@@ -43,6 +43,7 @@ with RecommendationClient(port=8500) as client:
     print(recommendations.known_shopper, recommendations.unknown_item_ids)
 ```
 """
+
 import dataclasses
 import datetime
 import math
@@ -77,8 +78,13 @@ class Recommendations(list):
     `candidates`: how many listings retrieval handed to the ranker; `unknown_item_ids`: candidates the
     ranker's version does not know (left out)."""
 
-    def __init__(self, items: Sequence[Recommendation] = (), known_shopper: bool = True, candidates: int = 0,
-                 unknown_item_ids: Sequence[str] = ()):
+    def __init__(
+        self,
+        items: Sequence[Recommendation] = (),
+        known_shopper: bool = True,
+        candidates: int = 0,
+        unknown_item_ids: Sequence[str] = (),
+    ):
         super().__init__(items)
         self.known_shopper = known_shopper
         self.candidates = candidates
@@ -102,8 +108,14 @@ class RecommendationClient:
         timeout: seconds per request.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = defaults.GRPC_PORT, model_name: str = defaults.MODEL_NAME,
-                 retrieval_model_name: str = defaults.RETRIEVAL_MODEL_NAME, timeout: float = 30.0):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = defaults.GRPC_PORT,
+        model_name: str = defaults.MODEL_NAME,
+        retrieval_model_name: str = defaults.RETRIEVAL_MODEL_NAME,
+        timeout: float = 30.0,
+    ):
         self.ranker = RankingClient(host, port, model_name, timeout=timeout)  # one channel for both models
         self.retrieval_model_name = retrieval_model_name
 
@@ -119,16 +131,24 @@ class RecommendationClient:
     def retrieve(self, shopper_id: str, hour: int) -> dict:
         """One Predict to the retrieval model: its top listings for the shopper at that hour (arrays [K],
         `known_shopper` a bool)."""
-        out = self.ranker._predict(RETRIEVAL_SIGNATURE, {features.SHOPPER_ID: _encoded([shopper_id]),
-                                                         features.HOUR: np.array([hour], np.int64)},
-                                   model_name=self.retrieval_model_name)
+        out = self.ranker._predict(
+            RETRIEVAL_SIGNATURE,
+            {features.SHOPPER_ID: _encoded([shopper_id]), features.HOUR: np.array([hour], np.int64)},
+            model_name=self.retrieval_model_name,
+        )
         result = {name: value[0] for name, value in out.items()}
         result["known_shopper"] = bool(result["known_shopper"])
         return result
 
-    def recommend(self, shopper_id: str, k: int = 10, hour: Optional[int] = None,
-                  distance_km: float = defaults.DISTANCE_KM, demote_below: Optional[float] = DEMOTE_BELOW,
-                  candidates: Optional[int] = None) -> Recommendations:
+    def recommend(
+        self,
+        shopper_id: str,
+        k: int = 10,
+        hour: Optional[int] = None,
+        distance_km: float = defaults.DISTANCE_KM,
+        demote_below: Optional[float] = DEMOTE_BELOW,
+        candidates: Optional[int] = None,
+    ) -> Recommendations:
         """The k best listings for the shopper (module docstring): retrieval's top `candidates` (default:
         all it returns, 100 in the pipeline's export) ranked by the ranker's CVR, audit-flagged listings
         demoted unless `demote_below` is None."""
@@ -158,22 +178,44 @@ class RecommendationClient:
         for j in ranked:
             r = rows[j]
             a = float(alignment[j])
-            items.append(Recommendation(
-                item_ids[r], found[features.TITLE][r].decode(), found[features.CATEGORY][r].decode(),
-                float(found[features.PRICE][r]), *(float(scores[t][j]) for t in features.TASKS),
-                retrieval_score=float(found["score"][r]), alignment=a,
-                demoted=demote_below is not None and not math.isnan(a) and a < demote_below))
+            items.append(
+                Recommendation(
+                    item_ids[r],
+                    found[features.TITLE][r].decode(),
+                    found[features.CATEGORY][r].decode(),
+                    float(found[features.PRICE][r]),
+                    *(float(scores[t][j]) for t in features.TASKS),
+                    retrieval_score=float(found["score"][r]),
+                    alignment=a,
+                    demoted=demote_below is not None and not math.isnan(a) and a < demote_below,
+                )
+            )
         return Recommendations(items, found["known_shopper"], len(item_ids), unknown)
 
 
 def format_table(recommendations: Recommendations) -> str:
     """The recommendations as a text table (what `camenn recommend` prints)."""
-    rows = [(str(n), r.item_id, r.title[:36], r.category[:18], f"{r.price:.2f}", f"{r.cvr:.4f}", f"{r.ita:.4f}",
-             f"{r.tia:.4f}", "demoted: audit flags photo/text" if r.demoted else "")
-            for n, r in enumerate(recommendations, 1)]
+    rows = [
+        (
+            str(n),
+            r.item_id,
+            r.title[:36],
+            r.category[:18],
+            f"{r.price:.2f}",
+            f"{r.cvr:.4f}",
+            f"{r.ita:.4f}",
+            f"{r.tia:.4f}",
+            "demoted: audit flags photo/text" if r.demoted else "",
+        )
+        for n, r in enumerate(recommendations, 1)
+    ]
     header = ("rank", "item", "title", "category", "price", "CVR", "ITA", "TIA", "")
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
     right = {0, 4, 5, 6, 7}
-    line = lambda cells: "  ".join(c.rjust(w) if i in right else c.ljust(w)  # noqa: E731
-                                   for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    def line(cells):
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
     return "\n".join([line(header)] + [line(row) for row in rows])

@@ -9,6 +9,7 @@ content (the candidate tower needs no clicks).
 
 Only TensorFlow is imported: no Keras, tf_keras or TFRS, as where stock TensorFlow Serving runs.
 """
+
 import logging
 import os
 import shutil
@@ -28,8 +29,9 @@ EXTRA_ASSETS = "assets.extra"
 ENCODE_BATCH = 256
 
 
-def encode_candidates(loaded, listings: Mapping[str, np.ndarray], batch_size: int = ENCODE_BATCH
-                      ) -> Dict[str, np.ndarray]:
+def encode_candidates(
+    loaded, listings: Mapping[str, np.ndarray], batch_size: int = ENCODE_BATCH
+) -> Dict[str, np.ndarray]:
     """Runs the version's `encode_candidates` over `listings` (arrays by feature name) in batches."""
     signature = loaded.signatures[ENCODE_CANDIDATES_SIGNATURE]
     specs = signature.structured_input_signature[1]
@@ -39,15 +41,21 @@ def encode_candidates(loaded, listings: Mapping[str, np.ndarray], batch_size: in
     count = len(listings[features.ITEM_ID])
     parts: Dict[str, list] = {}
     for start in range(0, count, batch_size):
-        batch = {name: tf.constant(np.asarray(listings[name])[start:start + batch_size], dtype=spec.dtype)
-                 for name, spec in specs.items()}
+        batch = {
+            name: tf.constant(np.asarray(listings[name])[start : start + batch_size], dtype=spec.dtype)
+            for name, spec in specs.items()
+        }
         for name, value in signature(**batch).items():
             parts.setdefault(name, []).append(value.numpy())
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 
-def write_index(saved_model_dir: str, listings: Mapping[str, np.ndarray], output_dir: str,
-                alignment: Optional[Mapping[str, float]] = None) -> Dict[str, int]:
+def write_index(
+    saved_model_dir: str,
+    listings: Mapping[str, np.ndarray],
+    output_dir: str,
+    alignment: Optional[Mapping[str, float]] = None,
+) -> Dict[str, int]:
     """Writes `saved_model_dir` to `output_dir` with its index filled from `listings`.
 
     Args:
@@ -65,9 +73,12 @@ def write_index(saved_model_dir: str, listings: Mapping[str, np.ndarray], output
         raise FileExistsError(f"{output_dir} exists: write the index into a new folder")
     loaded = tf.saved_model.load(saved_model_dir)
     encoded = encode_candidates(loaded, listings)
-    item_ids = [i if isinstance(i, bytes) else str(i).encode() for i in np.asarray(listings[features.ITEM_ID]).reshape(-1)]
-    columns = {name: np.asarray(listings[name]).reshape(-1) for name in (*STRING_COLUMNS, features.PRICE)
-               if name in listings}
+    item_ids = [
+        i if isinstance(i, bytes) else str(i).encode() for i in np.asarray(listings[features.ITEM_ID]).reshape(-1)
+    ]
+    columns = {
+        name: np.asarray(listings[name]).reshape(-1) for name in (*STRING_COLUMNS, features.PRICE) if name in listings
+    }
     columns[POPULARITY] = encoded[POPULARITY]
     alignment = alignment or {}
     columns[ALIGNMENT] = np.array([alignment.get(i.decode(), np.nan) for i in item_ids], np.float32)
@@ -76,15 +87,21 @@ def write_index(saved_model_dir: str, listings: Mapping[str, np.ndarray], output
     extra = os.path.join(saved_model_dir, EXTRA_ASSETS)
     if os.path.isdir(extra):
         shutil.copytree(extra, os.path.join(output_dir, EXTRA_ASSETS))
-    return {"listings": len(item_ids), "audited": int(np.isfinite(columns[ALIGNMENT]).sum()),
-            "clicked": int((columns[POPULARITY] > 0).sum())}
+    return {
+        "listings": len(item_ids),
+        "audited": int(np.isfinite(columns[ALIGNMENT]).sum()),
+        "clicked": int((columns[POPULARITY] > 0).sum()),
+    }
 
 
 def read_index(loaded) -> Dict[str, np.ndarray]:
     """What a loaded retrieval SavedModel's index holds: `item_ids`, `embeddings` and every column."""
     index = loaded.index
-    return {ITEM_IDS: index.item_ids.numpy(), EMBEDDINGS: index.embeddings.numpy(),
-            **{name: variable.numpy() for name, variable in index.columns.items()}}
+    return {
+        ITEM_IDS: index.item_ids.numpy(),
+        EMBEDDINGS: index.embeddings.numpy(),
+        **{name: variable.numpy() for name, variable in index.columns.items()},
+    }
 
 
 def read_alignment(audit_csv: str) -> Dict[str, float]:

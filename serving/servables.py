@@ -10,6 +10,7 @@ version that loads is served (so a server restarted after a broken push serves t
 Only TensorFlow and the tensorflow-serving-api protos are imported here: no keras, so this runs where
 stock TensorFlow Serving would.
 """
+
 import dataclasses
 import logging
 import os
@@ -56,8 +57,11 @@ def _dtype_name(enum: int) -> str:
 
 
 # What eager TensorFlow wraps around a failing op's own message: where it was, and the node names.
-_GRAPH_ERROR_WRAPPING = re.compile(r"^Graph execution error:\s*Detected at node .*?<stack traces unavailable>\s*"
-                                   r"|\s*\[\[\{\{node .*$", re.S)
+_GRAPH_ERROR_WRAPPING = re.compile(
+    r"^Graph execution error:\s*Detected at node .*?<stack traces unavailable>\s*"
+    r"|\s*\[\[\{\{node .*$",
+    re.S,
+)
 
 
 def _graph_error_text(message: str) -> str:
@@ -100,9 +104,13 @@ class ModelConfig:
 
 def model_config_from_proto(proto: model_server_config_pb2.ModelConfig) -> ModelConfig:
     if not proto.name or not proto.base_path:
-        raise ValueError(f"a model config needs a name and a base_path, got: {text_format.MessageToString(proto, as_one_line=True)}")
+        raise ValueError(
+            f"a model config needs a name and a base_path, got: {text_format.MessageToString(proto, as_one_line=True)}"
+        )
     if proto.model_platform not in ("", "tensorflow"):
-        raise ValueError(f"model {proto.name!r}: only model_platform \"tensorflow\" is served, got {proto.model_platform!r}")
+        raise ValueError(
+            f'model {proto.name!r}: only model_platform "tensorflow" is served, got {proto.model_platform!r}'
+        )
     policy = proto.model_version_policy
     kind = policy.WhichOneof("policy_choice") or "latest"
     return ModelConfig(
@@ -174,13 +182,16 @@ class Signature:
             if proto.dtype != info.dtype:
                 raise _invalid(
                     f"input {name!r} has dtype {_dtype_name(proto.dtype)}; signature {self.name!r} expects "
-                    f"{_dtype_name(info.dtype)}")
+                    f"{_dtype_name(info.dtype)}"
+                )
             dims = tuple(d.size for d in proto.tensor_shape.dim)
             if info.dims is not None and (
-                    len(dims) != len(info.dims) or any(e >= 0 and d != e for d, e in zip(dims, info.dims))):
+                len(dims) != len(info.dims) or any(e >= 0 and d != e for d, e in zip(dims, info.dims))
+            ):
                 raise _invalid(
                     f"input {name!r} has shape {_shape_text(dims)}; signature {self.name!r} expects "
-                    f"{_shape_text(info.dims)}")
+                    f"{_shape_text(info.dims)}"
+                )
             # The batch is the first dimension of what the signature batches: a leading None, or any
             # dimension of an input of unknown rank (exports that check shapes in the graph declare those).
             if dims and (info.dims is None or (info.dims and info.dims[0] < 0)):
@@ -188,7 +199,7 @@ class Signature:
             try:
                 arrays[name] = tf.make_ndarray(proto)
             except (ValueError, TypeError) as error:
-                raise _invalid(f"input {name!r}: its values do not fill shape {_shape_text(dims)} ({error})")
+                raise _invalid(f"input {name!r}: its values do not fill shape {_shape_text(dims)} ({error})") from None
         sizes = set(batch_sizes.values())
         if len(sizes) > 1:
             raise _invalid(f"inputs disagree on the batch size (first dimension): {dict(sorted(batch_sizes.items()))}")
@@ -199,20 +210,24 @@ class Signature:
             if batch > max_batch_size:
                 raise _invalid(
                     f"batch of {batch} rows is over this server's limit of {max_batch_size} "
-                    "(--max_batch_size); split the request")
+                    "(--max_batch_size); split the request"
+                )
         return arrays
 
     def run(self, arrays: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()) -> Dict[str, np.ndarray]:
         unknown = set(output_filter) - set(self.outputs)
         if unknown:
-            raise _invalid(f"output_filter names unknown output(s) {sorted(unknown)}; signature {self.name!r} "
-                           f"has {sorted(self.outputs)}")
+            raise _invalid(
+                f"output_filter names unknown output(s) {sorted(unknown)}; signature {self.name!r} "
+                f"has {sorted(self.outputs)}"
+            )
         try:
             outputs = self.function(**arrays)
         except tf.errors.OpError as error:
-            raise ServingError(_GRPC_CODE_BY_NUMBER.get(error.error_code, grpc.StatusCode.INTERNAL),
-                               f"signature {self.name!r} refused the input: {_graph_error_text(error.message)}"
-                               ) from error
+            raise ServingError(
+                _GRPC_CODE_BY_NUMBER.get(error.error_code, grpc.StatusCode.INTERNAL),
+                f"signature {self.name!r} refused the input: {_graph_error_text(error.message)}",
+            ) from error
         names = output_filter or list(self.outputs)
         return {name: outputs[name].numpy() for name in names}
 
@@ -234,9 +249,11 @@ class Servable:
     def signature(self, name: str) -> Signature:
         name = name or DEFAULT_SIGNATURE
         if name not in self.signatures:
-            raise ServingError(grpc.StatusCode.NOT_FOUND,
-                               f"model {self.name!r} version {self.version} has no signature {name!r}; "
-                               f"it has {sorted(self.signatures)}")
+            raise ServingError(
+                grpc.StatusCode.NOT_FOUND,
+                f"model {self.name!r} version {self.version} has no signature {name!r}; "
+                f"it has {sorted(self.signatures)}",
+            )
         return self.signatures[name]
 
     def predict(self, request, max_batch_size: int) -> Tuple[Signature, Dict[str, np.ndarray]]:
@@ -294,8 +311,9 @@ def version_directories(base_path: str) -> Dict[int, str]:
             continue
         has_graph = any(tf.io.gfile.exists(os.path.join(path, f)) for f in ("saved_model.pb", "saved_model.pbtxt"))
         variables = os.path.join(path, "variables")
-        has_variables = (not tf.io.gfile.exists(variables)
-                         or tf.io.gfile.exists(os.path.join(variables, "variables.index")))
+        has_variables = not tf.io.gfile.exists(variables) or tf.io.gfile.exists(
+            os.path.join(variables, "variables.index")
+        )
         if has_graph and has_variables:
             versions[int(name)] = path
     return versions
@@ -347,8 +365,9 @@ class ModelManager:
     ```
     """
 
-    def __init__(self, configs: Sequence[ModelConfig], poll_seconds: float = 1.0, max_batch_size: int = 1024,
-                 warmup: bool = True):
+    def __init__(
+        self, configs: Sequence[ModelConfig], poll_seconds: float = 1.0, max_batch_size: int = 1024, warmup: bool = True
+    ):
         self._models = {c.name: _ModelState(c) for c in configs}
         self._poll_seconds = poll_seconds
         self._max_batch_size = max_batch_size
@@ -361,8 +380,10 @@ class ModelManager:
     def get(self, name: str, version: Optional[int] = None, label: str = "") -> Servable:
         model = self._models.get(name)
         if model is None:
-            raise ServingError(grpc.StatusCode.NOT_FOUND,
-                               f"no model named {name!r} is served; this server serves {sorted(self._models)}")
+            raise ServingError(
+                grpc.StatusCode.NOT_FOUND,
+                f"no model named {name!r} is served; this server serves {sorted(self._models)}",
+            )
         if label:
             if label not in model.config.version_labels:
                 raise ServingError(grpc.StatusCode.NOT_FOUND, f"model {name!r} has no version label {label!r}")
@@ -371,12 +392,15 @@ class ModelManager:
             served = dict(model.served)
         if version is None:
             if not served:
-                raise ServingError(grpc.StatusCode.NOT_FOUND,
-                                   f"no version of model {name!r} is loaded yet (watching {model.config.base_path})")
+                raise ServingError(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"no version of model {name!r} is loaded yet (watching {model.config.base_path})",
+                )
             return served[max(served)]
         if version not in served:
-            raise ServingError(grpc.StatusCode.NOT_FOUND,
-                               f"model {name!r} has no version {version} loaded; loaded: {sorted(served)}")
+            raise ServingError(
+                grpc.StatusCode.NOT_FOUND, f"model {name!r} has no version {version} loaded; loaded: {sorted(served)}"
+            )
         return served[version]
 
     def status(self, name: str, version: Optional[int] = None) -> Dict[int, VersionStatus]:
@@ -429,8 +453,7 @@ class ModelManager:
 
     def _loadable(self, model: _ModelState, on_disk: Dict[int, str]) -> List[int]:
         """The versions on disk, less those that failed to load and have not changed since."""
-        return [v for v, path in on_disk.items()
-                if v not in model.failed or model.failed[v] != _fingerprint(path)]
+        return [v for v, path in on_disk.items() if v not in model.failed or model.failed[v] != _fingerprint(path)]
 
     def _poll_model(self, model: _ModelState, require_stable: bool) -> bool:
         config = model.config
@@ -478,14 +501,28 @@ class ModelManager:
         except Exception as error:  # any failure to load leaves the served versions as they are
             model.failed[version] = fingerprint
             with self._lock:
-                model.status[version] = VersionStatus(State.END, grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}")
-            log.error("model %r: version %d at %s failed to load (retried when its files change): %s",
-                      name, version, path, error)
+                model.status[version] = VersionStatus(
+                    State.END, grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}"
+                )
+            log.error(
+                "model %r: version %d at %s failed to load (retried when its files change): %s",
+                name,
+                version,
+                path,
+                error,
+            )
             return False
         with self._lock:
             model.served[version] = servable
             model.status[version] = VersionStatus(State.AVAILABLE)
         model.failed.pop(version, None)
-        log.info("model %r: version %d loaded from %s in %.1fs (%d warmup requests, signatures %s)",
-                 name, version, path, time.monotonic() - start, warmed, sorted(servable.signatures))
+        log.info(
+            "model %r: version %d loaded from %s in %.1fs (%d warmup requests, signatures %s)",
+            name,
+            version,
+            path,
+            time.monotonic() - start,
+            warmed,
+            sorted(servable.signatures),
+        )
         return True

@@ -15,6 +15,7 @@ costs the caller a retry, not a queue that delays every admitted request), so ad
 near the unloaded one and memory stays flat (bench/serving_load.py measures both). SIGTERM (or Ctrl-C)
 stops taking requests, lets those in flight finish for `--grace_period_seconds`, and exits 0.
 """
+
 import argparse
 import logging
 import signal
@@ -24,8 +25,13 @@ from typing import Optional, Sequence
 
 import grpc
 import tensorflow as tf
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from camenn.serving import defaults
 from camenn.serving.servables import ModelConfig, ModelManager, ServingError, read_model_config_file
@@ -58,8 +64,10 @@ class PredictionServicer:
     def GetModelMetadata(self, request, context):
         fields = list(request.metadata_field)
         if fields != ["signature_def"]:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"metadata_field must be ['signature_def'] (the only metadata served), got {fields}")
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"metadata_field must be ['signature_def'] (the only metadata served), got {fields}",
+            )
         servable = self._servable(request.model_spec)
         signature_defs = get_model_metadata_pb2.SignatureDefMap()
         for name, signature_def in servable.signature_defs.items():
@@ -71,8 +79,10 @@ class PredictionServicer:
         return response
 
     def _unimplemented(self, method):
-        raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                           f"{method} is not implemented by camenn serve; use Predict (or TensorFlow Serving)")
+        raise ServingError(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"{method} is not implemented by camenn serve; use Predict (or TensorFlow Serving)",
+        )
 
     def Classify(self, request, context):
         self._unimplemented("Classify")
@@ -101,13 +111,16 @@ class ModelServicer:
         return response
 
     def HandleReloadConfigRequest(self, request, context):
-        raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                           "HandleReloadConfigRequest is not implemented; restart with a new --model_config_file")
+        raise ServingError(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "HandleReloadConfigRequest is not implemented; restart with a new --model_config_file",
+        )
 
 
 def _answering_errors(method):
     """Turns a ServingError into its status, and anything unexpected into INTERNAL, so one bad request
     never takes the server down."""
+
     def handler(request, context):
         try:
             return method(request, context)
@@ -116,6 +129,7 @@ def _answering_errors(method):
         except Exception as error:  # noqa: BLE001 - answered, logged, and the server goes on
             log.exception("internal error in %s", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+
     return handler
 
 
@@ -149,9 +163,18 @@ class ModelServer:
     ```
     """
 
-    def __init__(self, configs, host: str = "127.0.0.1", port: int = defaults.GRPC_PORT, poll_seconds: float = 1.0,
-                 max_batch_size: int = 1024, max_concurrent_requests: int = 0, grpc_max_threads: int = 0,
-                 max_message_bytes: int = 64 << 20, enable_model_warmup: bool = True):
+    def __init__(
+        self,
+        configs,
+        host: str = "127.0.0.1",
+        port: int = defaults.GRPC_PORT,
+        poll_seconds: float = 1.0,
+        max_batch_size: int = 1024,
+        max_concurrent_requests: int = 0,
+        grpc_max_threads: int = 0,
+        max_message_bytes: int = 64 << 20,
+        enable_model_warmup: bool = True,
+    ):
         self.host = host
         self._requested_port = port
         self.port: Optional[int] = None
@@ -164,23 +187,36 @@ class ModelServer:
 
     def start(self) -> "ModelServer":
         self.manager.poll()
-        options = [("grpc.max_receive_message_length", self._max_message_bytes),
-                   ("grpc.max_send_message_length", self._max_message_bytes),
-                   ("grpc.so_reuseport", 0)]
-        self._server = grpc.server(futures.ThreadPoolExecutor(self._grpc_max_threads, "camenn-grpc"),
-                                   options=options, maximum_concurrent_rpcs=self._max_concurrent_requests)
+        options = [
+            ("grpc.max_receive_message_length", self._max_message_bytes),
+            ("grpc.max_send_message_length", self._max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(self._grpc_max_threads, "camenn-grpc"),
+            options=options,
+            maximum_concurrent_rpcs=self._max_concurrent_requests,
+        )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            _Guarded(PredictionServicer(self.manager, self._max_batch_size)), self._server)
+            _Guarded(PredictionServicer(self.manager, self._max_batch_size)), self._server
+        )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(_Guarded(ModelServicer(self.manager)), self._server)
         address = f"[{self.host}]" if ":" in self.host else self.host
         self.port = self._server.add_insecure_port(f"{address}:{self._requested_port}")
         if not self.port:
-            raise OSError(f"cannot listen on {self.host}:{self._requested_port} (in use, or not an address of this machine)")
+            raise OSError(
+                f"cannot listen on {self.host}:{self._requested_port} (in use, or not an address of this machine)"
+            )
         self._server.start()
         self.manager.start()
-        log.info("limits: %d requests in flight (more get RESOURCE_EXHAUSTED) on %d threads, %d rows a batch, "
-                 "%d MiB a message", self._max_concurrent_requests, self._grpc_max_threads, self._max_batch_size,
-                 self._max_message_bytes >> 20)
+        log.info(
+            "limits: %d requests in flight (more get RESOURCE_EXHAUSTED) on %d threads, %d rows a batch, "
+            "%d MiB a message",
+            self._max_concurrent_requests,
+            self._grpc_max_threads,
+            self._max_batch_size,
+            self._max_message_bytes >> 20,
+        )
         return self
 
     def stop(self, grace: Optional[float] = None) -> None:
@@ -211,9 +247,17 @@ def serve(args) -> int:
     except ValueError as error:
         log.error("%s", error)
         return 2
-    server = ModelServer(configs, args.host, args.port, args.file_system_poll_wait_seconds, args.max_batch_size,
-                         args.max_concurrent_requests, args.grpc_max_threads, args.max_message_bytes,
-                         args.enable_model_warmup)
+    server = ModelServer(
+        configs,
+        args.host,
+        args.port,
+        args.file_system_poll_wait_seconds,
+        args.max_batch_size,
+        args.max_concurrent_requests,
+        args.grpc_max_threads,
+        args.max_message_bytes,
+        args.enable_model_warmup,
+    )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -236,12 +280,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """`python -m camenn.serving.server FLAGS`: the same as `camenn serve FLAGS`."""
     from camenn.serving.cli import add_server_flags
 
-    parser = argparse.ArgumentParser(prog="camenn serve", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="camenn serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_server_flags(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     return serve(args)
 
 

@@ -4,6 +4,7 @@
 the simulator's own features included, beat the prior's log loss on the eval split (README "The embedded
 sample").
 """
+
 SEED = 0
 NUM_LISTINGS = 480
 NUM_MERCHANTS = 40

@@ -24,6 +24,7 @@ Catalog rules
 
 The clicks and their labels come from `camenn.simulator.shoppers` (its docstring has the rules).
 """
+
 import csv
 import dataclasses
 import io
@@ -105,15 +106,17 @@ def read_classes(source: Path) -> List[ProductClass]:
             if information_path.exists():
                 for line in information_path.read_text(encoding="utf-8-sig").splitlines():
                     if line.startswith("Title:"):
-                        title = " ".join(line[len("Title:"):].split()) or title
-            classes.append(ProductClass(
-                name=name,
-                coarse=row["Coarse Class Name (str)"],
-                group=row["Iconic Image Path (str)"].strip("/").split("/")[1],
-                title=title,
-                description=" ".join(description_path.read_text(encoding="utf-8-sig").split()),
-                photos=tuple(photos[fine_id]),
-            ))
+                        title = " ".join(line[len("Title:") :].split()) or title
+            classes.append(
+                ProductClass(
+                    name=name,
+                    coarse=row["Coarse Class Name (str)"],
+                    group=row["Iconic Image Path (str)"].strip("/").split("/")[1],
+                    title=title,
+                    description=" ".join(description_path.read_text(encoding="utf-8-sig").split()),
+                    photos=tuple(photos[fine_id]),
+                )
+            )
     return classes
 
 
@@ -121,7 +124,7 @@ def _apportion(total: int, weights: np.ndarray) -> np.ndarray:
     """Integer counts >= 1 summing to `total`, proportional to weights (largest remainder)."""
     share = weights / weights.sum() * (total - len(weights))
     counts = np.floor(share).astype(int)
-    counts[np.argsort(-(share - counts), kind="stable")[:total - len(weights) - counts.sum()]] += 1
+    counts[np.argsort(-(share - counts), kind="stable")[: total - len(weights) - counts.sum()]] += 1
     return counts + 1
 
 
@@ -172,9 +175,16 @@ def _csv_bytes(header: List[str], rows: List[List[str]]) -> bytes:
 EVENTS_TRUTH_FILE = "events_truth.csv"
 
 
-def build_sample(source: Path, output: Path, seed: int = defaults.SEED, num_listings: int = defaults.NUM_LISTINGS,
-                 num_merchants: int = defaults.NUM_MERCHANTS, num_shoppers: int = defaults.NUM_SHOPPERS,
-                 num_events: int = defaults.NUM_EVENTS, include_bad_rows: bool = True) -> dict:
+def build_sample(
+    source: Path,
+    output: Path,
+    seed: int = defaults.SEED,
+    num_listings: int = defaults.NUM_LISTINGS,
+    num_merchants: int = defaults.NUM_MERCHANTS,
+    num_shoppers: int = defaults.NUM_SHOPPERS,
+    num_events: int = defaults.NUM_EVENTS,
+    include_bad_rows: bool = True,
+) -> dict:
     """Writes items.csv, events.csv, images/, truth.csv, events_truth.csv, LICENSE and README.md under `output`.
 
     Returns the counts written into README.md (listings by quality and merchant size, events, conversion
@@ -182,8 +192,10 @@ def build_sample(source: Path, output: Path, seed: int = defaults.SEED, num_list
     """
     source, output = Path(source), Path(output)
     if not (source / "classes.csv").is_file():
-        raise ValueError(f"{source} is not the Grocery Store Dataset's dataset/ folder (no classes.csv); get it "
-                         "from github.com/marcusklasson/GroceryStoreDataset")
+        raise ValueError(
+            f"{source} is not the Grocery Store Dataset's dataset/ folder (no classes.csv); get it "
+            "from github.com/marcusklasson/GroceryStoreDataset"
+        )
     requested = {"listings": num_listings, "merchants": num_merchants, "shoppers": num_shoppers, "events": num_events}
     for name, value in requested.items():
         if value < 1:
@@ -203,8 +215,7 @@ def build_sample(source: Path, output: Path, seed: int = defaults.SEED, num_list
     plan_weight = {name: weight for name, _, weight, _ in SIZE_PLAN}
     weights = np.array([plan_weight[p] for p in planned]) * rng.lognormal(0.0, 0.25, num_merchants)
     counts = _apportion(num_listings, weights)
-    stores = rng.normal(0.0, 1.0, (num_merchants, 2)) * np.where(
-        np.array(planned) == "large", 4.0, 3.0)[:, None]
+    stores = rng.normal(0.0, 1.0, (num_merchants, 2)) * np.where(np.array(planned) == "large", 4.0, 3.0)[:, None]
     merchant_ids = [f"m{n:03d}" for n in range(1, num_merchants + 1)]
     bad_item_merchants = rng.integers(num_merchants, size=len(BAD_ITEMS)) if include_bad_rows else []
     sizes = [dataset.merchant_size_label(int(n)) for n in counts]
@@ -220,8 +231,9 @@ def build_sample(source: Path, output: Path, seed: int = defaults.SEED, num_list
         else:
             speciality = groups[rng.integers(len(groups))]
             class_weight = np.array([4.0 if c.group == speciality else 0.5 for c in classes])
-        chosen = rng.choice(len(classes), size=counts[m], replace=counts[m] > len(classes),
-                            p=class_weight / class_weight.sum())
+        chosen = rng.choice(
+            len(classes), size=counts[m], replace=counts[m] > len(classes), p=class_weight / class_weight.sum()
+        )
         for c in chosen:
             listing_merchant.append(m)
             listing_class.append(int(c))
@@ -235,15 +247,20 @@ def build_sample(source: Path, output: Path, seed: int = defaults.SEED, num_list
 
     base_price = np.array([GROUP_PRICE[c.group] for c in classes]) * rng.lognormal(0.0, 0.35, len(classes))
     merchant_factor = np.array([PRICE_FACTOR[p] for p in planned])
-    prices = np.maximum(0.5, np.round(
-        base_price[listing_class] * merchant_factor[listing_merchant] * rng.lognormal(0.0, 0.12, num_listings), 2))
+    prices = np.maximum(
+        0.5,
+        np.round(
+            base_price[listing_class] * merchant_factor[listing_merchant] * rng.lognormal(0.0, 0.12, num_listings), 2
+        ),
+    )
 
     # Quality: which listings get an inaccurate text or a vague photo.
     num_degraded = round(DEGRADED_FRACTION * num_listings)
     degrade_weight = np.array([DEGRADE_WEIGHT[sizes[m]] for m in listing_merchant])
     degraded = rng.choice(num_listings, size=num_degraded, replace=False, p=degrade_weight / degrade_weight.sum())
     kinds = [features.INACCURATE_TEXT] * (num_degraded // 2) + [features.VAGUE_PHOTO] * (
-        num_degraded - num_degraded // 2)
+        num_degraded - num_degraded // 2
+    )
     quality = [features.OK_QUALITY] * num_listings
     for listing, kind in zip(degraded, rng.permutation(kinds)):
         quality[listing] = str(kind)
@@ -268,8 +285,20 @@ def build_sample(source: Path, output: Path, seed: int = defaults.SEED, num_list
         (output / image_path).write_bytes(_jpeg(image))
         shown = classes[shown_class[i]]
         lat, lon = _store_latlon(stores[listing_merchant[i]])
-        item_rows.append([item_id, merchant_ids[listing_merchant[i]], shown.title, shown.description, product.name,
-                          product.coarse, f"{prices[i]:.2f}", image_path, f"{lat:.5f}", f"{lon:.5f}"])
+        item_rows.append(
+            [
+                item_id,
+                merchant_ids[listing_merchant[i]],
+                shown.title,
+                shown.description,
+                product.name,
+                product.coarse,
+                f"{prices[i]:.2f}",
+                image_path,
+                f"{lat:.5f}",
+                f"{lon:.5f}",
+            ]
+        )
         truth_rows.append([item_id, quality[i], detail])
 
     listings = shopper_simulator.Listings(
@@ -283,15 +312,26 @@ def build_sample(source: Path, output: Path, seed: int = defaults.SEED, num_list
     )
     simulated_shoppers = shopper_simulator.make_shoppers(rng, num_shoppers, len(coarse_names))
     events = shopper_simulator.simulate_events(rng, simulated_shoppers, listings, num_events)
-    event_rows = [[events.request_id[e], events.shopper_id[e], events.item_id[e], str(events.timestamp[e]),
-                   str(events.hour[e]), f"{events.distance_km[e]:.2f}", str(events.converted[e])]
-                  for e in range(len(events.item_id))]
-    probability_rows = [[events.request_id[e], events.item_id[e], f"{events.probability[e]:.6f}"]
-                        for e in range(len(events.item_id))]
+    event_rows = [
+        [
+            events.request_id[e],
+            events.shopper_id[e],
+            events.item_id[e],
+            str(events.timestamp[e]),
+            str(events.hour[e]),
+            f"{events.distance_km[e]:.2f}",
+            str(events.converted[e]),
+        ]
+        for e in range(len(events.item_id))
+    ]
+    probability_rows = [
+        [events.request_id[e], events.item_id[e], f"{events.probability[e]:.6f}"] for e in range(len(events.item_id))
+    ]
 
     if include_bad_rows:
-        bad_items, bad_events = _bad_rows(rng, output, source, item_rows, event_rows, listing_photo,
-                                          [merchant_ids[m] for m in bad_item_merchants])
+        bad_items, bad_events = _bad_rows(
+            rng, output, source, item_rows, event_rows, listing_photo, [merchant_ids[m] for m in bad_item_merchants]
+        )
         item_rows += bad_items
         truth_rows += [[row[0], "bad_row", reason] for row, (_, reason) in zip(bad_items, BAD_ITEMS)]
         event_rows = sorted(event_rows + bad_events, key=lambda r: (int(r[3]), r[0], r[2]))
@@ -307,19 +347,27 @@ def build_sample(source: Path, output: Path, seed: int = defaults.SEED, num_list
         "listings": num_listings,
         "merchants": num_merchants,
         "merchants_by_size": {s: sizes.count(s) for s in ("large", "medium", "small")},
-        "listings_by_merchant_size": {s: sum(sizes[m] == s for m in listing_merchant)
-                                      for s in ("large", "medium", "small")},
+        "listings_by_merchant_size": {
+            s: sum(sizes[m] == s for m in listing_merchant) for s in ("large", "medium", "small")
+        },
         "listings_by_quality": {q: quality.count(q) for q in (features.OK_QUALITY, *features.FLAWED_QUALITIES)},
         "degraded_share_by_merchant_size": {
-            s: round(sum(quality[i] != features.OK_QUALITY for i, m in enumerate(listing_merchant) if sizes[m] == s)
-                     / max(1, sum(sizes[m] == s for m in listing_merchant)), 3)
-            for s in ("large", "medium", "small")},
+            s: round(
+                sum(quality[i] != features.OK_QUALITY for i, m in enumerate(listing_merchant) if sizes[m] == s)
+                / max(1, sum(sizes[m] == s for m in listing_merchant)),
+                3,
+            )
+            for s in ("large", "medium", "small")
+        },
         "shoppers": num_shoppers,
         "events": num_events,
         "conversion_rate": round(float(events.converted.mean()), 4),
         "conversion_rate_by_quality": {
-            q: round(r, 4) for q, r in shopper_simulator.conversion_rate_by(
-                events, [quality[item_ids.index(i)] for i in events.item_id]).items()},
+            q: round(r, 4)
+            for q, r in shopper_simulator.conversion_rate_by(
+                events, [quality[item_ids.index(i)] for i in events.item_id]
+            ).items()
+        },
         "bad_item_rows": len(BAD_ITEMS) if include_bad_rows else 0,
         "bad_event_rows": len(event_rows) - num_events,
     }
@@ -340,7 +388,7 @@ def _bad_rows(rng, output: Path, source: Path, item_rows, event_rows, listing_ph
         if reason == "corrupt_image":
             photo = b"this is not a JPEG " + rng.bytes(64)
         elif reason == "truncated_image":
-            photo = photo[:len(photo) // 2]
+            photo = photo[: len(photo) // 2]
         elif reason == "image_too_small":
             photo = _jpeg(_photo(source, listing_photo[model]).resize((10, 10)))
         elif reason == "bad_price":
@@ -380,8 +428,13 @@ def _readme(stats: dict) -> str:
     bad_items = "\n".join(f"| {what} | `{reason}` |" for what, reason in BAD_ITEMS)
     bad_events = "\n".join(f"| {what} | `{reason}` |" for what, reason in BAD_EVENTS)
     return README_TEMPLATE.format(
-        stats=json.dumps(stats, indent=2), bad_items=bad_items, bad_events=bad_events,
-        clicks=BAD_CLICKS_PER_ITEM, side=IMAGE_SIDE, **stats)
+        stats=json.dumps(stats, indent=2),
+        bad_items=bad_items,
+        bad_events=bad_events,
+        clicks=BAD_CLICKS_PER_ITEM,
+        side=IMAGE_SIDE,
+        **stats,
+    )
 
 
 README_TEMPLATE = """\

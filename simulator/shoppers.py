@@ -28,6 +28,7 @@ class's usual price, on distance and on the hour.
 
 The simulated city's clock is UTC: hour = (timestamp // 3600) % 24.
 """
+
 import dataclasses
 from typing import List, Sequence
 
@@ -36,8 +37,9 @@ import numpy as np
 START_TIMESTAMP = 1709510400  # 2024-03-04 00:00:00 UTC, a Monday
 DAYS = 28
 # City-wide share of requests by hour (quiet nights, lunch and evening peaks).
-DAILY_CURVE = np.array([1, 0.5, 0.3, 0.3, 0.3, 0.5, 1, 2, 3, 3, 3, 4, 5, 4, 3, 3, 4, 6, 7, 7, 6, 4, 3, 2],
-                       dtype=np.float64)
+DAILY_CURVE = np.array(
+    [1, 0.5, 0.3, 0.3, 0.3, 0.5, 1, 2, 3, 3, 3, 4, 5, 4, 3, 3, 4, 6, 7, 7, 6, 4, 3, 2], dtype=np.float64
+)
 PEAK_HOURS = (8, 12, 19)
 PEAK_HOUR_PROBABILITIES = (0.25, 0.25, 0.5)
 
@@ -66,6 +68,7 @@ class Shoppers:
 @dataclasses.dataclass
 class Listings:
     """What the simulator needs to know about each listing (arrays of length L)."""
+
     ids: List[str]
     store: np.ndarray  # [L, 2] km east/north of the centre
     true_coarse: np.ndarray  # coarse category index of what the photo shows
@@ -109,30 +112,38 @@ def make_shoppers(rng: np.random.Generator, num_shoppers: int, num_coarse: int) 
 
 
 def _hour_effect(hour: np.ndarray) -> np.ndarray:
-    return np.where((hour >= 17) & (hour <= 21), CVR_EVENING,
-                    np.where((hour >= 22) | (hour <= 6), CVR_NIGHT, 0.0))
+    return np.where((hour >= 17) & (hour <= 21), CVR_EVENING, np.where((hour >= 22) | (hour <= 6), CVR_NIGHT, 0.0))
 
 
-def conversion_probability(shoppers: Shoppers, listings: Listings, shopper: np.ndarray, listing: np.ndarray,
-                           distance_km: np.ndarray, hour: np.ndarray) -> np.ndarray:
+def conversion_probability(
+    shoppers: Shoppers,
+    listings: Listings,
+    shopper: np.ndarray,
+    listing: np.ndarray,
+    distance_km: np.ndarray,
+    hour: np.ndarray,
+) -> np.ndarray:
     """P(converted) for clicks of `shopper[i]` on `listing[i]` (index arrays), by the rules above."""
-    z = (CVR_BIAS
-         + CVR_TASTE * shoppers.taste[shopper, listings.true_coarse[listing]]
-         - CVR_PRICE * shoppers.price_sensitivity[shopper] * np.log(listings.price_ratio[listing])
-         - CVR_DISTANCE_PER_KM * distance_km
-         + _hour_effect(hour)
-         + CVR_INACCURATE_TEXT * listings.inaccurate_text[listing]
-         + CVR_VAGUE_PHOTO * listings.vague_photo[listing])
+    z = (
+        CVR_BIAS
+        + CVR_TASTE * shoppers.taste[shopper, listings.true_coarse[listing]]
+        - CVR_PRICE * shoppers.price_sensitivity[shopper] * np.log(listings.price_ratio[listing])
+        - CVR_DISTANCE_PER_KM * distance_km
+        + _hour_effect(hour)
+        + CVR_INACCURATE_TEXT * listings.inaccurate_text[listing]
+        + CVR_VAGUE_PHOTO * listings.vague_photo[listing]
+    )
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def simulate_events(rng: np.random.Generator, shoppers: Shoppers, listings: Listings,
-                    num_events: int) -> Events:
+def simulate_events(rng: np.random.Generator, shoppers: Shoppers, listings: Listings, num_events: int) -> Events:
     """Exactly `num_events` clicks with their converted label, in time order."""
     distance = np.linalg.norm(shoppers.home[:, None, :] - listings.store[None, :, :], axis=-1)  # [S, L]
-    click_logit = (shoppers.taste[:, listings.shown_coarse]
-                   - distance / CLICK_DISTANCE_SCALE_KM
-                   + CLICK_VAGUE_PHOTO * listings.vague_photo[None, :])
+    click_logit = (
+        shoppers.taste[:, listings.shown_coarse]
+        - distance / CLICK_DISTANCE_SCALE_KM
+        + CLICK_VAGUE_PHOTO * listings.vague_photo[None, :]
+    )
     click_probability = np.exp(click_logit - click_logit.max(1, keepdims=True))
     click_probability /= click_probability.sum(1, keepdims=True)
     num_listings = len(listings.ids)

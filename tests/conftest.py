@@ -1,4 +1,5 @@
 """Shared test set-up: quiet TensorFlow logs and paths every test may use."""
+
 import os
 from pathlib import Path
 
@@ -29,8 +30,9 @@ def grocery_store_dir():
 # for every click: ~1.27 times the prior's log loss) is still refused. The demo's profile is strict.
 TINY_DATASET = dict(seed=0, num_listings=60, num_merchants=8, num_shoppers=40, num_events=1500)
 KILLED_IN = ("PreprocessDataset", "Transform", "Trainer")  # the session pipeline's killed attempts, in order
-TINY_PIPELINE = dict(min_cvr_auc=0.0, min_ita_auc=0.0, min_tia_auc=0.0, max_cvr_log_loss_vs_prior=1.05,
-                     max_cvr_normalized_entropy=1.1)
+TINY_PIPELINE = dict(
+    min_cvr_auc=0.0, min_ita_auc=0.0, min_tia_auc=0.0, max_cvr_log_loss_vs_prior=1.05, max_cvr_normalized_entropy=1.1
+)
 
 
 @pytest.fixture(scope="session")
@@ -66,17 +68,22 @@ def run_pipeline_killed(config, component, trainer_run_fn=None, extra_path=None,
     import sys
     import time
 
-    script = ("import sys\nfrom camenn.tfx_pipeline import configs, local_runner\n"
-              "kwargs = {'trainer_run_fn': sys.argv[2]} if len(sys.argv) > 2 else {}\n"
-              "local_runner.run(configs.PipelineConfig.from_json(sys.argv[1]), **kwargs)\n")
+    script = (
+        "import sys\nfrom camenn.tfx_pipeline import configs, local_runner\n"
+        "kwargs = {'trainer_run_fn': sys.argv[2]} if len(sys.argv) > 2 else {}\n"
+        "local_runner.run(configs.PipelineConfig.from_json(sys.argv[1]), **kwargs)\n"
+    )
     env = dict(os.environ)
     if extra_path:
         env["PYTHONPATH"] = os.pathsep.join([str(extra_path), env.get("PYTHONPATH", "")])
     args = [sys.executable, "-c", script, config.to_json()] + ([trainer_run_fn] if trainer_run_fn else [])
     log_path = os.path.join(config.outputs_dir, f"killed_in_{component}.log")
     os.makedirs(config.outputs_dir, exist_ok=True)
-    started = (lambda: _trainer_checkpointed(config)) if component == "Trainer" else (
-        lambda: _component_started(config, component))
+    started = (
+        (lambda: _trainer_checkpointed(config))
+        if component == "Trainer"
+        else (lambda: _component_started(config, component))
+    )
     if started():
         raise RuntimeError(f"{component} already ran in {config.pipeline_root}: a kill there would come too late")
     with open(log_path, "wb") as log:
@@ -87,8 +94,9 @@ def run_pipeline_killed(config, component, trainer_run_fn=None, extra_path=None,
             if process.poll() is not None:
                 with open(log_path, errors="replace") as log:
                     tail = log.read()[-3000:]
-                raise RuntimeError(f"the pipeline ended (exit {process.returncode}) before {component} started; "
-                                   f"its log ends:\n{tail}")
+                raise RuntimeError(
+                    f"the pipeline ended (exit {process.returncode}) before {component} started; its log ends:\n{tail}"
+                )
             if time.time() > deadline:
                 raise TimeoutError(f"{component} did not start within {timeout} s")
             time.sleep(0.2)
@@ -112,8 +120,13 @@ def pipeline_run(tiny_dataset, tmp_path_factory):
     from camenn.tfx_pipeline import configs, local_runner, run_summary
 
     outputs = tmp_path_factory.mktemp("pipeline_outputs")
-    config = configs.from_profile("tiny", dataset_dir=str(tiny_dataset), outputs_dir=str(outputs),
-                                 embedding_cache_dir=str(outputs / "embedding_cache"), **TINY_PIPELINE)
+    config = configs.from_profile(
+        "tiny",
+        dataset_dir=str(tiny_dataset),
+        outputs_dir=str(outputs),
+        embedding_cache_dir=str(outputs / "embedding_cache"),
+        **TINY_PIPELINE,
+    )
     for component in KILLED_IN:
         run_pipeline_killed(config, component)
     local_runner.run(config)
@@ -128,14 +141,28 @@ def twin_runs(grocery_store_dir, tmp_path_factory):
     from camenn.tfx_pipeline import configs, local_runner
 
     dataset = tmp_path_factory.mktemp("twin_dataset")
-    build_sample(grocery_store_dir, dataset, seed=5, num_listings=40, num_merchants=6, num_shoppers=30,
-                 num_events=800, include_bad_rows=False)
+    build_sample(
+        grocery_store_dir,
+        dataset,
+        seed=5,
+        num_listings=40,
+        num_merchants=6,
+        num_shoppers=30,
+        num_events=800,
+        include_bad_rows=False,
+    )
     runs = []
     for name in ("first", "second"):
         outputs = tmp_path_factory.mktemp(name)
-        config = configs.from_profile("tiny", dataset_dir=str(dataset), outputs_dir=str(outputs),
-                                     embedding_cache_dir=str(outputs / "embedding_cache"), audit_folds=2,
-                                     audit_epochs=1, **TINY_PIPELINE)
+        config = configs.from_profile(
+            "tiny",
+            dataset_dir=str(dataset),
+            outputs_dir=str(outputs),
+            embedding_cache_dir=str(outputs / "embedding_cache"),
+            audit_folds=2,
+            audit_epochs=1,
+            **TINY_PIPELINE,
+        )
         local_runner.run(config)
         runs.append(config)
     return runs

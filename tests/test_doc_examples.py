@@ -47,6 +47,7 @@ few whose point is a real encoder that loads offline in seconds (EfficientNet-Li
 About 2.5 minutes for the docstrings on 2 busy cores, a third of it CameNNMultiTask's example (tracing
 its train step) and a sixth the served model's export.
 """
+
 import ast
 import builtins
 import dataclasses
@@ -104,7 +105,7 @@ def fenced_blocks(lines: List[str]):
                 end += 1
             if end == len(lines):
                 raise ValueError(f"unclosed ``` fence at line {i + 1}")
-            blocks.append((language, i + 1, textwrap.dedent("\n".join(lines[i + 1:end])) + "\n"))
+            blocks.append((language, i + 1, textwrap.dedent("\n".join(lines[i + 1 : end])) + "\n"))
             i = end + 1
         else:
             i += 1
@@ -143,15 +144,22 @@ def collect_examples() -> List[Example]:
         relative = path.relative_to(REPO_ROOT).as_posix()
         for name, first_line, doc in docstrings(ast.parse(path.read_text(), str(path))):
             lines = doc.splitlines()
-            runnable = [(language, index, code) for language, index, code in fenced_blocks(lines)
-                        if language in (RUN, NEEDS_SERVER)]
+            runnable = [
+                (language, index, code)
+                for language, index, code in fenced_blocks(lines)
+                if language in (RUN, NEEDS_SERVER)
+            ]
             for k, (language, index, code) in enumerate(runnable):
                 suffix = f"[{k + 1}]" if k else ""
-                examples.append(Example(f"{relative}::{name}{suffix}", path, first_line + index, code, language,
-                                        module_name(path), name))
+                examples.append(
+                    Example(
+                        f"{relative}::{name}{suffix}", path, first_line + index, code, language, module_name(path), name
+                    )
+                )
             if any(line.lstrip().startswith(">>>") for line in lines):
-                examples.append(Example(f"{relative}::{name}[doctest]", path, first_line, doc, "doctest",
-                                        module_name(path), name))
+                examples.append(
+                    Example(f"{relative}::{name}[doctest]", path, first_line, doc, "doctest", module_name(path), name)
+                )
     for language, index, code in fenced_blocks(README.read_text().splitlines()):
         if language in (RUN, NEEDS_SERVER):
             examples.append(Example(f"README.md::L{index}", README, index + 1, code, language, None))
@@ -175,22 +183,29 @@ def module_namespace(dotted: Optional[str]) -> dict:
             imported.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
         elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             pending.extend(child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt))
-    namespace.update({name: value for name, value in vars(module).items()
-                      if not name.startswith("__") and name not in imported and not inspect.ismodule(value)})
+    namespace.update(
+        {
+            name: value
+            for name, value in vars(module).items()
+            if not name.startswith("__") and name not in imported and not inspect.ismodule(value)
+        }
+    )
     return namespace
 
 
 def run_example(example: Example, code: Optional[str] = None) -> None:
     namespace = module_namespace(example.module)
     if example.kind == "doctest":
-        test = doctest.DocTestParser().get_doctest(example.code, namespace, example.id, str(example.path),
-                                                   example.line - 1)
+        test = doctest.DocTestParser().get_doctest(
+            example.code, namespace, example.id, str(example.path), example.line - 1
+        )
         report = io.StringIO()
         runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
         runner.run(test, out=report.write)
         if runner.failures:
-            pytest.fail(f"{runner.failures} of {runner.tries} doctest examples failed:\n{report.getvalue()}",
-                        pytrace=False)
+            pytest.fail(
+                f"{runner.failures} of {runner.tries} doctest examples failed:\n{report.getvalue()}", pytrace=False
+            )
         return
     # Blank lines in front, so that tracebacks show the example's own line of its file.
     compiled = compile("\n" * (example.line - 1) + (code or example.code), str(example.path), "exec")
@@ -232,8 +247,10 @@ def server_cwd(example_cwd, catalog, model_v1, served):
     shutil.copytree(model_v1, example_cwd / "outputs" / "serving_model" / "camenn" / "1")
     preprocessed = example_cwd / "outputs" / "preprocessed"
     options = tf.io.TFRecordOptions(compression_type="GZIP")
-    for folder, rows in (("items", [item_example(item) for item in items]),
-                         ("examples/eval", event_examples(items, count=16))):
+    for folder, rows in (
+        ("items", [item_example(item) for item in items]),
+        ("examples/eval", event_examples(items, count=16)),
+    ):
         (preprocessed / folder).mkdir(parents=True)
         with tf.io.TFRecordWriter(str(preprocessed / folder / "part-00000-of-00001.tfrecord.gz"), options) as writer:
             for row in rows:
@@ -264,7 +281,7 @@ def test_every_example_section_is_run():
             for i, line in enumerate(lines):
                 if not EXAMPLE_SECTION.match(line):
                     continue
-                following = next((other.strip() for other in lines[i + 1:] if other.strip()), "")
+                following = next((other.strip() for other in lines[i + 1 :] if other.strip()), "")
                 if following not in ("```" + RUN, "```" + NEEDS_SERVER) and not following.startswith(">>>"):
                     unfenced.append(f"{path.relative_to(REPO_ROOT)}:{first_line + i}: {name}")
     assert not unfenced, "Example sections that are never run:\n" + "\n".join(unfenced)

@@ -1,5 +1,6 @@
 """pyproject.toml declares what CameNN imports, so `pip install .` outside scripts/setup.sh gives a package
 whose imports resolve (the exact pins stay in requirements.txt and constraints.txt)."""
+
 import ast
 import importlib.metadata
 import re

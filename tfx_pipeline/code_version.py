@@ -6,6 +6,7 @@ import (its module and every `camenn` module reachable from it by static imports
 included): a fix in serving/bundle.py reruns ServingBundle and nothing upstream, a model change reruns
 the Trainer. The hash is of the code, not the text: comments, docstrings and formatting do not count.
 """
+
 import ast
 import functools
 import hashlib
@@ -68,8 +69,12 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 node.body = body[1:] or [ast.Pass()]
     return tree
 

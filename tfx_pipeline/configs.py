@@ -3,6 +3,7 @@
 A `PipelineConfig` is built from a named profile (`tiny` for tests and CI, `small` for a CPU, `base` for
 GPUs) plus overrides; `camenn pipeline run` and `compile` take `--profile` and `--set KEY=VALUE`.
 """
+
 import dataclasses
 import json
 import os
@@ -146,9 +147,14 @@ class PipelineConfig:
     def listing_encoding(self) -> dict:
         """How preprocessing encodes a listing: recorded in every exported version, so that
         `camenn listings add` encodes new listings the same way."""
-        return {"text_encoder": self.text_encoder, "num_text_tokens": self.num_text_tokens,
-                "image_encoder": self.image_encoder, "image_preset": self.image_preset,
-                "grid": "x".join(str(n) for n in self.grid), "max_text_length": self.max_text_length}
+        return {
+            "text_encoder": self.text_encoder,
+            "num_text_tokens": self.num_text_tokens,
+            "image_encoder": self.image_encoder,
+            "image_preset": self.image_preset,
+            "grid": "x".join(str(n) for n in self.grid),
+            "max_text_length": self.max_text_length,
+        }
 
     def beam_pipeline_args(self):
         if self.extra_beam_args and any(a.startswith("--runner") for a in self.extra_beam_args):
@@ -193,6 +199,7 @@ class TrainerSettings:
     Only these are part of the Trainer's cache and checkpoint keys, so a changed blessing bound or Beam
     option does not train again. Names and meanings as in `PipelineConfig`, plus what derives from it.
     """
+
     model_preset: str
     model_options: str
     batch_size: int
@@ -213,10 +220,17 @@ class TrainerSettings:
 
     @classmethod
     def of(cls, config: PipelineConfig) -> "TrainerSettings":
-        derived = {"num_patches": config.grid[0] * config.grid[1], "encoding": config.listing_encoding(),
-                   "checkpoint_root": config.checkpoint_dir}
-        return cls(**{f.name: derived[f.name] if f.name in derived else getattr(config, f.name)
-                      for f in dataclasses.fields(cls)})
+        derived = {
+            "num_patches": config.grid[0] * config.grid[1],
+            "encoding": config.listing_encoding(),
+            "checkpoint_root": config.checkpoint_dir,
+        }
+        return cls(
+            **{
+                f.name: derived[f.name] if f.name in derived else getattr(config, f.name)
+                for f in dataclasses.fields(cls)
+            }
+        )
 
     @property
     def model_arguments(self) -> dict:
@@ -232,11 +246,23 @@ class TrainerSettings:
 
 PROFILES = {
     # CI and tests: the tiny model and image encoder, a couple of short epochs.
-    "tiny": dict(model_preset="camenn_tiny", audit_model_preset="camenn_tiny", text_encoder="bert_tiny",
-                 image_encoder="inception_v4", image_preset="inception_v4_tiny", audit_epochs=5,
-                 max_text_length=32, batch_size=32, epochs=2, checkpoint_every_steps=5,
-                 retrieval_preset="retrieval_tiny", retrieval_epochs=5, retrieval_batch_size=64, retrieval_top_k=20,
-                 retrieval_recall_ks=(5, 10, 20)),
+    "tiny": dict(
+        model_preset="camenn_tiny",
+        audit_model_preset="camenn_tiny",
+        text_encoder="bert_tiny",
+        image_encoder="inception_v4",
+        image_preset="inception_v4_tiny",
+        audit_epochs=5,
+        max_text_length=32,
+        batch_size=32,
+        epochs=2,
+        checkpoint_every_steps=5,
+        retrieval_preset="retrieval_tiny",
+        retrieval_epochs=5,
+        retrieval_batch_size=64,
+        retrieval_top_k=20,
+        retrieval_recall_ks=(5, 10, 20),
+    ),
     # A CPU: the demo on the embedded sample. At most 8 epochs of the sample's 73 steps of 64 clicks (a
     # few tens of seconds each on 2 cores, bench/train.py); early stopping on the eval CVR loss ends it
     # sooner.

@@ -13,6 +13,7 @@ checkpoints with the first one's. Holding the lock, no other run of the pipeline
 execution still NEW or RUNNING belongs to a run that died: `cancel_interrupted` marks each CANCELED
 (with a note saying why) and deletes its partial output folders.
 """
+
 import contextlib
 import errno
 import fcntl
@@ -68,7 +69,8 @@ def exclusive_run(metadata_path: str) -> Iterator[None]:
             holder = lock.read().strip() or "another process"
             raise ConcurrentRunError(
                 f"another run of this pipeline is using {os.path.dirname(metadata_path)} ({holder}); wait for it "
-                "to end, or give this run other outputs (--outputs)") from None
+                "to end, or give this run other outputs (--outputs)"
+            ) from None
         lock.seek(0)
         lock.truncate()
         lock.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
@@ -96,9 +98,11 @@ def _partial_folders(pipeline_root: str, node_id: str, execution_id: int) -> Lis
     if "://" in pipeline_root:  # a remote filesystem: left as it is
         return []
     node = os.path.join(pipeline_root, node_id)
-    folders = (glob.glob(os.path.join(node, "*", str(execution_id)))
-               + glob.glob(os.path.join(node, ".system", "*", str(execution_id)))
-               + glob.glob(os.path.join(node, ".system", "stateful_working_dir", "*")))
+    folders = (
+        glob.glob(os.path.join(node, "*", str(execution_id)))
+        + glob.glob(os.path.join(node, ".system", "*", str(execution_id)))
+        + glob.glob(os.path.join(node, ".system", "stateful_working_dir", "*"))
+    )
     return [folder for folder in folders if os.path.isdir(folder)]
 
 
@@ -128,13 +132,16 @@ def cancel_interrupted(metadata_path: str, pipeline_name: str, pipeline_root: st
         nodes = [c.name.split(".", 1)[-1] for c in store.get_contexts_by_execution(execution.id) if c.type == "node"]
         node = nodes[0] if nodes else "?"
         execution.last_known_state = metadata_store_pb2.Execution.CANCELED
-        execution.custom_properties[INTERRUPTED].string_value = (
-            "its run ended before it did (the process was killed or crashed); cancelled by the next run")
+        execution.custom_properties[
+            INTERRUPTED
+        ].string_value = "its run ended before it did (the process was killed or crashed); cancelled by the next run"
         store.put_executions([execution])
         removed = []
         for folder in _partial_folders(pipeline_root, node, execution.id) if nodes else []:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(os.path.relpath(folder, pipeline_root))
-        cancelled.append(f"{node} (execution {execution.id}): cancelled"
-                         + (f", partial outputs removed: {', '.join(sorted(removed))}" if removed else ""))
+        cancelled.append(
+            f"{node} (execution {execution.id}): cancelled"
+            + (f", partial outputs removed: {', '.join(sorted(removed))}" if removed else "")
+        )
     return cancelled

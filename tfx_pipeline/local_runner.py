@@ -3,6 +3,7 @@ ML Metadata in a local SQLite file (all under `outputs/` by default).
 
     python -m camenn.tfx_pipeline.local_runner [--profile small]   (or: camenn pipeline run)
 """
+
 import logging
 import os
 import re
@@ -42,14 +43,17 @@ def run(config: configs.PipelineConfig, **pipeline_kwargs) -> None:
     pipeline = create_pipeline(
         config,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path),
-        **pipeline_kwargs)
+        **pipeline_kwargs,
+    )
     with interrupted_runs.exclusive_run(config.metadata_path):
-        for line in interrupted_runs.cancel_interrupted(config.metadata_path, config.pipeline_name,
-                                                        config.pipeline_root):
+        for line in interrupted_runs.cancel_interrupted(
+            config.metadata_path, config.pipeline_name, config.pipeline_root
+        ):
             log.warning("an earlier run was interrupted: %s", line)
         tfx.orchestration.LocalDagRunner().run(pipeline)
 
 
 if __name__ == "__main__":
     from camenn.tfx_pipeline.cli import main
+
     main(["run"])

@@ -18,14 +18,14 @@ the eval period converts at another rate than the training one, where normalized
 on the sample (22.5% in training, 24.4% in the eval period) the prior scores NE 1.048, and at 25% in
 training and 20% in the eval period it would score NE 0.90 while knowing nothing.
 """
+
 from collections import defaultdict
 from typing import Dict, Iterable, Mapping, Optional
 
 import apache_beam as beam
 import numpy as np
 import tensorflow_model_analysis as tfma
-from tensorflow_model_analysis.metrics import metric_types
-from tensorflow_model_analysis.metrics import metric_util
+from tensorflow_model_analysis.metrics import metric_types, metric_util
 from tensorflow_model_analysis.utils import util
 
 from camenn.model import features as F
@@ -67,7 +67,9 @@ def weighted_group_auc(rows_by_group: Mapping) -> float:
     group weighted by its summed weight; groups with one class only are left out (NaN when none is left)."""
     total, weighted = 0.0, 0.0
     for labels, predictions, weights in rows_by_group.values():
-        labels, predictions, weights = (np.asarray(column, dtype=np.float64) for column in (labels, predictions, weights))
+        labels, predictions, weights = (
+            np.asarray(column, dtype=np.float64) for column in (labels, predictions, weights)
+        )
         auc = weighted_auc(labels, predictions, weights)
         if not np.isnan(auc):
             total += weights.sum()
@@ -75,8 +77,9 @@ def weighted_group_auc(rows_by_group: Mapping) -> float:
     return weighted / total if total else float("nan")
 
 
-def group_auc(groups: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
-              weights: Optional[np.ndarray] = None) -> float:
+def group_auc(
+    groups: np.ndarray, labels: np.ndarray, predictions: np.ndarray, weights: Optional[np.ndarray] = None
+) -> float:
     """GAUC of rows given as arrays (the `GAUC` metric's computation outside TFMA); rows of weight 0 are
     left out, as TFMA leaves them out.
 
@@ -101,8 +104,9 @@ def group_auc(groups: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
     return weighted_group_auc({i: (labels[a:b], predictions[a:b], weights[a:b]) for i, (a, b) in enumerate(bounds)})
 
 
-def prior_log_loss_metrics(labels: np.ndarray, predictions: np.ndarray, rates: np.ndarray,
-                           weights: Optional[np.ndarray] = None) -> Dict[str, float]:
+def prior_log_loss_metrics(
+    labels: np.ndarray, predictions: np.ndarray, rates: np.ndarray, weights: Optional[np.ndarray] = None
+) -> Dict[str, float]:
     """Log loss, normalized entropy and log loss relative to the prior (module docstring) of rows given as
     arrays, computed as the TFMA metrics compute them.
 
@@ -126,9 +130,11 @@ def prior_log_loss_metrics(labels: np.ndarray, predictions: np.ndarray, rates: n
     loss = float((weights * cross_entropy(np.asarray(predictions, dtype=np.float64))).sum())
     prior_loss = float((weights * cross_entropy(rates)).sum())
     weight, rate = float(weights.sum()), float((weights * rates).sum())
-    return {"log_loss": loss / weight,
-            NORMALIZED_ENTROPY_NAME: _prior_ratio(NORMALIZED_ENTROPY_NAME, loss, weight, rate, prior_loss),
-            LOG_LOSS_VS_PRIOR_NAME: _prior_ratio(LOG_LOSS_VS_PRIOR_NAME, loss, weight, rate, prior_loss)}
+    return {
+        "log_loss": loss / weight,
+        NORMALIZED_ENTROPY_NAME: _prior_ratio(NORMALIZED_ENTROPY_NAME, loss, weight, rate, prior_loss),
+        LOG_LOSS_VS_PRIOR_NAME: _prior_ratio(LOG_LOSS_VS_PRIOR_NAME, loss, weight, rate, prior_loss),
+    }
 
 
 def _prior_ratio(name: str, loss: float, weight: float, rate: float, prior_loss: float) -> float:
@@ -155,14 +161,25 @@ class GAUC(tfma.metrics.Metric):
 metric_types.register_metric(GAUC)
 
 
-def _gauc(name: str = GAUC_NAME, group_key: str = F.SHOPPER_ID, eval_config=None, model_name: str = "",
-          output_name: str = "", sub_key=None, example_weighted: bool = False):
-    key = metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name, sub_key=sub_key,
-                                 example_weighted=example_weighted)
-    return [metric_types.MetricComputation(
-        keys=[key],
-        preprocessors=[metric_types.FeaturePreprocessor(feature_keys=[group_key])],
-        combiner=_GAUCCombiner(key, eval_config, group_key, example_weighted))]
+def _gauc(
+    name: str = GAUC_NAME,
+    group_key: str = F.SHOPPER_ID,
+    eval_config=None,
+    model_name: str = "",
+    output_name: str = "",
+    sub_key=None,
+    example_weighted: bool = False,
+):
+    key = metric_types.MetricKey(
+        name=name, model_name=model_name, output_name=output_name, sub_key=sub_key, example_weighted=example_weighted
+    )
+    return [
+        metric_types.MetricComputation(
+            keys=[key],
+            preprocessors=[metric_types.FeaturePreprocessor(feature_keys=[group_key])],
+            combiner=_GAUCCombiner(key, eval_config, group_key, example_weighted),
+        )
+    ]
 
 
 class _GAUCCombiner(beam.CombineFn):
@@ -178,8 +195,13 @@ class _GAUCCombiner(beam.CombineFn):
     def add_input(self, accumulator, element: metric_types.StandardMetricInputs):
         groups = util.get_by_keys(element.features, [self._group_key]).flatten()
         values = metric_util.to_label_prediction_example_weight(
-            element, eval_config=self._eval_config, model_name=self._key.model_name,
-            output_name=self._key.output_name, example_weighted=self._example_weighted, flatten=True)
+            element,
+            eval_config=self._eval_config,
+            model_name=self._key.model_name,
+            output_name=self._key.output_name,
+            example_weighted=self._example_weighted,
+            flatten=True,
+        )
         for group, (label, prediction, weight) in zip(groups, values):
             weight = float(weight)
             if weight > 0:
@@ -231,14 +253,25 @@ metric_types.register_metric(NormalizedEntropy)
 metric_types.register_metric(LogLossVsPrior)
 
 
-def _prior_metric(name: str = NORMALIZED_ENTROPY_NAME, rate_key: str = F.TRAIN_CONVERSION_RATE, eval_config=None,
-                  model_name: str = "", output_name: str = "", sub_key=None, example_weighted: bool = False):
-    key = metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name, sub_key=sub_key,
-                                 example_weighted=example_weighted)
-    return [metric_types.MetricComputation(
-        keys=[key],
-        preprocessors=[metric_types.FeaturePreprocessor(feature_keys=[rate_key])],
-        combiner=_PriorCombiner(key, eval_config, rate_key, example_weighted))]
+def _prior_metric(
+    name: str = NORMALIZED_ENTROPY_NAME,
+    rate_key: str = F.TRAIN_CONVERSION_RATE,
+    eval_config=None,
+    model_name: str = "",
+    output_name: str = "",
+    sub_key=None,
+    example_weighted: bool = False,
+):
+    key = metric_types.MetricKey(
+        name=name, model_name=model_name, output_name=output_name, sub_key=sub_key, example_weighted=example_weighted
+    )
+    return [
+        metric_types.MetricComputation(
+            keys=[key],
+            preprocessors=[metric_types.FeaturePreprocessor(feature_keys=[rate_key])],
+            combiner=_PriorCombiner(key, eval_config, rate_key, example_weighted),
+        )
+    ]
 
 
 class _PriorCombiner(beam.CombineFn):
@@ -255,8 +288,13 @@ class _PriorCombiner(beam.CombineFn):
     def add_input(self, accumulator, element: metric_types.StandardMetricInputs):
         rates = util.get_by_keys(element.features, [self._rate_key]).flatten()
         values = metric_util.to_label_prediction_example_weight(
-            element, eval_config=self._eval_config, model_name=self._key.model_name,
-            output_name=self._key.output_name, example_weighted=self._example_weighted, flatten=True)
+            element,
+            eval_config=self._eval_config,
+            model_name=self._key.model_name,
+            output_name=self._key.output_name,
+            example_weighted=self._example_weighted,
+            flatten=True,
+        )
         for rate, (label, prediction, weight) in zip(rates, values):
             weight = float(weight)
             if weight > 0:

@@ -7,6 +7,7 @@ trained on the other folds' listings (each listing's true pair and its in-batch 
 as in the main training) and scores the held-out fold's true pairs. The item id, which would let a
 model memorise a listing rather than judge its photo against its text, is hidden from these models.
 """
+
 import hashlib
 import logging
 import time
@@ -34,8 +35,9 @@ def assign_folds(item_ids: Sequence[bytes], num_folds: int, seed: int) -> np.nda
     return folds
 
 
-def out_of_fold_scores(num_listings: int, folds: np.ndarray, fit: Callable[[np.ndarray], Scorer]
-                       ) -> Dict[str, np.ndarray]:
+def out_of_fold_scores(
+    num_listings: int, folds: np.ndarray, fit: Callable[[np.ndarray], Scorer]
+) -> Dict[str, np.ndarray]:
     """Scores each listing with the model fitted on the other folds.
 
     Args:
@@ -54,13 +56,25 @@ def out_of_fold_scores(num_listings: int, folds: np.ndarray, fit: Callable[[np.n
         scorer = fit(training)
         for task, values in scorer(held_out).items():
             scores.setdefault(task, np.full(num_listings, np.nan, np.float32))[held_out] = values
-        logger.info("audit fold %d/%d: trained on %d listings, scored %d (%.0f s)", fold + 1, len(np.unique(folds)),
-                    len(training), len(held_out), time.time() - started)
+        logger.info(
+            "audit fold %d/%d: trained on %d listings, scored %d (%.0f s)",
+            fold + 1,
+            len(np.unique(folds)),
+            len(training),
+            len(held_out),
+            time.time() - started,
+        )
     return scores
 
 
-def fit_alignment_model(listings: Mapping[str, np.ndarray], build_model: Callable[[], object], epochs: int,
-                        batch_size: int, seed: int, learning_rate: float = 0.0) -> Callable[[np.ndarray], Scorer]:
+def fit_alignment_model(
+    listings: Mapping[str, np.ndarray],
+    build_model: Callable[[], object],
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    learning_rate: float = 0.0,
+) -> Callable[[np.ndarray], Scorer]:
     """A `fit` for `out_of_fold_scores`: trains an alignment-only CameNN on the given listing rows.
 
     Args:
@@ -102,11 +116,19 @@ def fit_alignment_model(listings: Mapping[str, np.ndarray], build_model: Callabl
         inputs = list(model.input)
         batch = {name: value[rows] for name, value in listings.items()}
         batch[F.LABEL] = np.zeros(len(rows), np.int64)  # no conversion task: a placeholder the step drops
-        dataset = (tf.data.Dataset.from_tensor_slices(batch)
-                   .shuffle(len(rows), seed=seed, reshuffle_each_iteration=True).repeat().batch(batch_size))
+        dataset = (
+            tf.data.Dataset.from_tensor_slices(batch)
+            .shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+            .repeat()
+            .batch(batch_size)
+        )
         train = make_alignment_examples(dataset, seed=seed).map(
-            lambda x, y, w: ({k: v for k, v in hidden_ids(x).items() if k in inputs},
-                             {t: y[t] for t in AUDIT_TASKS}, {t: w[t] for t in AUDIT_TASKS}))
+            lambda x, y, w: (
+                {k: v for k, v in hidden_ids(x).items() if k in inputs},
+                {t: y[t] for t in AUDIT_TASKS},
+                {t: w[t] for t in AUDIT_TASKS},
+            )
+        )
         model.fit(train, epochs=epochs, steps_per_epoch=max(1, -(-len(rows) // batch_size)), verbose=0)
 
         # Scored now, before the next fold resets the weights.

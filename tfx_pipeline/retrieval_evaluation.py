@@ -27,6 +27,7 @@ result = evaluate_saved_model("outputs/serving_model/camenn_retrieval/1", train,
 result["recall@100"], result["popularity_recall@100"], result["random_recall@100"]
 ```
 """
+
 import collections
 from typing import Dict, List, Mapping, Sequence
 
@@ -85,15 +86,21 @@ def retrieve(loaded, shopper_ids: np.ndarray, hours: np.ndarray, batch_size: int
     signature = loaded.signatures["serving_default"]
     items, known = [], []
     for start in range(0, len(shopper_ids), batch_size):
-        out = signature(shopper_id=tf.constant(shopper_ids[start:start + batch_size]),
-                        hour=tf.constant(hours[start:start + batch_size], tf.int64))
+        out = signature(
+            shopper_id=tf.constant(shopper_ids[start : start + batch_size]),
+            hour=tf.constant(hours[start : start + batch_size], tf.int64),
+        )
         items.append(out[F.ITEM_ID].numpy())
         known.append(out["known_shopper"].numpy())
     return {F.ITEM_ID: np.concatenate(items), "known_shopper": np.concatenate(known)}
 
 
-def evaluate_saved_model(saved_model_dir: str, training_clicks: Mapping[str, np.ndarray],
-                         eval_clicks: Mapping[str, np.ndarray], ks: Sequence[int]) -> Dict[str, float]:
+def evaluate_saved_model(
+    saved_model_dir: str,
+    training_clicks: Mapping[str, np.ndarray],
+    eval_clicks: Mapping[str, np.ndarray],
+    ks: Sequence[int],
+) -> Dict[str, float]:
     """Recall@K of the model and of both baselines (module docstring) on `eval_clicks`.
 
     Returns a flat dict: `recall@k`, `popularity_recall@k`, `random_recall@k`, `lift_over_popularity@k`
@@ -110,9 +117,12 @@ def evaluate_saved_model(saved_model_dir: str, training_clicks: Mapping[str, np.
     popular = popularity_ranking(list(training_clicks[F.ITEM_ID]), listings)
     popularity = recall_at_k([popular] * len(clicked), clicked, ks)
     indexed = set(listings)
-    result = {"eval_clicks": float(len(clicked)), "listings": float(len(listings)),
-              "unknown_shopper_clicks": float((~retrieved["known_shopper"]).sum()),
-              "clicks_outside_index": float(sum(1 for item in clicked if item not in indexed))}
+    result = {
+        "eval_clicks": float(len(clicked)),
+        "listings": float(len(listings)),
+        "unknown_shopper_clicks": float((~retrieved["known_shopper"]).sum()),
+        "clicks_outside_index": float(sum(1 for item in clicked if item not in indexed)),
+    }
     for k in ks:
         result[f"recall@{k}"] = model[k]
         result[f"popularity_recall@{k}"] = popularity[k]
@@ -121,8 +131,13 @@ def evaluate_saved_model(saved_model_dir: str, training_clicks: Mapping[str, np.
     return result
 
 
-def judge(result: Mapping[str, float], k: int, min_lift: float, baseline: Mapping[str, float] = None,
-          max_regression: float = 0.0) -> List[str]:
+def judge(
+    result: Mapping[str, float],
+    k: int,
+    min_lift: float,
+    baseline: Mapping[str, float] = None,
+    max_regression: float = 0.0,
+) -> List[str]:
     """Why the model is not blessed (empty: blessed), judged at Recall@k.
 
     Bounds: Recall@k at least `min_lift` times popularity's, above random's (unless k retrieves every
@@ -136,6 +151,7 @@ def judge(result: Mapping[str, float], k: int, min_lift: float, baseline: Mappin
     if random < 1.0 and recall <= random:
         failures.append(f"recall@{k} {recall:.4f} <= random's {random:.4f}")
     if baseline is not None and recall < baseline[f"recall@{k}"] - max_regression:
-        failures.append(f"recall@{k} {recall:.4f} < the last blessed model's {baseline[f'recall@{k}']:.4f} "
-                        f"- {max_regression}")
+        failures.append(
+            f"recall@{k} {recall:.4f} < the last blessed model's {baseline[f'recall@{k}']:.4f} - {max_regression}"
+        )
     return failures

@@ -10,6 +10,7 @@ the same Transform output as the ranker and exports it with the Transform graph 
   shopper it does not know.
 - Reproducible: seeded, deterministic ops, content-ordered data.
 """
+
 import json
 import logging
 import os
@@ -30,14 +31,18 @@ def read_split(fn_args, tft_output, files) -> ClickData:
     from tfx_bsl.public import tfxio
 
     batches = fn_args.data_accessor.tf_dataset_factory(
-        files, tfxio.TensorFlowDatasetOptions(batch_size=1024, shuffle=False, num_epochs=1),
-        tft_output.transformed_metadata.schema)
+        files,
+        tfxio.TensorFlowDatasetOptions(batch_size=1024, shuffle=False, num_epochs=1),
+        tft_output.transformed_metadata.schema,
+    )
     return ClickData.read(batches, F.LISTING_INPUTS)
 
 
 def vocabulary_sizes(tft_output, num_oov_buckets):
-    return {name: tft_output.vocabulary_size_by_name(transform.vocabulary_name(name)) + num_oov_buckets
-            for name in F.ID_FEATURES}
+    return {
+        name: tft_output.vocabulary_size_by_name(transform.vocabulary_name(name)) + num_oov_buckets
+        for name in F.ID_FEATURES
+    }
 
 
 def add_sampling_probability(data: ClickData) -> ClickData:
@@ -76,14 +81,23 @@ def train(config, data: ClickData, sizes, num_patches, num_text_tokens, model_ru
     listings = data.listings
     options = {"learning_rate": config["learning_rate"]} if config.get("learning_rate") else {}
     model = TwoTowerRetrieval.from_preset(
-        config["preset"], vocabulary_sizes=sizes, num_text_tokens=num_text_tokens,
-        text_dim=listings[F.TEXT_EMBEDDINGS].shape[1] // num_text_tokens, num_patches=num_patches,
-        patch_dim=listings[F.PATCH_EMBEDDINGS].shape[1] // num_patches, **options)
+        config["preset"],
+        vocabulary_sizes=sizes,
+        num_text_tokens=num_text_tokens,
+        text_dim=listings[F.TEXT_EMBEDDINGS].shape[1] // num_text_tokens,
+        num_patches=num_patches,
+        patch_dim=listings[F.PATCH_EMBEDDINGS].shape[1] // num_patches,
+        **options,
+    )
     model.compile()
     callbacks = [tf_keras.callbacks.TensorBoard(model_run_dir)] if model_run_dir else []
     started = time.perf_counter()
-    history = model.fit(training_batches(add_sampling_probability(data), config["batch_size"], config["seed"]),
-                        epochs=config["epochs"], callbacks=callbacks, verbose=0)
+    history = model.fit(
+        training_batches(add_sampling_probability(data), config["batch_size"], config["seed"]),
+        epochs=config["epochs"],
+        callbacks=callbacks,
+        verbose=0,
+    )
     return model, {k: [float(x) for x in v] for k, v in history.history.items()}, time.perf_counter() - started
 
 
@@ -99,18 +113,31 @@ def run_fn(fn_args):
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     data = read_split(fn_args, tft_output, fn_args.train_files)
     sizes = vocabulary_sizes(tft_output, config["num_oov_buckets"])
-    model, history, seconds = train(config, data, sizes, config["num_patches"], config["num_text_tokens"],
-                                    fn_args.model_run_dir)
-    logger.info("retrieval model %s: %d epochs over %d clicks in %.1f s, loss %.4f -> %.4f", config["preset"],
-                config["epochs"], data.num_clicks, seconds, history["loss"][0], history["loss"][-1])
+    model, history, seconds = train(
+        config, data, sizes, config["num_patches"], config["num_text_tokens"], fn_args.model_run_dir
+    )
+    logger.info(
+        "retrieval model %s: %d epochs over %d clicks in %.1f s, loss %.4f -> %.4f",
+        config["preset"],
+        config["epochs"],
+        data.num_clicks,
+        seconds,
+        history["loss"][0],
+        history["loss"][-1],
+    )
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
         json.dump({"fit_seconds": seconds, "clicks": data.num_clicks, "history": history}, f)
 
     raw_spec = tft_output.raw_feature_spec()
     tft_layer = tft_output.transform_features_layer()
     export_retrieval_model(
-        model, fn_args.serving_model_dir, transform=tft_layer, transform_trackables=[tft_layer],
+        model,
+        fn_args.serving_model_dir,
+        transform=tft_layer,
+        transform_trackables=[tft_layer],
         raw_feature_spec={name: raw_spec[name] for name in (*QUERY_FEATURES, *CANDIDATE_FEATURES)},
         known_shoppers=sizes[F.SHOPPER_ID] - config["num_oov_buckets"],
-        item_click_counts=item_click_counts(data, sizes[F.ITEM_ID]), top_k=config["top_k"])
+        item_click_counts=item_click_counts(data, sizes[F.ITEM_ID]),
+        top_k=config["top_k"],
+    )
     logger.info("exported the retrieval model to %s", fn_args.serving_model_dir)

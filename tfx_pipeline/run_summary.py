@@ -2,6 +2,7 @@
 the pushed path and the TensorBoard command. `camenn pipeline run` prints it at the end; tests and the
 benchmark read the same record.
 """
+
 import dataclasses
 import math
 from typing import Dict, List, Optional
@@ -18,6 +19,7 @@ _STATES = metadata_store_pb2.Execution.State
 @dataclasses.dataclass
 class NodeRun:
     """One component's execution in a run and its output artifacts by output name."""
+
     node_id: str
     execution: metadata_store_pb2.Execution
     outputs: Dict[str, List[metadata_store_pb2.Artifact]]
@@ -44,7 +46,8 @@ def run_ids(store, pipeline_name: str) -> List[str]:
     if pipeline is None:
         return []
     runs = [c for c in store.get_children_contexts_by_context(pipeline.id) if c.type == "pipeline_run"] or [
-        c for c in store.get_contexts_by_type("pipeline_run")]
+        c for c in store.get_contexts_by_type("pipeline_run")
+    ]
     return [c.name for c in sorted(runs, key=lambda c: c.create_time_since_epoch)]
 
 
@@ -55,13 +58,15 @@ def node_runs(store, run_id: str) -> Dict[str, NodeRun]:
         raise KeyError(f"no pipeline run {run_id!r} in the metadata store")
     result = {}
     for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.id):
-        nodes = [c.name.split(".", 1)[-1] for c in store.get_contexts_by_execution(execution.id)
-                 if c.type == "node"]
+        nodes = [c.name.split(".", 1)[-1] for c in store.get_contexts_by_execution(execution.id) if c.type == "node"]
         if not nodes:
             continue
         outputs: Dict[str, List[metadata_store_pb2.Artifact]] = {}
-        events = [e for e in store.get_events_by_execution_ids([execution.id])
-                  if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
+        events = [
+            e
+            for e in store.get_events_by_execution_ids([execution.id])
+            if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+        ]
         artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
         for event in events:
             outputs.setdefault(event.path.steps[0].key, []).append(artifacts[event.artifact_id])
@@ -76,6 +81,7 @@ def _custom(artifact, name, default=None):
     kind = value.WhichOneof("value")
     if kind == "struct_value":
         from google.protobuf import json_format
+
         return json_format.MessageToDict(value.struct_value)
     return getattr(value, kind)
 
@@ -90,8 +96,11 @@ def overall_metrics(evaluation_uri: str) -> Dict[str, float]:
             continue
         for entry in slice_metrics.metric_keys_and_values:
             # With a baseline TFMA also reports the last blessed model's metrics and the differences.
-            if entry.key.is_diff or entry.key.model_name == tfma.BASELINE_KEY or \
-                    not entry.value.HasField("double_value"):
+            if (
+                entry.key.is_diff
+                or entry.key.model_name == tfma.BASELINE_KEY
+                or not entry.value.HasField("double_value")
+            ):
                 continue
             name = f"{entry.key.output_name}/{entry.key.name}" if entry.key.output_name else entry.key.name
             metrics[name] = entry.value.double_value.value
@@ -109,8 +118,11 @@ def metrics_by_slice(evaluation_uri: str, feature: str) -> Dict[str, Dict[str, f
             continue
         value = keys[0].bytes_value.decode() if keys[0].HasField("bytes_value") else str(keys[0])
         for entry in slice_metrics.metric_keys_and_values:
-            if entry.key.is_diff or entry.key.model_name == tfma.BASELINE_KEY or \
-                    not entry.value.HasField("double_value"):
+            if (
+                entry.key.is_diff
+                or entry.key.model_name == tfma.BASELINE_KEY
+                or not entry.value.HasField("double_value")
+            ):
                 continue
             name = f"{entry.key.output_name}/{entry.key.name}" if entry.key.output_name else entry.key.name
             result.setdefault(value, {})[name] = entry.value.double_value.value
@@ -165,40 +177,52 @@ def summarize(config: PipelineConfig, run_id: Optional[str] = None) -> dict:
     if "RetrievalPusher" in nodes:
         pushed = nodes["RetrievalPusher"].output("pushed_model")
         summary["retrieval_pushed"] = bool(_custom(pushed, "pushed", 0))
-        summary["retrieval_pushed_path"] = (_custom(pushed, "pushed_destination") if summary["retrieval_pushed"]
-                                            else None)
+        summary["retrieval_pushed_path"] = (
+            _custom(pushed, "pushed_destination") if summary["retrieval_pushed"] else None
+        )
     return summary
 
 
 _SHOWN_METRICS = (
-    (f"{F.CVR}/auc", "CVR AUC"), (f"{F.CVR}/gauc", "CVR GAUC"), (f"{F.CVR}/log_loss", "CVR LogLoss"),
+    (f"{F.CVR}/auc", "CVR AUC"),
+    (f"{F.CVR}/gauc", "CVR GAUC"),
+    (f"{F.CVR}/log_loss", "CVR LogLoss"),
     (f"{F.CVR}/normalized_entropy", "CVR normalized entropy (log loss / entropy of the training rate)"),
     (f"{F.CVR}/log_loss_vs_prior", "CVR log loss / log loss of predicting the training rate"),
     (f"{F.CVR}/calibration", "CVR calibration (mean prediction / mean label)"),
-    (f"{F.ITA}/auc", "ITA AUC"), (f"{F.TIA}/auc", "TIA AUC"),
+    (f"{F.ITA}/auc", "ITA AUC"),
+    (f"{F.TIA}/auc", "TIA AUC"),
 )
 
 
 def format_summary(summary: dict) -> str:
-    lines = [f"pipeline run {summary['run_id']}: " + ", ".join(
-        f"{node} {state.lower()}" for node, state in summary["components"].items())]
+    lines = [
+        f"pipeline run {summary['run_id']}: "
+        + ", ".join(f"{node} {state.lower()}" for node, state in summary["components"].items())
+    ]
     pre = summary.get("preprocessing")
     if pre:
         for kind in ("items", "events"):
             c = pre[kind]
             reasons = ", ".join(f"{r} {int(n)}" for r, n in c["quarantined_by_reason"].items())
-            lines.append(f"  {kind}: {int(c['in'])} rows in, {int(c['out'])} out, {int(c['quarantined'])} quarantined"
-                         + (f" ({reasons})" if reasons else ""))
+            lines.append(
+                f"  {kind}: {int(c['in'])} rows in, {int(c['out'])} out, {int(c['quarantined'])} quarantined"
+                + (f" ({reasons})" if reasons else "")
+            )
     if "metrics" in summary:
         m = summary["metrics"]
         for key, label in _SHOWN_METRICS:
             value = m.get(key)
-            lines.append(f"  {label}: {value:.4f}" if value is not None and not math.isnan(value)
-                         else f"  {label}: n/a")
+            lines.append(
+                f"  {label}: {value:.4f}" if value is not None and not math.isnan(value) else f"  {label}: n/a"
+            )
         by_kind = summary.get("metrics_by_negative_kind", {})
         for task in (F.ITA, F.TIA):
-            parts = [f"{kind} {by_kind[kind][f'{task}/auc']:.4f}" for kind in (F.OTHER_COARSE_NEGATIVE, F.HARD_NEGATIVE)
-                     if f"{task}/auc" in by_kind.get(kind, {})]
+            parts = [
+                f"{kind} {by_kind[kind][f'{task}/auc']:.4f}"
+                for kind in (F.OTHER_COARSE_NEGATIVE, F.HARD_NEGATIVE)
+                if f"{task}/auc" in by_kind.get(kind, {})
+            ]
             if parts:
                 lines.append(f"  {task.upper()} AUC against negatives of: " + ", ".join(parts))
         lines.append(f"  blessed: {'yes' if summary['blessed'] else 'no'}")
@@ -210,11 +234,15 @@ def format_summary(summary: dict) -> str:
     if retrieval:
         m = retrieval["metrics"]
         ks = sorted(int(key.split("@")[1]) for key in m if key.startswith("recall@"))
-        lines.append(f"  retrieval over {int(m['listings'])} listings, {int(m['eval_clicks'])} eval clicks "
-                     f"(Recall@K: model / popularity / random):")
+        lines.append(
+            f"  retrieval over {int(m['listings'])} listings, {int(m['eval_clicks'])} eval clicks "
+            f"(Recall@K: model / popularity / random):"
+        )
         for k in ks:
-            lines.append(f"    @{k}: {m[f'recall@{k}']:.4f} / {m[f'popularity_recall@{k}']:.4f} / "
-                         f"{m[f'random_recall@{k}']:.4f}  ({m[f'lift_over_popularity@{k}']:.2f}x popularity)")
+            lines.append(
+                f"    @{k}: {m[f'recall@{k}']:.4f} / {m[f'popularity_recall@{k}']:.4f} / "
+                f"{m[f'random_recall@{k}']:.4f}  ({m[f'lift_over_popularity@{k}']:.2f}x popularity)"
+            )
         lines.append(f"  retrieval blessed: {'yes' if retrieval['blessed'] else 'no'}")
         for failure in retrieval["failures"]:
             lines.append(f"    failed: {failure}")

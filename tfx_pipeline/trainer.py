@@ -17,6 +17,7 @@ with the Transform graph in front, so the pushed SavedModel takes raw features.
 - TensorBoard: losses per task, AUCs, expert load and learning rate, in the `model_run` artifact, and the
   per-epoch train and eval curves in `model_run/history.json`.
 """
+
 import hashlib
 import io
 import json
@@ -57,11 +58,15 @@ def precision_policy(setting: str) -> str:
 def checkpoint_dir(fn_args) -> str:
     """A directory that depends only on what the Trainer trains (inputs and settings): a rerun of the
     same work finds the checkpoints of a killed one."""
-    key = json.dumps({
-        "train": sorted(fn_args.train_files), "eval": sorted(fn_args.eval_files),
-        "transform": fn_args.transform_output,
-        "config": {k: v for k, v in fn_args.custom_config.items()},
-    }, sort_keys=True)
+    key = json.dumps(
+        {
+            "train": sorted(fn_args.train_files),
+            "eval": sorted(fn_args.eval_files),
+            "transform": fn_args.transform_output,
+            "config": {k: v for k, v in fn_args.custom_config.items()},
+        },
+        sort_keys=True,
+    )
     root = settings_of(fn_args).checkpoint_root
     return os.path.join(root, hashlib.sha256(key.encode()).hexdigest()[:16])
 
@@ -74,14 +79,18 @@ def settings_of(fn_args) -> TrainerSettings:
 def read_split(fn_args, tft_output, files) -> ClickData:
     """A split's transformed examples, in memory, each listing once, in content order."""
     batches = fn_args.data_accessor.tf_dataset_factory(
-        files, tfxio.TensorFlowDatasetOptions(batch_size=1024, shuffle=False, num_epochs=1),
-        tft_output.transformed_metadata.schema)
+        files,
+        tfxio.TensorFlowDatasetOptions(batch_size=1024, shuffle=False, num_epochs=1),
+        tft_output.transformed_metadata.schema,
+    )
     return ClickData.read(batches, F.LISTING_INPUTS)
 
 
 def vocabulary_sizes(tft_output, num_oov_buckets):
-    return {name: tft_output.vocabulary_size_by_name(transform.vocabulary_name(name)) + num_oov_buckets
-            for name in F.ID_FEATURES}
+    return {
+        name: tft_output.vocabulary_size_by_name(transform.vocabulary_name(name)) + num_oov_buckets
+        for name in F.ID_FEATURES
+    }
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -111,8 +120,13 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
             with tf.io.gfile.GFile(weights_path, "rb") as f, np.load(io.BytesIO(f.read())) as saved:
                 self.best_weights = [saved[f"w{i}"] for i in range(len(saved.files))]
-            logger.info("early stopping resumes: best %s %.4f at epoch %d, %d epochs without improvement",
-                        self.monitor, self.best, self.best_epoch + 1, self.wait)
+            logger.info(
+                "early stopping resumes: best %s %.4f at epoch %d, %d epochs without improvement",
+                self.monitor,
+                self.best,
+                self.best_epoch + 1,
+                self.wait,
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
@@ -128,8 +142,13 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         with tf.io.gfile.GFile(state_path, "w") as f:
             json.dump({"best": float(self.best), "best_epoch": int(self.best_epoch), "wait": int(self.wait)}, f)
         if self.model.stop_training:
-            logger.info("early stopping after epoch %d: best %s %.4f at epoch %d", epoch + 1, self.monitor,
-                        self.best, self.best_epoch + 1)
+            logger.info(
+                "early stopping after epoch %d: best %s %.4f at epoch %d",
+                epoch + 1,
+                self.monitor,
+                self.best,
+                self.best_epoch + 1,
+            )
 
 
 class ProgressLogger(keras.callbacks.Callback):
@@ -166,14 +185,22 @@ class ProgressLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         # The eval split's losses and AUCs, which early stopping and a reader of the log judge by.
-        shown = ", ".join(f"{k}={float(v):.4f}" for k, v in sorted((logs or {}).items())
-                          if k.startswith("val_") and (k.endswith("loss") or k.endswith("auc")))
+        shown = ", ".join(
+            f"{k}={float(v):.4f}"
+            for k, v in sorted((logs or {}).items())
+            if k.startswith("val_") and (k.endswith("loss") or k.endswith("auc"))
+        )
         logger.info("epoch %d done in %.0f s  %s", epoch + 1, self.epoch_seconds[-1], shown or "(no eval split)")
 
     def record(self) -> dict:
-        return {"initial_step": self.initial_step, "final_step": int(self.model.optimizer.iterations.numpy()),
-                "batch_size": self.batch_size, "epoch_seconds": self.epoch_seconds, "epoch_steps": self.epoch_steps,
-                "first_step_seconds": self.first_step_seconds}
+        return {
+            "initial_step": self.initial_step,
+            "final_step": int(self.model.optimizer.iterations.numpy()),
+            "batch_size": self.batch_size,
+            "epoch_seconds": self.epoch_seconds,
+            "epoch_steps": self.epoch_steps,
+            "first_step_seconds": self.first_step_seconds,
+        }
 
 
 def early_stopping(directory: str, task_names, patience: int) -> ResumableEarlyStopping:
@@ -200,11 +227,13 @@ def build_model(settings: TrainerSettings, tft_output, policy):
     arguments, sized by what Transform and preprocessing made."""
     spec = tft_output.transformed_feature_spec()
     cls = task_class(settings.model_preset)
-    data = dict(vocabulary_sizes=vocabulary_sizes(tft_output, settings.num_oov_buckets),
-                num_patches=settings.num_patches,
-                patch_dim=spec[F.PATCH_EMBEDDINGS].shape[0] // settings.num_patches,
-                num_text_tokens=settings.num_text_tokens,
-                text_dim=spec[F.TEXT_EMBEDDINGS].shape[0] // settings.num_text_tokens)
+    data = dict(
+        vocabulary_sizes=vocabulary_sizes(tft_output, settings.num_oov_buckets),
+        num_patches=settings.num_patches,
+        patch_dim=spec[F.PATCH_EMBEDDINGS].shape[0] // settings.num_patches,
+        num_text_tokens=settings.num_text_tokens,
+        text_dim=spec[F.TEXT_EMBEDDINGS].shape[0] // settings.num_text_tokens,
+    )
     if cls.backbone_cls.preset_configs[settings.model_preset].get("text_encoder"):
         # An end-to-end text encoder reads the token ids; its width and pooled tokens are its own.
         data.update(max_text_length=spec[F.TEXT_TOKEN_IDS].shape[0])
@@ -215,8 +244,9 @@ def build_model(settings: TrainerSettings, tft_output, policy):
 def compile_model(model, settings: TrainerSettings, total_steps):
     """The task's own compile: AdamW, warmup then linear decay over `total_steps`, per-example losses (so
     the per-task sample weights route rows to tasks), AUC per task."""
-    model.compile(total_steps=total_steps,
-                  **({"learning_rate": settings.learning_rate} if settings.learning_rate else {}))
+    model.compile(
+        total_steps=total_steps, **({"learning_rate": settings.learning_rate} if settings.learning_rate else {})
+    )
 
 
 def start_at_the_prior(model, conversion_rate):
@@ -246,9 +276,11 @@ def training_examples(model, dataset: tf.data.Dataset, seed: int, hard_negatives
     from camenn.model.camenn import make_alignment_examples
 
     inputs, tasks = list(model.input), model.backbone.task_names
-    return make_alignment_examples(dataset, seed=seed, hard_negatives=hard_negatives).map(
-        lambda x, y, w: ({k: x[k] for k in inputs}, {t: y[t] for t in tasks}, {t: w[t] for t in tasks})
-    ).prefetch(tf.data.AUTOTUNE)
+    return (
+        make_alignment_examples(dataset, seed=seed, hard_negatives=hard_negatives)
+        .map(lambda x, y, w: ({k: x[k] for k in inputs}, {t: y[t] for t in tasks}, {t: w[t] for t in tasks}))
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def export_serving_model(model, tft_output, export_dir):
@@ -263,8 +295,13 @@ def export_serving_model(model, tft_output, export_dir):
 
     tft_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
-    export_saved_model(model, export_dir, transform=tft_layer, transform_trackables=[tft_layer],
-                       raw_feature_spec={name: raw_spec[name] for name in model.input})
+    export_saved_model(
+        model,
+        export_dir,
+        transform=tft_layer,
+        transform_trackables=[tft_layer],
+        raw_feature_spec={name: raw_spec[name] for name in model.input},
+    )
 
 
 def run_fn(fn_args):
@@ -308,16 +345,40 @@ def run_fn(fn_args):
         progress,
     ]
     if evaluation is not None and settings.early_stopping_patience:
-        callbacks.insert(1, early_stopping(os.path.join(backup, "early_stopping"), model.backbone.task_names,
-                                           settings.early_stopping_patience))
-    logger.info("training %s (%s, %d parameters): up to %d epochs of %d steps, batch %d, checkpoints in %s",
-                settings.model_preset, policy, model.count_params(), epochs, steps_per_epoch, batch_size, backup)
-    history = model.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                        validation_data=evaluation, callbacks=callbacks, verbose=0)
+        callbacks.insert(
+            1,
+            early_stopping(
+                os.path.join(backup, "early_stopping"), model.backbone.task_names, settings.early_stopping_patience
+            ),
+        )
+    logger.info(
+        "training %s (%s, %d parameters): up to %d epochs of %d steps, batch %d, checkpoints in %s",
+        settings.model_preset,
+        policy,
+        model.count_params(),
+        epochs,
+        steps_per_epoch,
+        batch_size,
+        backup,
+    )
+    history = model.fit(
+        train,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=evaluation,
+        callbacks=callbacks,
+        verbose=0,
+    )
     stopping = next((c for c in callbacks if isinstance(c, ResumableEarlyStopping)), None)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
-        json.dump({**progress.record(), "best_epoch": None if stopping is None else int(stopping.best_epoch),
-                   "history": {k: [float(x) for x in v] for k, v in history.history.items()}}, f)
+        json.dump(
+            {
+                **progress.record(),
+                "best_epoch": None if stopping is None else int(stopping.best_epoch),
+                "history": {k: [float(x) for x in v] for k, v in history.history.items()},
+            },
+            f,
+        )
     export_serving_model(model, tft_output, fn_args.serving_model_dir)
     write_encoding(fn_args.serving_model_dir, settings.encoding)
     logger.info("exported the serving model to %s", fn_args.serving_model_dir)

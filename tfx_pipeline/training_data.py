@@ -11,6 +11,7 @@ split across bundles), and a seeded shuffle of a differently ordered input is a 
 clicks and listings are sorted by a hash of their content: the same data gives the same order, and with
 the same seed the same batches, whatever order the files held it in.
 """
+
 import dataclasses
 import hashlib
 import logging
@@ -69,8 +70,9 @@ class ClickData:
         order = np.argsort(_row_digests(clicks, list(clicks)), kind="stable")
         clicks = {name: value[order] for name, value in clicks.items()}
         data = cls(clicks, listings)
-        logger.info("%d clicks of %d distinct listings in memory (%.1f MB)", data.num_clicks, len(distinct),
-                    data.nbytes / 1e6)
+        logger.info(
+            "%d clicks of %d distinct listings in memory (%.1f MB)", data.num_clicks, len(distinct), data.nbytes / 1e6
+        )
         return data
 
     @property
@@ -98,5 +100,4 @@ class ClickData:
             rows = batch.pop(LISTING_ROW)
             return {**batch, **{name: tf.gather(value, rows) for name, value in listings.items()}}
 
-        return dataset.batch(batch_size).map(with_listings, num_parallel_calls=tf.data.AUTOTUNE,
-                                             deterministic=True)
+        return dataset.batch(batch_size).map(with_listings, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -5,6 +5,7 @@ merchant never seen in training still maps to an index; numbers are log-scaled a
 training split's mean and deviation; text and image encodings and token ids pass through (tokenising and
 encoding happened in `camenn preprocess`, so the serving graph holds only core TF ops).
 """
+
 import tensorflow as tf
 import tensorflow_transform as tft
 
@@ -30,7 +31,8 @@ def preprocessing_fn(inputs, custom_config):
             _squeeze(inputs[name]),
             num_oov_buckets=custom_config["num_oov_buckets"],
             frequency_threshold=custom_config["vocabulary_min_frequency"],
-            vocab_filename=vocabulary_name(name))
+            vocab_filename=vocabulary_name(name),
+        )
     for name, size in F.INTEGER_FEATURES.items():
         outputs[name] = tf.clip_by_value(_squeeze(inputs[name]), 0, size - 1)
     for name in F.NUMERIC_FEATURES:

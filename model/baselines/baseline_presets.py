@@ -33,12 +33,13 @@ mmoe_presets = {
     },
     "mmoe_small": {
         "metadata": {"description": "CPU: width 128, 8 MLP experts of 256.", "path": "baselines"},
-        "config": {"hidden_dim": 128, "num_experts": 8, "expert_dims": (512, 256), "tower_dim": 128,
-                   "dropout": 0.1},
+        "config": {"hidden_dim": 128, "num_experts": 8, "expert_dims": (512, 256), "tower_dim": 128, "dropout": 0.1},
     },
     "mmoe_base": {
-        "metadata": {"description": "GPU, beside camenn_base: width 384, 8 MLP experts of 1024-512.", "path": "baselines"},
-        "config": {"hidden_dim": 384, "num_experts": 8, "expert_dims": (1024, 512), "tower_dim": 384,
-                   "dropout": 0.1},
+        "metadata": {
+            "description": "GPU, beside camenn_base: width 384, 8 MLP experts of 1024-512.",
+            "path": "baselines",
+        },
+        "config": {"hidden_dim": 384, "num_experts": 8, "expert_dims": (1024, 512), "tower_dim": 384, "dropout": 0.1},
     },
 }

@@ -1,5 +1,6 @@
 """The DNN baseline: an MLP over the concatenated pooled text, image and feature embeddings, shared by
 every task (the classic shared-bottom ranking DNN)."""
+
 import keras
 import keras_hub
 
@@ -14,8 +15,10 @@ def mlp(dims, dropout, dtype, name):
     """Dense ReLU layers with dropout after each, as one `keras.Sequential`."""
     layers = []
     for i, dim in enumerate(dims):
-        layers += [keras.layers.Dense(dim, activation="relu", dtype=dtype, name=f"{name}_dense_{i}"),
-                   keras.layers.Dropout(dropout, dtype=dtype, name=f"{name}_dropout_{i}")]
+        layers += [
+            keras.layers.Dense(dim, activation="relu", dtype=dtype, name=f"{name}_dense_{i}"),
+            keras.layers.Dropout(dropout, dtype=dtype, name=f"{name}_dropout_{i}"),
+        ]
     return keras.Sequential(layers, name=name)
 
 
@@ -56,11 +59,31 @@ class DNNRankerBackbone(PooledBaseline, ConfigPresets, keras_hub.models.Backbone
 
     preset_configs = dnn_ranker_presets
 
-    def __init__(self, vocabulary_sizes, num_text_tokens, text_dim, num_patches, patch_dim, hidden_dim, mlp_dims,
-                 dropout=0.1, task_names=features.TASKS, dtype=None, **kwargs):
+    def __init__(
+        self,
+        vocabulary_sizes,
+        num_text_tokens,
+        text_dim,
+        num_patches,
+        patch_dim,
+        hidden_dim,
+        mlp_dims,
+        dropout=0.1,
+        task_names=features.TASKS,
+        dtype=None,
+        **kwargs,
+    ):
         # === Layers ===
-        self.pooled_inputs = PooledInputs(vocabulary_sizes, num_text_tokens, text_dim, num_patches, patch_dim,
-                                          hidden_dim, dtype=dtype, name="pooled_inputs")
+        self.pooled_inputs = PooledInputs(
+            vocabulary_sizes,
+            num_text_tokens,
+            text_dim,
+            num_patches,
+            patch_dim,
+            hidden_dim,
+            dtype=dtype,
+            name="pooled_inputs",
+        )
         self.mlp = mlp(mlp_dims, dropout, dtype, "mlp")
 
         # === Functional Model ===
@@ -81,12 +104,19 @@ class DNNRankerBackbone(PooledBaseline, ConfigPresets, keras_hub.models.Backbone
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "vocabulary_sizes": self.vocabulary_sizes, "num_text_tokens": self.num_text_tokens,
-            "text_dim": self.text_dim, "num_patches": self.num_patches, "patch_dim": self.patch_dim,
-            "hidden_dim": self.hidden_dim, "mlp_dims": list(self.mlp_dims), "dropout": self.dropout,
-            "task_names": list(self.task_names),
-        })
+        config.update(
+            {
+                "vocabulary_sizes": self.vocabulary_sizes,
+                "num_text_tokens": self.num_text_tokens,
+                "text_dim": self.text_dim,
+                "num_patches": self.num_patches,
+                "patch_dim": self.patch_dim,
+                "hidden_dim": self.hidden_dim,
+                "mlp_dims": list(self.mlp_dims),
+                "dropout": self.dropout,
+                "task_names": list(self.task_names),
+            }
+        )
         return config
 
 

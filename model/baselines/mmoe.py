@@ -1,5 +1,6 @@
 """The MMoE baseline (Ma et al., KDD 2018): dense MLP experts over the pooled inputs, one softmax gate per
 task, a small tower per task. What CameNN's mixture replaces with sparse transformer experts over tokens."""
+
 import keras
 import keras_hub
 from keras import ops
@@ -53,15 +54,39 @@ class MMoEBackbone(PooledBaseline, ConfigPresets, keras_hub.models.Backbone):
 
     preset_configs = mmoe_presets
 
-    def __init__(self, vocabulary_sizes, num_text_tokens, text_dim, num_patches, patch_dim, hidden_dim, num_experts,
-                 expert_dims, tower_dim, dropout=0.1, task_names=features.TASKS, dtype=None, **kwargs):
+    def __init__(
+        self,
+        vocabulary_sizes,
+        num_text_tokens,
+        text_dim,
+        num_patches,
+        patch_dim,
+        hidden_dim,
+        num_experts,
+        expert_dims,
+        tower_dim,
+        dropout=0.1,
+        task_names=features.TASKS,
+        dtype=None,
+        **kwargs,
+    ):
         task_names = tuple(task_names)
         # === Layers ===
-        self.pooled_inputs = PooledInputs(vocabulary_sizes, num_text_tokens, text_dim, num_patches, patch_dim,
-                                          hidden_dim, dtype=dtype, name="pooled_inputs")
+        self.pooled_inputs = PooledInputs(
+            vocabulary_sizes,
+            num_text_tokens,
+            text_dim,
+            num_patches,
+            patch_dim,
+            hidden_dim,
+            dtype=dtype,
+            name="pooled_inputs",
+        )
         self.experts = [mlp(expert_dims, dropout, dtype, f"expert_{e}") for e in range(num_experts)]
-        self.gates = [keras.layers.Dense(num_experts, activation="softmax", dtype=dtype, name=f"{task}_gate")
-                      for task in task_names]
+        self.gates = [
+            keras.layers.Dense(num_experts, activation="softmax", dtype=dtype, name=f"{task}_gate")
+            for task in task_names
+        ]
         self.towers = [mlp((tower_dim,), dropout, dtype, f"{task}_tower") for task in task_names]
 
         # === Functional Model ===
@@ -89,12 +114,21 @@ class MMoEBackbone(PooledBaseline, ConfigPresets, keras_hub.models.Backbone):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "vocabulary_sizes": self.vocabulary_sizes, "num_text_tokens": self.num_text_tokens,
-            "text_dim": self.text_dim, "num_patches": self.num_patches, "patch_dim": self.patch_dim,
-            "hidden_dim": self.hidden_dim, "num_experts": self.num_experts, "expert_dims": list(self.expert_dims),
-            "tower_dim": self.tower_dim, "dropout": self.dropout, "task_names": list(self.task_names),
-        })
+        config.update(
+            {
+                "vocabulary_sizes": self.vocabulary_sizes,
+                "num_text_tokens": self.num_text_tokens,
+                "text_dim": self.text_dim,
+                "num_patches": self.num_patches,
+                "patch_dim": self.patch_dim,
+                "hidden_dim": self.hidden_dim,
+                "num_experts": self.num_experts,
+                "expert_dims": list(self.expert_dims),
+                "tower_dim": self.tower_dim,
+                "dropout": self.dropout,
+                "task_names": list(self.task_names),
+            }
+        )
         return config
 
 

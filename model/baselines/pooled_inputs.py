@@ -1,4 +1,5 @@
 """The baselines' input layer: CameNN's inputs pooled into one vector per example."""
+
 import keras
 from keras import ops
 
@@ -7,13 +8,17 @@ from camenn.model import features
 
 def model_inputs(num_text_tokens, text_dim, num_patches, patch_dim):
     """`keras.Input`s with the same names, dtypes and shapes as `CameNNBackbone` takes (cached encodings)."""
-    inputs = {name: keras.Input(shape=(), dtype="int64", name=name)
-              for name in (*features.ID_FEATURES, *features.INTEGER_FEATURES)}
+    inputs = {
+        name: keras.Input(shape=(), dtype="int64", name=name)
+        for name in (*features.ID_FEATURES, *features.INTEGER_FEATURES)
+    }
     inputs.update({name: keras.Input(shape=(), dtype="float32", name=name) for name in features.NUMERIC_FEATURES})
-    inputs[features.TEXT_EMBEDDINGS] = keras.Input(shape=(num_text_tokens * text_dim,), dtype="float32",
-                                                   name=features.TEXT_EMBEDDINGS)
-    inputs[features.PATCH_EMBEDDINGS] = keras.Input(shape=(num_patches * patch_dim,), dtype="float32",
-                                                    name=features.PATCH_EMBEDDINGS)
+    inputs[features.TEXT_EMBEDDINGS] = keras.Input(
+        shape=(num_text_tokens * text_dim,), dtype="float32", name=features.TEXT_EMBEDDINGS
+    )
+    inputs[features.PATCH_EMBEDDINGS] = keras.Input(
+        shape=(num_patches * patch_dim,), dtype="float32", name=features.PATCH_EMBEDDINGS
+    )
     return inputs
 
 
@@ -81,9 +86,10 @@ class PooledInputs(keras.layers.Layer):
         self.hidden_dim = hidden_dim
         self.text_projection = keras.layers.Dense(hidden_dim, dtype=self.dtype_policy, name="text_projection")
         self.image_projection = keras.layers.Dense(hidden_dim, dtype=self.dtype_policy, name="image_projection")
-        self.id_embeddings = {name: keras.layers.Embedding(size, hidden_dim, dtype=self.dtype_policy,
-                                                           name=f"{name}_embedding")
-                              for name, size in {**self.vocabulary_sizes, **features.INTEGER_FEATURES}.items()}
+        self.id_embeddings = {
+            name: keras.layers.Embedding(size, hidden_dim, dtype=self.dtype_policy, name=f"{name}_embedding")
+            for name, size in {**self.vocabulary_sizes, **features.INTEGER_FEATURES}.items()
+        }
         self.numeric_projection = keras.layers.Dense(hidden_dim, dtype=self.dtype_policy, name="numeric_projection")
 
     def call(self, inputs):
@@ -101,7 +107,14 @@ class PooledInputs(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"vocabulary_sizes": self.vocabulary_sizes, "num_text_tokens": self.num_text_tokens,
-                       "text_dim": self.text_dim, "num_patches": self.num_patches, "patch_dim": self.patch_dim,
-                       "hidden_dim": self.hidden_dim})
+        config.update(
+            {
+                "vocabulary_sizes": self.vocabulary_sizes,
+                "num_text_tokens": self.num_text_tokens,
+                "text_dim": self.text_dim,
+                "num_patches": self.num_patches,
+                "patch_dim": self.patch_dim,
+                "hidden_dim": self.hidden_dim,
+            }
+        )
         return config

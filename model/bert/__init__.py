@@ -11,6 +11,7 @@
 All presets share the all-MiniLM-L6-v2 (BERT uncased) vocabulary, so token ids do not depend on the
 preset. This package imports no TensorFlow until a preset has to be built.
 """
+
 from camenn.model import preset_store
 from camenn.model.bert.bert_presets import backbone_presets
 

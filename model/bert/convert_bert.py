@@ -6,6 +6,7 @@ directly (its keys lack the `bert.` prefix and use LayerNorm weight/bias where t
 gamma/beta, and its Transformers loader imports sentencepiece), so `_HuggingFaceBertTensors` bridges
 the names and checks that every tensor is used.
 """
+
 import json
 
 import numpy as np
@@ -99,9 +100,10 @@ def sentence_embeddings(backbone, token_ids):
 
     `token_ids`: int [B, L], right-padded with 0. Returns float32 numpy [B, hidden]."""
     token_ids = np.asarray(token_ids)
-    mask = (token_ids != 0)
-    outputs = backbone({"token_ids": token_ids, "segment_ids": np.zeros_like(token_ids),
-                        "padding_mask": mask}, training=False)["sequence_output"]
+    mask = token_ids != 0
+    outputs = backbone(
+        {"token_ids": token_ids, "segment_ids": np.zeros_like(token_ids), "padding_mask": mask}, training=False
+    )["sequence_output"]
     outputs = np.asarray(outputs)
     summed = (outputs * mask[..., None]).sum(axis=1)
     mean = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1)

@@ -1,4 +1,5 @@
 """The tf.data step that turns batches of true (image, text) pairs into CameNN's three training tasks."""
+
 import tensorflow as tf
 
 from camenn.model import features
@@ -62,12 +63,16 @@ def alignment_batch(batch, label, seed, hard_negatives=True):
 
     ones, zeros = tf.ones([size]), tf.zeros([size])
     label = tf.cast(tf.reshape(label, [size]), tf.float32)
-    y = {features.CVR: tf.concat([label, zeros, zeros], 0),
-         features.ITA: tf.concat([ones, zeros, zeros], 0),
-         features.TIA: tf.concat([ones, zeros, zeros], 0)}
-    sample_weight = {features.CVR: tf.concat([ones, zeros, zeros], 0),
-                     features.ITA: tf.concat([ones, tf.cast(ita_found, tf.float32), zeros], 0),
-                     features.TIA: tf.concat([ones, zeros, tf.cast(tia_found, tf.float32)], 0)}
+    y = {
+        features.CVR: tf.concat([label, zeros, zeros], 0),
+        features.ITA: tf.concat([ones, zeros, zeros], 0),
+        features.TIA: tf.concat([ones, zeros, zeros], 0),
+    }
+    sample_weight = {
+        features.CVR: tf.concat([ones, zeros, zeros], 0),
+        features.ITA: tf.concat([ones, tf.cast(ita_found, tf.float32), zeros], 0),
+        features.TIA: tf.concat([ones, zeros, tf.cast(tia_found, tf.float32)], 0),
+    }
     return x, y, sample_weight
 
 
@@ -108,13 +113,15 @@ def make_alignment_examples(dataset, *, seed=None, hard_negatives=True, label_ke
     # model.fit(train, epochs=3) trains a CameNNMultiTask (see its example).
     ```
     """
+
     def split(element):
         if isinstance(element, (tuple, list)):
             return dict(element[0]), element[1]
         element = dict(element)
         if label_key not in element:
-            raise ValueError(f"dataset elements lack the label {label_key!r}: give dicts holding it, or "
-                             "(features, label) tuples")
+            raise ValueError(
+                f"dataset elements lack the label {label_key!r}: give dicts holding it, or (features, label) tuples"
+            )
         label = element.pop(label_key)
         return element, label
 

@@ -3,13 +3,20 @@ experts gated per task, and one transformer tower per task.
 
 TensorFlow backend only (the mixture's sparse dispatch; see `transformer_expert_mixture`).
 """
+
 import keras
 import keras_hub
 from keras import ops
 
 from camenn.model import features
-from camenn.model.camenn.camenn_layers import (ModalityEmbedding, NumericFeatureEmbedding, SideAttentionMask,
-                                               TaskTokens, TaskTower, UniqueRows)
+from camenn.model.camenn.camenn_layers import (
+    ModalityEmbedding,
+    NumericFeatureEmbedding,
+    SideAttentionMask,
+    TaskTokens,
+    TaskTower,
+    UniqueRows,
+)
 from camenn.model.camenn.camenn_presets import backbone_presets
 from camenn.model.camenn.transformer_expert_mixture import TransformerExpertMixture
 from camenn.model.text_encoders import segment_mean_pool
@@ -82,8 +89,9 @@ class ConfigPresets:
         config = {**cls.preset_configs[preset]["config"], **kwargs}
         text_preset = cls.preset_configs[preset].get("text_encoder")
         if text_preset and "text_encoder" not in config:
-            config["text_encoder"] = load_text_encoder(text_preset, load_weights=load_weights,
-                                                       dtype=config.get("dtype"))
+            config["text_encoder"] = load_text_encoder(
+                text_preset, load_weights=load_weights, dtype=config.get("dtype")
+            )
         needed = ["vocabulary_sizes"]
         if config.get("text_encoder") is None:
             needed += ["num_text_tokens", "text_dim"]
@@ -91,9 +99,11 @@ class ConfigPresets:
             needed += ["num_patches", "patch_dim"]
         missing = [name for name in needed if name not in config]
         if missing:
-            raise ValueError(f"{preset} needs {missing}: the data decides them (vocabulary sizes from "
-                             "Transform, the text and image encodings' shapes from `camenn preprocess`'s "
-                             "summary.json)")
+            raise ValueError(
+                f"{preset} needs {missing}: the data decides them (vocabulary sizes from "
+                "Transform, the text and image encodings' shapes from `camenn preprocess`'s "
+                "summary.json)"
+            )
         if config.get("image_encoder") is not None:
             config.setdefault("num_patches", config["image_encoder"].num_patches)
             config.setdefault("patch_dim", config["image_encoder"].output_dim)
@@ -192,12 +202,35 @@ class CameNNBackbone(ConfigPresets, keras_hub.models.Backbone):
 
     preset_configs = backbone_presets
 
-    def __init__(self, vocabulary_sizes, num_patches, patch_dim, hidden_dim, num_heads, intermediate_dim,
-                 num_shared_layers, num_experts, top_k, num_text_tokens, text_dim, text_encoder=None,
-                 freeze_text_encoder=False, max_text_length=64, image_encoder=None, freeze_image_encoder=False,
-                 listing_only_attention=True, capacity_factor=1.25, load_balance_loss_weight=1e-2,
-                 router_z_loss_weight=1e-3, dropout=0.1, task_names=features.TASKS, modalities=MODALITIES,
-                 layer_norm_epsilon=1e-6, dtype=None, **kwargs):
+    def __init__(
+        self,
+        vocabulary_sizes,
+        num_patches,
+        patch_dim,
+        hidden_dim,
+        num_heads,
+        intermediate_dim,
+        num_shared_layers,
+        num_experts,
+        top_k,
+        num_text_tokens,
+        text_dim,
+        text_encoder=None,
+        freeze_text_encoder=False,
+        max_text_length=64,
+        image_encoder=None,
+        freeze_image_encoder=False,
+        listing_only_attention=True,
+        capacity_factor=1.25,
+        load_balance_loss_weight=1e-2,
+        router_z_loss_weight=1e-3,
+        dropout=0.1,
+        task_names=features.TASKS,
+        modalities=MODALITIES,
+        layer_norm_epsilon=1e-6,
+        dtype=None,
+        **kwargs,
+    ):
         missing = sorted(set(features.ID_FEATURES) - set(vocabulary_sizes))
         if missing:
             raise ValueError(f"vocabulary_sizes lacks {missing}: give a size for each of {features.ID_FEATURES}")
@@ -208,18 +241,30 @@ class CameNNBackbone(ConfigPresets, keras_hub.models.Backbone):
         use_text, use_image = "text" in modalities, "image" in modalities
         if text_encoder is not None:
             if max_text_length > text_encoder.max_sequence_length:
-                raise ValueError(f"max_text_length={max_text_length} exceeds the text encoder's "
-                                 f"{text_encoder.max_sequence_length} positions")
+                raise ValueError(
+                    f"max_text_length={max_text_length} exceeds the text encoder's "
+                    f"{text_encoder.max_sequence_length} positions"
+                )
             if text_dim != text_encoder.hidden_dim:
                 raise ValueError(f"text_dim={text_dim} disagrees with the text encoder's {text_encoder.hidden_dim}")
-        if image_encoder is not None and (num_patches, patch_dim) != (image_encoder.num_patches,
-                                                                      image_encoder.output_dim):
-            raise ValueError(f"num_patches={num_patches}, patch_dim={patch_dim} disagree with the image encoder's "
-                             f"{image_encoder.num_patches} patches of {image_encoder.output_dim}")
+        if image_encoder is not None and (num_patches, patch_dim) != (
+            image_encoder.num_patches,
+            image_encoder.output_dim,
+        ):
+            raise ValueError(
+                f"num_patches={num_patches}, patch_dim={patch_dim} disagree with the image encoder's "
+                f"{image_encoder.num_patches} patches of {image_encoder.output_dim}"
+            )
         listing_tasks = tuple(t for t in task_names if t in features.LISTING_TASKS)
         request_tasks = tuple(t for t in task_names if t not in features.LISTING_TASKS)
-        transformer_args = dict(intermediate_dim=intermediate_dim, num_heads=num_heads, dropout=dropout,
-                                activation="gelu", layer_norm_epsilon=layer_norm_epsilon, dtype=dtype)
+        transformer_args = dict(
+            intermediate_dim=intermediate_dim,
+            num_heads=num_heads,
+            dropout=dropout,
+            activation="gelu",
+            layer_norm_epsilon=layer_norm_epsilon,
+            dtype=dtype,
+        )
 
         # === Layers ===
         self.text_encoder = text_encoder
@@ -233,54 +278,90 @@ class CameNNBackbone(ConfigPresets, keras_hub.models.Backbone):
             self.image_encoder.trainable = not freeze_image_encoder
         self.text_projection = keras.layers.Dense(hidden_dim, dtype=dtype, name="text_projection")
         self.text_position_embedding = keras_hub.layers.PositionEmbedding(
-            sequence_length=num_text_tokens, dtype=dtype, name="text_position_embedding")
+            sequence_length=num_text_tokens, dtype=dtype, name="text_position_embedding"
+        )
         self.patch_projection = keras.layers.Dense(hidden_dim, dtype=dtype, name="patch_projection")
         self.patch_position_embedding = keras_hub.layers.PositionEmbedding(
-            sequence_length=num_patches, dtype=dtype, name="patch_position_embedding")
+            sequence_length=num_patches, dtype=dtype, name="patch_position_embedding"
+        )
         id_features = LISTING_ID_FEATURES + (REQUEST_ID_FEATURES if request_tasks else ())
-        self.id_embeddings = {name: keras.layers.Embedding(int(vocabulary_sizes[name]), hidden_dim, dtype=dtype,
-                                                           name=f"{name}_embedding")
-                              for name in id_features}
-        self.listing_numeric_embedding = NumericFeatureEmbedding(hidden_dim, dtype=dtype,
-                                                                 name="listing_numeric_embedding")
+        self.id_embeddings = {
+            name: keras.layers.Embedding(int(vocabulary_sizes[name]), hidden_dim, dtype=dtype, name=f"{name}_embedding")
+            for name in id_features
+        }
+        self.listing_numeric_embedding = NumericFeatureEmbedding(
+            hidden_dim, dtype=dtype, name="listing_numeric_embedding"
+        )
         self.task_tokens = TaskTokens(len(task_names), hidden_dim, dtype=dtype, name="task_tokens")
-        listing_segments = [len(listing_tasks), num_text_tokens * use_text, num_patches * use_image,
-                            len(LISTING_ID_FEATURES) + len(LISTING_NUMERIC_FEATURES)]
-        self.listing_modality_embedding = ModalityEmbedding(listing_segments, dtype=dtype,
-                                                            name="listing_modality_embedding")
+        listing_segments = [
+            len(listing_tasks),
+            num_text_tokens * use_text,
+            num_patches * use_image,
+            len(LISTING_ID_FEATURES) + len(LISTING_NUMERIC_FEATURES),
+        ]
+        self.listing_modality_embedding = ModalityEmbedding(
+            listing_segments, dtype=dtype, name="listing_modality_embedding"
+        )
         request_segments = []
         if request_tasks:  # an alignment-only model takes no request input
-            self.integer_embeddings = {name: keras.layers.Embedding(features.INTEGER_FEATURES[name], hidden_dim,
-                                                                    dtype=dtype, name=f"{name}_embedding")
-                                       for name in REQUEST_INTEGER_FEATURES}
-            self.request_numeric_embedding = NumericFeatureEmbedding(hidden_dim, dtype=dtype,
-                                                                     name="request_numeric_embedding")
-            request_segments = [len(request_tasks), len(REQUEST_ID_FEATURES) + len(REQUEST_INTEGER_FEATURES)
-                                + len(REQUEST_NUMERIC_FEATURES)]
-            self.request_modality_embedding = ModalityEmbedding(request_segments, dtype=dtype,
-                                                                name="request_modality_embedding")
+            self.integer_embeddings = {
+                name: keras.layers.Embedding(
+                    features.INTEGER_FEATURES[name], hidden_dim, dtype=dtype, name=f"{name}_embedding"
+                )
+                for name in REQUEST_INTEGER_FEATURES
+            }
+            self.request_numeric_embedding = NumericFeatureEmbedding(
+                hidden_dim, dtype=dtype, name="request_numeric_embedding"
+            )
+            request_segments = [
+                len(request_tasks),
+                len(REQUEST_ID_FEATURES) + len(REQUEST_INTEGER_FEATURES) + len(REQUEST_NUMERIC_FEATURES),
+            ]
+            self.request_modality_embedding = ModalityEmbedding(
+                request_segments, dtype=dtype, name="request_modality_embedding"
+            )
         self.embeddings_layer_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=dtype, name="embeddings_layer_norm")
+            epsilon=layer_norm_epsilon, dtype=dtype, name="embeddings_layer_norm"
+        )
         self.embeddings_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")
         self.listing_length = sum(listing_segments)
         self.request_length = sum(request_segments)
-        self.attention_masks = SideAttentionMask(self.listing_length, self.request_length, listing_only_attention,
-                                                 dtype=dtype, name="attention_masks")
-        self.shared_layers = [keras_hub.layers.TransformerEncoder(**transformer_args, normalize_first=True,
-                                                                  name=f"shared_layer_{i}")
-                              for i in range(num_shared_layers)]
-        self.expert_mixture = None if num_experts == 0 else TransformerExpertMixture(
-            num_experts=num_experts, top_k=top_k, task_names=task_names, capacity_factor=capacity_factor,
-            load_balance_loss_weight=load_balance_loss_weight, router_z_loss_weight=router_z_loss_weight,
-            normalize_first=True, **transformer_args, name="expert_mixture")
+        self.attention_masks = SideAttentionMask(
+            self.listing_length, self.request_length, listing_only_attention, dtype=dtype, name="attention_masks"
+        )
+        self.shared_layers = [
+            keras_hub.layers.TransformerEncoder(**transformer_args, normalize_first=True, name=f"shared_layer_{i}")
+            for i in range(num_shared_layers)
+        ]
+        self.expert_mixture = (
+            None
+            if num_experts == 0
+            else TransformerExpertMixture(
+                num_experts=num_experts,
+                top_k=top_k,
+                task_names=task_names,
+                capacity_factor=capacity_factor,
+                load_balance_loss_weight=load_balance_loss_weight,
+                router_z_loss_weight=router_z_loss_weight,
+                normalize_first=True,
+                **transformer_args,
+                name="expert_mixture",
+            )
+        )
         # Each task's token: listing tasks first in the listing segment, request tasks first in the request's.
-        self.task_token_index = {task: listing_tasks.index(task) if task in listing_tasks
-                                 else self.listing_length + request_tasks.index(task) for task in task_names}
-        self.task_towers = [TaskTower(self.task_token_index[task], **transformer_args, name=f"{task}_tower")
-                            for task in task_names]
-        self.tower_layer_norms = [keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=dtype,
-                                                                  name=f"{task}_tower_layer_norm")
-                                  for task in task_names]
+        self.task_token_index = {
+            task: listing_tasks.index(task)
+            if task in listing_tasks
+            else self.listing_length + request_tasks.index(task)
+            for task in task_names
+        }
+        self.task_towers = [
+            TaskTower(self.task_token_index[task], **transformer_args, name=f"{task}_tower") for task in task_names
+        ]
+        self.tower_layer_norms = [
+            keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=dtype, name=f"{task}_tower_layer_norm")
+            for task in task_names
+        ]
 
         # === Config === (before the graph: the token builders below read it)
         self.vocabulary_sizes = {name: int(vocabulary_sizes[name]) for name in features.ID_FEATURES}
@@ -312,21 +393,29 @@ class CameNNBackbone(ConfigPresets, keras_hub.models.Backbone):
         inputs = {name: keras.Input(shape=(), dtype="int64", name=name) for name in LISTING_ID_FEATURES}
         inputs.update({name: keras.Input(shape=(), dtype="float32", name=name) for name in LISTING_NUMERIC_FEATURES})
         if use_text and text_encoder is None:
-            inputs[features.TEXT_EMBEDDINGS] = keras.Input(shape=(num_text_tokens * text_dim,), dtype="float32",
-                                                           name=features.TEXT_EMBEDDINGS)
+            inputs[features.TEXT_EMBEDDINGS] = keras.Input(
+                shape=(num_text_tokens * text_dim,), dtype="float32", name=features.TEXT_EMBEDDINGS
+            )
         elif use_text:
-            inputs[features.TEXT_TOKEN_IDS] = keras.Input(shape=(max_text_length,), dtype="int64",
-                                                          name=features.TEXT_TOKEN_IDS)
+            inputs[features.TEXT_TOKEN_IDS] = keras.Input(
+                shape=(max_text_length,), dtype="int64", name=features.TEXT_TOKEN_IDS
+            )
         if use_image and image_encoder is None:
-            inputs[features.PATCH_EMBEDDINGS] = keras.Input(shape=(num_patches * patch_dim,), dtype="float32",
-                                                            name=features.PATCH_EMBEDDINGS)
+            inputs[features.PATCH_EMBEDDINGS] = keras.Input(
+                shape=(num_patches * patch_dim,), dtype="float32", name=features.PATCH_EMBEDDINGS
+            )
         elif use_image:
             inputs[features.IMAGE] = keras.Input(shape=(None, None, 3), dtype="uint8", name=features.IMAGE)
         if request_tasks:
-            inputs.update({name: keras.Input(shape=(), dtype="int64", name=name)
-                           for name in (*REQUEST_ID_FEATURES, *REQUEST_INTEGER_FEATURES)})
-            inputs.update({name: keras.Input(shape=(), dtype="float32", name=name)
-                           for name in REQUEST_NUMERIC_FEATURES})
+            inputs.update(
+                {
+                    name: keras.Input(shape=(), dtype="int64", name=name)
+                    for name in (*REQUEST_ID_FEATURES, *REQUEST_INTEGER_FEATURES)
+                }
+            )
+            inputs.update(
+                {name: keras.Input(shape=(), dtype="float32", name=name) for name in REQUEST_NUMERIC_FEATURES}
+            )
 
         tokens = self.listing_tokens(inputs)
         if request_tasks:
@@ -338,10 +427,13 @@ class CameNNBackbone(ConfigPresets, keras_hub.models.Backbone):
         if self.expert_mixture is None:
             mixed = [x] * len(task_names)
         else:
-            mixed = self.expert_mixture(x, attention_mask=attention_mask,
-                                        router_mask=listing_mask if listing_only_attention else None)
-        outputs = {task: self.tower_layer_norms[t](self.task_towers[t](mixed[t], attention_mask=attention_mask))
-                   for t, task in enumerate(task_names)}
+            mixed = self.expert_mixture(
+                x, attention_mask=attention_mask, router_mask=listing_mask if listing_only_attention else None
+            )
+        outputs = {
+            task: self.tower_layer_norms[t](self.task_towers[t](mixed[t], attention_mask=attention_mask))
+            for t, task in enumerate(task_names)
+        }
         super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
 
     def _embedded(self, tokens, training=None):
@@ -363,9 +455,13 @@ class CameNNBackbone(ConfigPresets, keras_hub.models.Backbone):
                 unique_ids, text_rows = self.unique_texts(token_ids)
                 padding_mask = ops.not_equal(unique_ids, 0)
                 states = self.text_encoder(
-                    {"token_ids": unique_ids, "segment_ids": ops.zeros_like(unique_ids),
-                     "padding_mask": ops.cast(padding_mask, "int32")},
-                    training=False if self.freeze_text_encoder else training)["sequence_output"]
+                    {
+                        "token_ids": unique_ids,
+                        "segment_ids": ops.zeros_like(unique_ids),
+                        "padding_mask": ops.cast(padding_mask, "int32"),
+                    },
+                    training=False if self.freeze_text_encoder else training,
+                )["sequence_output"]
                 pooled = segment_mean_pool(states, padding_mask, self.num_text_tokens)
                 text = ops.take(pooled, text_rows, axis=0)
             text_tokens = self.text_projection(text)
@@ -374,8 +470,9 @@ class CameNNBackbone(ConfigPresets, keras_hub.models.Backbone):
             if self.image_encoder is None:
                 patches = ops.reshape(inputs[features.PATCH_EMBEDDINGS], (-1, self.num_patches, self.patch_dim))
             else:
-                patches = self.image_encoder(inputs[features.IMAGE],
-                                             training=False if self.freeze_image_encoder else training)
+                patches = self.image_encoder(
+                    inputs[features.IMAGE], training=False if self.freeze_image_encoder else training
+                )
             patch_tokens = self.patch_projection(patches)
             parts.append(patch_tokens + self.patch_position_embedding(patch_tokens))
         ids = [self.id_embeddings[name](inputs[name]) for name in LISTING_ID_FEATURES]
@@ -391,36 +488,37 @@ class CameNNBackbone(ConfigPresets, keras_hub.models.Backbone):
         ids = [self.id_embeddings[name](inputs[name]) for name in REQUEST_ID_FEATURES]
         ids += [self.integer_embeddings[name](inputs[name]) for name in REQUEST_INTEGER_FEATURES]
         numeric = ops.stack([inputs[name] for name in REQUEST_NUMERIC_FEATURES], axis=-1)
-        tokens = ops.concatenate([task_tokens, ops.stack(ids, axis=1), self.request_numeric_embedding(numeric)],
-                                 axis=1)
+        tokens = ops.concatenate([task_tokens, ops.stack(ids, axis=1), self.request_numeric_embedding(numeric)], axis=1)
         return self._embedded(self.request_modality_embedding(tokens), training)
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "vocabulary_sizes": self.vocabulary_sizes,
-            "num_patches": self.num_patches,
-            "patch_dim": self.patch_dim,
-            "hidden_dim": self.hidden_dim,
-            "num_heads": self.num_heads,
-            "intermediate_dim": self.intermediate_dim,
-            "num_shared_layers": self.num_shared_layers,
-            "num_experts": self.num_experts,
-            "top_k": self.top_k,
-            "num_text_tokens": self.num_text_tokens,
-            "text_dim": self.text_dim,
-            "text_encoder": None if self.text_encoder is None else keras.layers.serialize(self.text_encoder),
-            "freeze_text_encoder": self.freeze_text_encoder,
-            "max_text_length": self.max_text_length,
-            "image_encoder": None if self.image_encoder is None else keras.layers.serialize(self.image_encoder),
-            "freeze_image_encoder": self.freeze_image_encoder,
-            "listing_only_attention": self.listing_only_attention,
-            "capacity_factor": self.capacity_factor,
-            "load_balance_loss_weight": self.load_balance_loss_weight,
-            "router_z_loss_weight": self.router_z_loss_weight,
-            "dropout": self.dropout,
-            "task_names": list(self.task_names),
-            "modalities": list(self.modalities),
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-        })
+        config.update(
+            {
+                "vocabulary_sizes": self.vocabulary_sizes,
+                "num_patches": self.num_patches,
+                "patch_dim": self.patch_dim,
+                "hidden_dim": self.hidden_dim,
+                "num_heads": self.num_heads,
+                "intermediate_dim": self.intermediate_dim,
+                "num_shared_layers": self.num_shared_layers,
+                "num_experts": self.num_experts,
+                "top_k": self.top_k,
+                "num_text_tokens": self.num_text_tokens,
+                "text_dim": self.text_dim,
+                "text_encoder": None if self.text_encoder is None else keras.layers.serialize(self.text_encoder),
+                "freeze_text_encoder": self.freeze_text_encoder,
+                "max_text_length": self.max_text_length,
+                "image_encoder": None if self.image_encoder is None else keras.layers.serialize(self.image_encoder),
+                "freeze_image_encoder": self.freeze_image_encoder,
+                "listing_only_attention": self.listing_only_attention,
+                "capacity_factor": self.capacity_factor,
+                "load_balance_loss_weight": self.load_balance_loss_weight,
+                "router_z_loss_weight": self.router_z_loss_weight,
+                "dropout": self.dropout,
+                "task_names": list(self.task_names),
+                "modalities": list(self.modalities),
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+            }
+        )
         return config

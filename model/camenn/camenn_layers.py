@@ -1,4 +1,5 @@
 """Small layers that turn CameNN's non-text inputs into tokens of the model width."""
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -36,12 +37,13 @@ class NumericFeatureEmbedding(keras.layers.Layer):
 
     def build(self, inputs_shape):
         num_features = inputs_shape[-1]
-        self.inner_kernel = self.add_weight((num_features, self.intermediate_dim), name="inner_kernel",
-                                            initializer="glorot_uniform")
-        self.inner_bias = self.add_weight((num_features, self.intermediate_dim), name="inner_bias",
-                                          initializer="zeros")
-        self.outer_kernel = self.add_weight((num_features, self.intermediate_dim, self.hidden_dim),
-                                            name="outer_kernel", initializer="glorot_uniform")
+        self.inner_kernel = self.add_weight(
+            (num_features, self.intermediate_dim), name="inner_kernel", initializer="glorot_uniform"
+        )
+        self.inner_bias = self.add_weight((num_features, self.intermediate_dim), name="inner_bias", initializer="zeros")
+        self.outer_kernel = self.add_weight(
+            (num_features, self.intermediate_dim, self.hidden_dim), name="outer_kernel", initializer="glorot_uniform"
+        )
         self.outer_bias = self.add_weight((num_features, self.hidden_dim), name="outer_bias", initializer="zeros")
 
     def call(self, inputs):
@@ -89,13 +91,17 @@ class TaskTokens(keras.layers.Layer):
         self.hidden_dim = hidden_dim
 
     def build(self, reference_shape):
-        self.tokens = self.add_weight((self.num_tasks, self.hidden_dim), name="tokens",
-                                      initializer=keras.initializers.TruncatedNormal(stddev=0.02))
+        self.tokens = self.add_weight(
+            (self.num_tasks, self.hidden_dim),
+            name="tokens",
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        )
 
     def call(self, reference):
         batch_size = ops.shape(reference)[0]
-        return ops.broadcast_to(ops.cast(self.tokens, self.compute_dtype)[None],
-                                (batch_size, self.num_tasks, self.hidden_dim))
+        return ops.broadcast_to(
+            ops.cast(self.tokens, self.compute_dtype)[None], (batch_size, self.num_tasks, self.hidden_dim)
+        )
 
     def compute_output_shape(self, reference_shape):
         return (reference_shape[0], self.num_tasks, self.hidden_dim)
@@ -137,10 +143,15 @@ class ModalityEmbedding(keras.layers.Layer):
 
     def build(self, tokens_shape):
         if tokens_shape[1] is not None and tokens_shape[1] != sum(self.segment_lengths):
-            raise ValueError(f"segment_lengths {self.segment_lengths} sum to {sum(self.segment_lengths)}, "
-                             f"but the sequence has {tokens_shape[1]} tokens")
-        self.embeddings = self.add_weight((len(self.segment_lengths), tokens_shape[-1]), name="embeddings",
-                                          initializer=keras.initializers.TruncatedNormal(stddev=0.02))
+            raise ValueError(
+                f"segment_lengths {self.segment_lengths} sum to {sum(self.segment_lengths)}, "
+                f"but the sequence has {tokens_shape[1]} tokens"
+            )
+        self.embeddings = self.add_weight(
+            (len(self.segment_lengths), tokens_shape[-1]),
+            name="embeddings",
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        )
 
     def call(self, tokens):
         modality_ids = [m for m, n in enumerate(self.segment_lengths) for _ in range(n)]
@@ -183,8 +194,10 @@ class UniqueRows(keras.layers.Layer):
         return unique.y, unique.idx
 
     def compute_output_spec(self, rows):
-        return (keras.KerasTensor((None, rows.shape[1]), dtype=rows.dtype),
-                keras.KerasTensor((rows.shape[0],), dtype="int32"))
+        return (
+            keras.KerasTensor((None, rows.shape[1]), dtype=rows.dtype),
+            keras.KerasTensor((rows.shape[0],), dtype="int32"),
+        )
 
 
 @keras.saving.register_keras_serializable(package="camenn")
@@ -232,13 +245,20 @@ class SideAttentionMask(keras.layers.Layer):
 
     def compute_output_spec(self, tokens):
         total = self.listing_length + self.request_length
-        return (keras.KerasTensor((tokens.shape[0], total, total), dtype="int32"),
-                keras.KerasTensor((tokens.shape[0], total), dtype="int32"))
+        return (
+            keras.KerasTensor((tokens.shape[0], total, total), dtype="int32"),
+            keras.KerasTensor((tokens.shape[0], total), dtype="int32"),
+        )
 
     def get_config(self):
         config = super().get_config()
-        config.update({"listing_length": self.listing_length, "request_length": self.request_length,
-                       "listing_only": self.listing_only})
+        config.update(
+            {
+                "listing_length": self.listing_length,
+                "request_length": self.request_length,
+                "listing_only": self.listing_only,
+            }
+        )
         return config
 
 
@@ -279,8 +299,17 @@ class TaskTower(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, token_index, intermediate_dim, num_heads, dropout=0.0, activation="gelu",
-                 layer_norm_epsilon=1e-6, kernel_initializer="glorot_uniform", **kwargs):
+    def __init__(
+        self,
+        token_index,
+        intermediate_dim,
+        num_heads,
+        dropout=0.0,
+        activation="gelu",
+        layer_norm_epsilon=1e-6,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.token_index = int(token_index)
         self.intermediate_dim = intermediate_dim
@@ -297,36 +326,50 @@ class TaskTower(keras.layers.Layer):
         hidden_dim = sequence_shape[-1]
         query_shape = (sequence_shape[0], 1, hidden_dim)
         self._self_attention_layer_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="self_attention_layer_norm")
+            epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="self_attention_layer_norm"
+        )
         self._self_attention_layer_norm.build(sequence_shape)
         self._self_attention_layer = keras.layers.MultiHeadAttention(
-            num_heads=self.num_heads, key_dim=hidden_dim // self.num_heads, dropout=self.dropout,
-            kernel_initializer=self._initializer(), dtype=self.dtype_policy, name="self_attention_layer")
+            num_heads=self.num_heads,
+            key_dim=hidden_dim // self.num_heads,
+            dropout=self.dropout,
+            kernel_initializer=self._initializer(),
+            dtype=self.dtype_policy,
+            name="self_attention_layer",
+        )
         self._self_attention_layer.build(query_shape=query_shape, value_shape=sequence_shape)
-        self._self_attention_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy,
-                                                            name="self_attention_dropout")
+        self._self_attention_dropout = keras.layers.Dropout(
+            self.dropout, dtype=self.dtype_policy, name="self_attention_dropout"
+        )
         self._feedforward_layer_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="feedforward_layer_norm")
+            epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="feedforward_layer_norm"
+        )
         self._feedforward_layer_norm.build(query_shape)
         self._feedforward_intermediate_dense = keras.layers.Dense(
-            self.intermediate_dim, activation=self.activation, kernel_initializer=self._initializer(),
-            dtype=self.dtype_policy, name="feedforward_intermediate_dense")
+            self.intermediate_dim,
+            activation=self.activation,
+            kernel_initializer=self._initializer(),
+            dtype=self.dtype_policy,
+            name="feedforward_intermediate_dense",
+        )
         self._feedforward_intermediate_dense.build(query_shape)
         self._feedforward_output_dense = keras.layers.Dense(
-            hidden_dim, kernel_initializer=self._initializer(), dtype=self.dtype_policy,
-            name="feedforward_output_dense")
+            hidden_dim, kernel_initializer=self._initializer(), dtype=self.dtype_policy, name="feedforward_output_dense"
+        )
         self._feedforward_output_dense.build((*query_shape[:2], self.intermediate_dim))
-        self._feedforward_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy,
-                                                         name="feedforward_dropout")
+        self._feedforward_dropout = keras.layers.Dropout(
+            self.dropout, dtype=self.dtype_policy, name="feedforward_dropout"
+        )
         self.built = True
 
     def call(self, sequence, attention_mask=None, training=None):
         i = self.token_index
         normed = self._self_attention_layer_norm(sequence)
-        mask = None if attention_mask is None else attention_mask[:, i:i + 1, :]
-        attended = self._self_attention_layer(query=normed[:, i:i + 1], value=normed, key=normed,
-                                              attention_mask=mask, training=training)
-        x = sequence[:, i:i + 1] + self._self_attention_dropout(attended, training=training)
+        mask = None if attention_mask is None else attention_mask[:, i : i + 1, :]
+        attended = self._self_attention_layer(
+            query=normed[:, i : i + 1], value=normed, key=normed, attention_mask=mask, training=training
+        )
+        x = sequence[:, i : i + 1] + self._self_attention_dropout(attended, training=training)
         y = self._feedforward_output_dense(self._feedforward_intermediate_dense(self._feedforward_layer_norm(x)))
         x = x + self._feedforward_dropout(y, training=training)
         return x[:, 0]
@@ -336,10 +379,15 @@ class TaskTower(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "token_index": self.token_index, "intermediate_dim": self.intermediate_dim,
-            "num_heads": self.num_heads, "dropout": self.dropout, "activation": self.activation,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-        })
+        config.update(
+            {
+                "token_index": self.token_index,
+                "intermediate_dim": self.intermediate_dim,
+                "num_heads": self.num_heads,
+                "dropout": self.dropout,
+                "activation": self.activation,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            }
+        )
         return config

@@ -1,4 +1,5 @@
 """CameNN's task model: the backbone plus one probability head per task (`cvr`, `ita`, `tia`)."""
+
 import keras
 import keras_hub
 from keras import ops
@@ -83,19 +84,31 @@ class CameNNMultiTask(keras_hub.models.Task):
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = None
-        self.heads = [keras.layers.Dense(1, activation="sigmoid", dtype="float32", name=f"{task}_head")
-                      for task in backbone.task_names]
+        self.heads = [
+            keras.layers.Dense(1, activation="sigmoid", dtype="float32", name=f"{task}_head")
+            for task in backbone.task_names
+        ]
 
         # === Functional Model ===
         inputs = backbone.input
         pooled = backbone(inputs)
-        outputs = {task: ops.squeeze(head(pooled[task]), axis=-1)
-                   for task, head in zip(backbone.task_names, self.heads)}
+        outputs = {
+            task: ops.squeeze(head(pooled[task]), axis=-1) for task, head in zip(backbone.task_names, self.heads)
+        }
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
-    def compile(self, optimizer="auto", loss="auto", *, weighted_metrics="auto", total_steps=None,
-                learning_rate=DEFAULT_LEARNING_RATE, pretrained_learning_rate_multiplier=0.05,
-                weight_decay=0.01, **kwargs):
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        *,
+        weighted_metrics="auto",
+        total_steps=None,
+        learning_rate=DEFAULT_LEARNING_RATE,
+        pretrained_learning_rate_multiplier=0.05,
+        weight_decay=0.01,
+        **kwargs,
+    ):
         """Configures training; "auto" picks CameNN's defaults.
 
         Args:
@@ -116,12 +129,17 @@ class CameNNMultiTask(keras_hub.models.Task):
         if optimizer == "auto":
             encoders = [e for e in (self.backbone.text_encoder, self.backbone.image_encoder) if e is not None]
             optimizer = camenn_optimizer(
-                total_steps, learning_rate=learning_rate, weight_decay=weight_decay,
+                total_steps,
+                learning_rate=learning_rate,
+                weight_decay=weight_decay,
                 pretrained_paths=[v.path for e in encoders for v in e.trainable_variables],
-                pretrained_learning_rate_multiplier=pretrained_learning_rate_multiplier)
+                pretrained_learning_rate_multiplier=pretrained_learning_rate_multiplier,
+            )
         if loss == "auto":
-            loss = {task: PerExampleBinaryCrossentropy(reduction="mean_with_sample_weight", name=f"{task}_bce")
-                    for task in tasks}
+            loss = {
+                task: PerExampleBinaryCrossentropy(reduction="mean_with_sample_weight", name=f"{task}_bce")
+                for task in tasks
+            }
             kwargs.setdefault("loss_weights", dict(self.loss_weights))
         if weighted_metrics == "auto":
             weighted_metrics = {task: [keras.metrics.AUC(name="auc")] for task in tasks}
@@ -142,7 +160,8 @@ class CameNNMultiTask(keras_hub.models.Task):
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):
         """Builds a CameNN preset: `loss_weights`, `compile` and `name` configure the task, every other
-        argument goes to `CameNNBackbone.from_preset` (see there for what the data decides). A preset folder written by `save_to_preset` goes to keras-hub's loader.
+        argument goes to `CameNNBackbone.from_preset` (see there for what the data decides). A preset
+        folder written by `save_to_preset` goes to keras-hub's loader.
         """
         if preset not in cls.backbone_cls.preset_configs:
             return super().from_preset(preset, load_weights=load_weights, **kwargs)

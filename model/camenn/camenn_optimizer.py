@@ -1,5 +1,6 @@
 """The training method the paper names: AdamW with a linear warmup then a linear decay, with a smaller
 step for pre-trained weights than for the fresh ones."""
+
 import keras
 from keras import ops
 
@@ -42,8 +43,12 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         return ops.where(step < self.warmup_steps, warmup, decay)
 
     def get_config(self):
-        return {"peak_learning_rate": self.peak_learning_rate, "warmup_steps": self.warmup_steps,
-                "total_steps": self.total_steps, "end_learning_rate": self.end_learning_rate}
+        return {
+            "peak_learning_rate": self.peak_learning_rate,
+            "warmup_steps": self.warmup_steps,
+            "total_steps": self.total_steps,
+            "end_learning_rate": self.end_learning_rate,
+        }
 
 
 @keras.saving.register_keras_serializable(package="camenn")
@@ -96,13 +101,20 @@ class GroupedAdamW(keras.optimizers.AdamW):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"scaled_paths": list(self.scaled_paths),
-                       "learning_rate_multiplier": self.learning_rate_multiplier})
+        config.update(
+            {"scaled_paths": list(self.scaled_paths), "learning_rate_multiplier": self.learning_rate_multiplier}
+        )
         return config
 
 
-def camenn_optimizer(total_steps=None, learning_rate=1e-3, warmup_fraction=0.1, weight_decay=0.01,
-                     pretrained_paths=(), pretrained_learning_rate_multiplier=0.05):
+def camenn_optimizer(
+    total_steps=None,
+    learning_rate=1e-3,
+    warmup_fraction=0.1,
+    weight_decay=0.01,
+    pretrained_paths=(),
+    pretrained_learning_rate_multiplier=0.05,
+):
     """AdamW (`GroupedAdamW`), gradients clipped to global norm 1; biases and layer-norm parameters are not
     decayed.
 
@@ -119,7 +131,12 @@ def camenn_optimizer(total_steps=None, learning_rate=1e-3, warmup_fraction=0.1, 
     if total_steps:
         warmup_steps = int(total_steps * warmup_fraction)
         schedule = WarmupLinearDecay(learning_rate, warmup_steps, max(total_steps, warmup_steps + 1))
-    optimizer = GroupedAdamW(scaled_paths=pretrained_paths, learning_rate_multiplier=pretrained_learning_rate_multiplier,
-                             learning_rate=schedule, weight_decay=weight_decay, global_clipnorm=1.0)
+    optimizer = GroupedAdamW(
+        scaled_paths=pretrained_paths,
+        learning_rate_multiplier=pretrained_learning_rate_multiplier,
+        learning_rate=schedule,
+        weight_decay=weight_decay,
+        global_clipnorm=1.0,
+    )
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return optimizer

@@ -28,7 +28,7 @@ backbone_presets = {
     "camenn_mini": {
         "metadata": {
             "description": "CPU experiments (`camenn experiments`): cached text tokens, width 64, "
-                           "1 shared layer, 4 experts (top-2).",
+            "1 shared layer, 4 experts (top-2).",
             "path": "camenn",
         },
         "config": {
@@ -59,7 +59,7 @@ backbone_presets = {
     "camenn_base": {
         "metadata": {
             "description": "GPU: all-MiniLM-L6-v2 fine-tuned end to end on token ids, width 384, "
-                           "4 shared layers, 16 experts (top-2).",
+            "4 shared layers, 16 experts (top-2).",
             "path": "camenn",
         },
         "text_encoder": "all_minilm_l6_v2",

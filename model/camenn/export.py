@@ -23,13 +23,14 @@ Every input is checked inside the graph, and a bad one is refused with an error 
 a missing feature, a wrong dtype in a tf.Example, a wrong shape (rank or length), an id outside its
 vocabulary, an hour outside 0..23, a token id outside the text encoder's vocabulary, a non-finite number.
 """
+
 import keras
 import tensorflow as tf
 
 from camenn.model import features
 from camenn.model.camenn.listing_states import encode_listings, score_requests
-from camenn.model.listing_table import DISPLAY_COLUMNS, ListingTable
 from camenn.model.camenn.transformer_expert_mixture import routing_metrics_paused
+from camenn.model.listing_table import DISPLAY_COLUMNS, ListingTable
 
 EXAMPLES_INPUT = "examples"
 DENSE_SIGNATURE = "dense"
@@ -67,17 +68,24 @@ def _checked_shapes(raw, spec):
         shape = tf.shape(raw[name], out_type=tf.int64)
         expected = tf.constant([-1, *tail], tf.int64)
         same_rank = tf.equal(tf.size(shape), tf.size(expected))
-        same_dims = tf.cond(same_rank, lambda s=shape, e=expected: tf.reduce_all(tf.equal(s[1:], e[1:])),
-                            lambda: tf.constant(False))
-        checks = [tf.debugging.Assert(
-            same_rank & same_dims,
-            [f"feature {name!r} must have shape [batch{''.join(f', {d}' for d in tail)}], got", shape])]
+        same_dims = tf.cond(
+            same_rank, lambda s=shape, e=expected: tf.reduce_all(tf.equal(s[1:], e[1:])), lambda: tf.constant(False)
+        )
+        checks = [
+            tf.debugging.Assert(
+                same_rank & same_dims,
+                [f"feature {name!r} must have shape [batch{''.join(f', {d}' for d in tail)}], got", shape],
+            )
+        ]
         if batch_name is None:
             batch_name, batch_size = name, shape[0]
         else:
-            checks.append(tf.debugging.Assert(
-                tf.equal(shape[0], batch_size),
-                [f"feature {name!r} has a batch of", shape[0], f"but feature {batch_name!r} has", batch_size]))
+            checks.append(
+                tf.debugging.Assert(
+                    tf.equal(shape[0], batch_size),
+                    [f"feature {name!r} has a batch of", shape[0], f"but feature {batch_name!r} has", batch_size],
+                )
+            )
         with tf.control_dependencies(checks):
             checked[name] = tf.reshape(raw[name], [-1, *feature.shape])
     return checked
@@ -94,15 +102,25 @@ def _check_values(inputs, backbone):
         if name not in inputs:  # the other side of a request, or an ablation without the text
             continue
         values = inputs[name]
-        checks.append(tf.debugging.Assert(
-            tf.reduce_all((values >= 0) & (values < limit)),
-            [f"feature {name!r} must lie in [0, {limit}); got values from", tf.reduce_min(values), "to",
-             tf.reduce_max(values)]))
+        checks.append(
+            tf.debugging.Assert(
+                tf.reduce_all((values >= 0) & (values < limit)),
+                [
+                    f"feature {name!r} must lie in [0, {limit}); got values from",
+                    tf.reduce_min(values),
+                    "to",
+                    tf.reduce_max(values),
+                ],
+            )
+        )
     for name in (*features.NUMERIC_FEATURES, features.TEXT_EMBEDDINGS, features.PATCH_EMBEDDINGS):
         if name not in inputs:  # an end-to-end model takes pixels or token ids instead, an ablation may take none
             continue
-        checks.append(tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(inputs[name])),
-                                          [f"feature {name!r} holds a NaN or infinite value"]))
+        checks.append(
+            tf.debugging.Assert(
+                tf.reduce_all(tf.math.is_finite(inputs[name])), [f"feature {name!r} holds a NaN or infinite value"]
+            )
+        )
     return checks
 
 
@@ -121,8 +139,9 @@ def _signature_inputs(spec):
     return {name: tf.TensorSpec(None, feature.dtype, name=name) for name, feature in spec.items()}
 
 
-def export_saved_model(model, export_dir, *, transform=None, raw_feature_spec=None, transform_trackables=(),
-                       verbose=False):
+def export_saved_model(
+    model, export_dir, *, transform=None, raw_feature_spec=None, transform_trackables=(), verbose=False
+):
     """Writes `model` (a `CameNNMultiTask`) as a SavedModel with the signatures of the module docstring.
 
     Args:
@@ -171,8 +190,10 @@ def export_saved_model(model, export_dir, *, transform=None, raw_feature_spec=No
     if transform is not None and raw_feature_spec is None:
         raise ValueError("a transform needs raw_feature_spec: the raw features the signatures take")
     if transform is None and features.IMAGE in model.input:
-        raise ValueError(f"an end-to-end model takes pixels ({features.IMAGE!r}): export it with a transform "
-                         "that decodes the images (e.g. tf.io.decode_jpeg) from raw features")
+        raise ValueError(
+            f"an end-to-end model takes pixels ({features.IMAGE!r}): export it with a transform "
+            "that decodes the images (e.g. tf.io.decode_jpeg) from raw features"
+        )
     spec = dict(raw_feature_spec) if transform is not None else model_input_feature_spec(model)
     for name, feature in spec.items():
         if not isinstance(feature, tf.io.FixedLenFeature):
@@ -191,7 +212,8 @@ def export_saved_model(model, export_dir, *, transform=None, raw_feature_spec=No
     with routing_metrics_paused(model):
         # One trace of the transform and model, which both signatures call.
         predict = tf.function(predict, autograph=False).get_concrete_function(
-            {name: tf.TensorSpec([None, *feature.shape], feature.dtype, name=name) for name, feature in spec.items()})
+            {name: tf.TensorSpec([None, *feature.shape], feature.dtype, name=name) for name, feature in spec.items()}
+        )
 
         def serve_examples(examples):
             return predict(tf.io.parse_example(examples, spec))
@@ -199,8 +221,9 @@ def export_saved_model(model, export_dir, *, transform=None, raw_feature_spec=No
         def serve_dense(raw):
             return predict(_checked_shapes(raw, spec))
 
-        archive.add_endpoint("serving_default", serve_examples,
-                             input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+        archive.add_endpoint(
+            "serving_default", serve_examples, input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)]
+        )
         archive.add_endpoint(DENSE_SIGNATURE, serve_dense, input_signature=[_signature_inputs(spec)])
         if backbone.listing_only_attention and backbone.request_tasks:
             _add_listing_endpoints(archive, model, transform, spec)
@@ -217,8 +240,9 @@ def _add_listing_endpoints(archive, model, transform, spec):
     request_spec = {name: spec[name] for name in request_names}
 
     def encode(raw):
-        return encode_listings(model, _model_inputs(_checked_shapes(raw, listing_spec), transform, listing_names,
-                                                    backbone))
+        return encode_listings(
+            model, _model_inputs(_checked_shapes(raw, listing_spec), transform, listing_names, backbone)
+        )
 
     encode = tf.function(encode, autograph=False).get_concrete_function(_signature_inputs(listing_spec))
     state_columns = {name: (tensor.dtype, tensor.shape[1:]) for name, tensor in encode.structured_outputs.items()}
@@ -244,10 +268,15 @@ def _add_listing_endpoints(archive, model, transform, spec):
         rows = rows_of(_checked_shapes(request, {features.ITEM_ID: spec[features.ITEM_ID]})[features.ITEM_ID])
         return table.gather(rows, [*DISPLAY_COLUMNS, *backbone.listing_tasks])
 
-    archive.add_endpoint(ENCODE_LISTINGS_SIGNATURE, lambda raw: encode(raw),
-                         input_signature=[_signature_inputs(listing_spec)])
-    archive.add_endpoint(RANK_SIGNATURE, rank, input_signature=[
-        _signature_inputs({features.ITEM_ID: spec[features.ITEM_ID], **request_spec})])
-    archive.add_endpoint(LISTINGS_SIGNATURE, listings,
-                         input_signature=[_signature_inputs({features.ITEM_ID: spec[features.ITEM_ID]})])
+    archive.add_endpoint(
+        ENCODE_LISTINGS_SIGNATURE, lambda raw: encode(raw), input_signature=[_signature_inputs(listing_spec)]
+    )
+    archive.add_endpoint(
+        RANK_SIGNATURE,
+        rank,
+        input_signature=[_signature_inputs({features.ITEM_ID: spec[features.ITEM_ID], **request_spec})],
+    )
+    archive.add_endpoint(
+        LISTINGS_SIGNATURE, listings, input_signature=[_signature_inputs({features.ITEM_ID: spec[features.ITEM_ID]})]
+    )
     archive.add_variable_collection(LISTING_TABLE_COLLECTION, table.ordered_variables)

@@ -14,6 +14,7 @@ Both functions reuse the backbone's own layers and sublayers (keras-hub's `Trans
 `TaskTower`, which name their sublayers alike), so there is one set of weights and one definition of
 each layer.
 """
+
 import math
 
 import tensorflow as tf
@@ -25,8 +26,10 @@ def _keys_values(layer, sequence):
     are stored, with no transpose)."""
     normed = layer._self_attention_layer_norm(sequence)
     attention = layer._self_attention_layer
-    return (tf.transpose(attention._key_dense(normed), (0, 2, 3, 1)),
-            tf.transpose(attention._value_dense(normed), (0, 2, 1, 3)))
+    return (
+        tf.transpose(attention._key_dense(normed), (0, 2, 3, 1)),
+        tf.transpose(attention._value_dense(normed), (0, 2, 1, 3)),
+    )
 
 
 def _attend(attention, normed_queries, normed_request, listing_keys, listing_values):
@@ -40,8 +43,9 @@ def _attend(attention, normed_queries, normed_request, listing_keys, listing_val
     scores = tf.concat([listing_scores, tf.matmul(query, own_keys, transpose_b=True)], axis=-1)
     probabilities = tf.nn.softmax(scores, axis=-1)
     length = tf.shape(listing_scores)[-1]
-    context = (tf.matmul(probabilities[..., :length], listing_values)
-               + tf.matmul(probabilities[..., length:], own_values))  # [B, h, Q, d]
+    context = tf.matmul(probabilities[..., :length], listing_values) + tf.matmul(
+        probabilities[..., length:], own_values
+    )  # [B, h, Q, d]
     return attention._output_dense(tf.transpose(context, (0, 2, 1, 3)))
 
 
@@ -60,9 +64,10 @@ def _request_layer(layer, tokens, listing_keys, listing_values):
 def _request_tower(tower, tokens, query_index, listing_keys, listing_values):
     """A `TaskTower` read out at request token `query_index`, over the listing's cached keys and values."""
     normed = tower._self_attention_layer_norm(tokens)
-    x = tokens[:, query_index:query_index + 1]
-    x = x + _attend(tower._self_attention_layer, normed[:, query_index:query_index + 1], normed, listing_keys,
-                    listing_values)
+    x = tokens[:, query_index : query_index + 1]
+    x = x + _attend(
+        tower._self_attention_layer, normed[:, query_index : query_index + 1], normed, listing_keys, listing_values
+    )
     x = x + _feedforward(tower, x)
     return x[:, 0]
 
@@ -70,8 +75,10 @@ def _request_tower(tower, tokens, query_index, listing_keys, listing_values):
 def _check_listing_only(model):
     backbone = model.backbone
     if not backbone.listing_only_attention:
-        raise ValueError("listing states need a backbone with listing_only_attention=True: with full attention "
-                         "every listing token depends on the shopper")
+        raise ValueError(
+            "listing states need a backbone with listing_only_attention=True: with full attention "
+            "every listing token depends on the shopper"
+        )
     if len(backbone.request_tasks) > 1:
         raise ValueError(f"one request task is supported, got {backbone.request_tasks}")
     return backbone
@@ -95,8 +102,8 @@ def encode_listings(model, inputs):
     backbone = _check_listing_only(model)
     x = backbone.listing_tokens(inputs, training=False)
     states = {}
-    for l, layer in enumerate(backbone.shared_layers):
-        states[f"shared_{l}_keys"], states[f"shared_{l}_values"] = _keys_values(layer, x)
+    for index, layer in enumerate(backbone.shared_layers):
+        states[f"shared_{index}_keys"], states[f"shared_{index}_values"] = _keys_values(layer, x)
         x = layer(x, training=False)
     mixture = backbone.expert_mixture
     if mixture is None:
@@ -111,8 +118,9 @@ def encode_listings(model, inputs):
         if mixture is not None:
             weights, experts = tf.math.top_k(routing["gate_weights"][t], k=mixture.top_k)
             per_expert = [_keys_values(expert, x) for expert in mixture.experts]  # E x [N, L, h, d]
-            chosen = tf.stack([experts, tf.broadcast_to(tf.range(tf.shape(experts)[0])[:, None],
-                                                        tf.shape(experts))], axis=-1)  # [N, k, 2]
+            chosen = tf.stack(
+                [experts, tf.broadcast_to(tf.range(tf.shape(experts)[0])[:, None], tf.shape(experts))], axis=-1
+            )  # [N, k, 2]
             states["experts"] = experts
             states["expert_weights"] = weights
             states["expert_keys"] = tf.gather_nd(tf.stack([k for k, _ in per_expert]), chosen)
@@ -136,8 +144,8 @@ def score_requests(model, inputs, states):
     (task,) = backbone.request_tasks
     t = backbone.task_names.index(task)
     tokens = backbone.request_tokens(inputs, training=False)
-    for l, layer in enumerate(backbone.shared_layers):
-        tokens = _request_layer(layer, tokens, states[f"shared_{l}_keys"], states[f"shared_{l}_values"])
+    for index, layer in enumerate(backbone.shared_layers):
+        tokens = _request_layer(layer, tokens, states[f"shared_{index}_keys"], states[f"shared_{index}_values"])
     mixture = backbone.expert_mixture
     if mixture is not None:
         batch_size = tf.shape(tokens)[0]
@@ -147,8 +155,7 @@ def score_requests(model, inputs, states):
         pair_row = tf.repeat(tf.range(batch_size), top_k)
         pair_weight = tf.cast(tf.reshape(states["expert_weights"], [-1]), tokens.dtype)
         pair_keys = tf.reshape(states["expert_keys"], tf.concat([[-1], tf.shape(states["expert_keys"])[2:]], 0))
-        pair_values = tf.reshape(states["expert_values"],
-                                 tf.concat([[-1], tf.shape(states["expert_values"])[2:]], 0))
+        pair_values = tf.reshape(states["expert_values"], tf.concat([[-1], tf.shape(states["expert_values"])[2:]], 0))
         rows, updates = [], []
         for e, expert in enumerate(mixture.experts):
             pairs = tf.where(tf.equal(pair_expert, e))[:, 0]
@@ -159,7 +166,6 @@ def score_requests(model, inputs, states):
             updates.append(tf.gather(pair_weight, pairs)[:, None, None] * (y - x))
         tokens = tokens + tf.math.unsorted_segment_sum(tf.concat(updates, 0), tf.concat(rows, 0), batch_size)
     query_index = backbone.task_token_index[task] - backbone.listing_length
-    pooled = _request_tower(backbone.task_towers[t], tokens, query_index, states["tower_keys"],
-                            states["tower_values"])
+    pooled = _request_tower(backbone.task_towers[t], tokens, query_index, states["tower_keys"], states["tower_values"])
     pooled = backbone.tower_layer_norms[t](pooled)
     return tf.cast(tf.squeeze(model.heads[t](pooled), axis=-1), tf.float32)

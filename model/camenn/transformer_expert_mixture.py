@@ -3,6 +3,7 @@
 TensorFlow backend only: the dispatch gathers a data-dependent number of examples per expert, which is
 cheap in TensorFlow's graph mode but not XLA-compilable, so the layer sets `supports_jit = False`.
 """
+
 import contextlib
 
 import keras
@@ -76,8 +77,12 @@ class ExpertRoutingMetrics(keras.metrics.Metric):
         return results
 
     def get_config(self):
-        return {"task_names": list(self.task_names), "num_experts": self.num_experts, "name": self.name,
-                "dtype": self.dtype}
+        return {
+            "task_names": list(self.task_names),
+            "num_experts": self.num_experts,
+            "name": self.name,
+            "dtype": self.dtype,
+        }
 
 
 @keras.saving.register_keras_serializable(package="camenn")
@@ -85,8 +90,9 @@ class TransformerExpertMixture(keras.layers.Layer):
     """A mixture of transformer-encoder experts, gated per task (MMoE) and routed per example (top-k).
 
     Each task has a softmax gate over the `num_experts` experts, fed with the masked mean of the input
-    sequence (over the tokens `router_mask` marks, default the unpadded ones) standardised per feature (batch normalisation without scale or offset: batch statistics
-    in training, moving averages at inference), so that routing follows how examples differ. The gate
+    sequence (over the tokens `router_mask` marks, default the unpadded ones) standardised per feature
+    (batch normalisation without scale or offset: batch statistics in training, moving averages at
+    inference), so that routing follows how examples differ. The gate
     keeps its `top_k` weights and renormalises them to sum to 1. Each expert is a
     `keras_hub.layers.TransformerEncoder`; task t's output for an example is
     `x + sum_e w_te * (expert_e(x) - x)`, the experts' residual updates mixed by that task's weights.
@@ -98,10 +104,10 @@ class TransformerExpertMixture(keras.layers.Layer):
     `ceil(capacity_factor * routed / num_experts)` examples, `routed` being the batch's (example, expert)
     pairs that some task chose (`batch * top_k` while the task gates agree, up to `num_tasks` times that
     when they route apart: a fixed `batch * top_k` share dropped a quarter of the pairs once CameNN's
-    gates specialised), those with the largest summed gate weight first; the rest overflow, are counted, and pass through the residual for that expert. At
-    inference every routed example is processed, so a score never depends on its batch neighbours.
-    The task gates start equal, so that tasks route an example together (one expert run serving them
-    all) until their losses pull them apart.
+    gates specialised), those with the largest summed gate weight first; the rest overflow, are counted,
+    and pass through the residual for that expert. At inference every routed example is processed, so a
+    score never depends on its batch neighbours. The task gates start equal, so that tasks route an
+    example together (one expert run serving them all) until their losses pull them apart.
     `dispatch="dense"` runs every expert on every example and masks by the gate weights instead
     (no capacity; the baseline that `bench/moe.py` compares against, and XLA-compatible in principle).
 
@@ -159,10 +165,24 @@ class TransformerExpertMixture(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, num_experts, top_k, intermediate_dim, num_heads, task_names=features.TASKS,
-                 capacity_factor=1.25, load_balance_loss_weight=1e-2, router_z_loss_weight=1e-3, dropout=0.0,
-                 activation="gelu", layer_norm_epsilon=1e-6, normalize_first=True,
-                 kernel_initializer="glorot_uniform", dispatch="sparse", **kwargs):
+    def __init__(
+        self,
+        num_experts,
+        top_k,
+        intermediate_dim,
+        num_heads,
+        task_names=features.TASKS,
+        capacity_factor=1.25,
+        load_balance_loss_weight=1e-2,
+        router_z_loss_weight=1e-3,
+        dropout=0.0,
+        activation="gelu",
+        layer_norm_epsilon=1e-6,
+        normalize_first=True,
+        kernel_initializer="glorot_uniform",
+        dispatch="sparse",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not 1 <= top_k <= num_experts:
             raise ValueError(f"top_k must be in [1, num_experts={num_experts}], got {top_k}")
@@ -187,13 +207,19 @@ class TransformerExpertMixture(keras.layers.Layer):
         # Not config: `export` turns it off so that serving graphs do not update training statistics.
         self.record_routing_metrics = True
         self.supports_jit = False
-        self.routing_metrics = ExpertRoutingMetrics(self.task_names, num_experts,
-                                                    name=f"{self.name}_routing")
+        self.routing_metrics = ExpertRoutingMetrics(self.task_names, num_experts, name=f"{self.name}_routing")
         self.experts = [
             keras_hub.layers.TransformerEncoder(
-                intermediate_dim=intermediate_dim, num_heads=num_heads, dropout=dropout,
-                activation=activation, layer_norm_epsilon=layer_norm_epsilon, normalize_first=normalize_first,
-                kernel_initializer=self._clone_initializer(), dtype=self.dtype_policy, name=f"expert_{e}")
+                intermediate_dim=intermediate_dim,
+                num_heads=num_heads,
+                dropout=dropout,
+                activation=activation,
+                layer_norm_epsilon=layer_norm_epsilon,
+                normalize_first=normalize_first,
+                kernel_initializer=self._clone_initializer(),
+                dtype=self.dtype_policy,
+                name=f"expert_{e}",
+            )
             for e in range(num_experts)
         ]
         # Routers stay in float32 under mixed precision: softmax and top-k are sensitive to rounding.
@@ -204,9 +230,14 @@ class TransformerExpertMixture(keras.layers.Layer):
         # they lagged, and inference routed otherwise than training (held-out ITA AUC 0.75 against
         # 0.99 in training after 72 steps; 1.0 with 0.9).
         self.router_input_norm = keras.layers.BatchNormalization(
-            momentum=0.9, center=False, scale=False, dtype="float32", name="router_input_norm")
-        self.gates = [keras.layers.Dense(num_experts, kernel_initializer=self._clone_initializer(),
-                                         dtype="float32", name=f"{task}_gate") for task in self.task_names]
+            momentum=0.9, center=False, scale=False, dtype="float32", name="router_input_norm"
+        )
+        self.gates = [
+            keras.layers.Dense(
+                num_experts, kernel_initializer=self._clone_initializer(), dtype="float32", name=f"{task}_gate"
+            )
+            for task in self.task_names
+        ]
 
     def _clone_initializer(self):
         return keras.initializers.get(keras.initializers.serialize(self.kernel_initializer))
@@ -224,15 +255,17 @@ class TransformerExpertMixture(keras.layers.Layer):
             gate.kernel.assign(self.gates[0].kernel)
         self.built = True
 
-    def compute_output_shape(self, sequence_shape, padding_mask_shape=None, attention_mask_shape=None,
-                             router_mask_shape=None):
+    def compute_output_shape(
+        self, sequence_shape, padding_mask_shape=None, attention_mask_shape=None, router_mask_shape=None
+    ):
         return [tuple(sequence_shape) for _ in self.task_names]
 
     def _route(self, sequence, mask, training):
         """Gates: [num_tasks, batch, num_experts] logits, probabilities and renormalised top-k weights."""
         mask_f = tf.cast(mask, tf.float32)[:, :, None]
         pooled = tf.reduce_sum(tf.cast(sequence, tf.float32) * mask_f, axis=1) / tf.maximum(
-            tf.reduce_sum(mask_f, axis=1), 1.0)
+            tf.reduce_sum(mask_f, axis=1), 1.0
+        )
         pooled = self.router_input_norm(pooled, training=training)
         logits = tf.stack([gate(pooled) for gate in self.gates])
         probs = tf.nn.softmax(logits, axis=-1)
@@ -265,9 +298,12 @@ class TransformerExpertMixture(keras.layers.Layer):
             order = tf.math.top_k(tf.where(routed[e], priority[e], -1.0), k=capacity).indices
             batch_indices = order[:kept]
             x = tf.gather(sequence, batch_indices)
-            y = expert(x, padding_mask=tf.gather(mask, batch_indices),
-                       attention_mask=None if attention_mask is None else tf.gather(attention_mask, batch_indices),
-                       training=training)
+            y = expert(
+                x,
+                padding_mask=tf.gather(mask, batch_indices),
+                attention_mask=None if attention_mask is None else tf.gather(attention_mask, batch_indices),
+                training=training,
+            )
             indices.append(batch_indices)
             updates.append(y - x)
             routed_count += count
@@ -275,8 +311,7 @@ class TransformerExpertMixture(keras.layers.Layer):
         all_indices = tf.concat(indices, axis=0)
         all_updates = tf.concat(updates, axis=0)
         # weights[t, b, e] for each (e, b) pair that ran, in the same order as all_indices.
-        pair_weights = tf.concat([tf.gather(weights[:, :, e], idx, axis=1) for e, idx in enumerate(indices)],
-                                 axis=1)
+        pair_weights = tf.concat([tf.gather(weights[:, :, e], idx, axis=1) for e, idx in enumerate(indices)], axis=1)
         pair_weights = tf.cast(pair_weights, all_updates.dtype)
         task_updates = [
             tf.math.unsorted_segment_sum(pair_weights[t][:, None, None] * all_updates, all_indices, batch_size)
@@ -297,8 +332,9 @@ class TransformerExpertMixture(keras.layers.Layer):
         routed = tf.reduce_sum(tf.cast(tf.reduce_max(assignments, axis=0) > 0, tf.int32))
         return task_updates, indices, batch_size, routed, 0
 
-    def call(self, sequence, padding_mask=None, attention_mask=None, router_mask=None, training=None,
-             return_routing=False):
+    def call(
+        self, sequence, padding_mask=None, attention_mask=None, router_mask=None, training=None, return_routing=False
+    ):
         if padding_mask is None:
             mask = tf.ones(tf.shape(sequence)[:2], dtype=tf.bool)
         else:
@@ -307,8 +343,9 @@ class TransformerExpertMixture(keras.layers.Layer):
         logits, probs, weights, assignments = self._route(sequence, pooled_mask, training)
 
         dispatch = self._sparse_updates if self.dispatch == "sparse" else self._dense_updates
-        task_updates, indices, capacity, routed, dropped = dispatch(sequence, mask, attention_mask, weights,
-                                                                    assignments, training)
+        task_updates, indices, capacity, routed, dropped = dispatch(
+            sequence, mask, attention_mask, weights, assignments, training
+        )
         outputs = [sequence + update for update in task_updates]
 
         aux_loss = 0.0
@@ -325,29 +362,37 @@ class TransformerExpertMixture(keras.layers.Layer):
             self.routing_metrics.update_state(load, entropy, dropped, routed)
 
         if return_routing:
-            return outputs, {"gate_logits": logits, "gate_probs": probs, "gate_weights": weights,
-                             "expert_indices": indices, "capacity": capacity, "routed": routed,
-                             "dropped": dropped}
+            return outputs, {
+                "gate_logits": logits,
+                "gate_probs": probs,
+                "gate_weights": weights,
+                "expert_indices": indices,
+                "capacity": capacity,
+                "routed": routed,
+                "dropped": dropped,
+            }
         return outputs
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "num_experts": self.num_experts,
-            "top_k": self.top_k,
-            "intermediate_dim": self.intermediate_dim,
-            "num_heads": self.num_heads,
-            "task_names": list(self.task_names),
-            "capacity_factor": self.capacity_factor,
-            "load_balance_loss_weight": self.load_balance_loss_weight,
-            "router_z_loss_weight": self.router_z_loss_weight,
-            "dropout": self.dropout,
-            "activation": self.activation,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-            "normalize_first": self.normalize_first,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "dispatch": self.dispatch,
-        })
+        config.update(
+            {
+                "num_experts": self.num_experts,
+                "top_k": self.top_k,
+                "intermediate_dim": self.intermediate_dim,
+                "num_heads": self.num_heads,
+                "task_names": list(self.task_names),
+                "capacity_factor": self.capacity_factor,
+                "load_balance_loss_weight": self.load_balance_loss_weight,
+                "router_z_loss_weight": self.router_z_loss_weight,
+                "dropout": self.dropout,
+                "activation": self.activation,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "normalize_first": self.normalize_first,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "dispatch": self.dispatch,
+            }
+        )
         return config
 
 
@@ -363,4 +408,3 @@ def routing_metrics_paused(model):
     finally:
         for m, value in zip(mixtures, previous):
             m.record_routing_metrics = value
-

@@ -6,6 +6,7 @@ form, with ImageNet weights converted from the installed EfficientNet-PyTorch ch
 The classes load on first access (importing this package stays free of TensorFlow), all at once, so
 keras-hub finds the family's converter and task for a preset of its backbone.
 """
+
 import importlib
 
 _EXPORTS = {

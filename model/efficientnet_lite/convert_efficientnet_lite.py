@@ -8,6 +8,7 @@
     _conv_head, _bn1                      -> top_conv, top_bn
     _fc                                   -> the classifier's output_dense
 """
+
 import numpy as np
 
 from camenn.model.efficientnet_lite import torch_checkpoint
@@ -78,13 +79,16 @@ def build_imagenet_preset(name, folder, image_size) -> None:
     """Preset-store builder: EfficientNet-Lite0 with its ImageNet head from the installed package."""
     from camenn.model.efficientnet_lite.efficientnet_lite_backbone import EfficientNetLiteBackbone
     from camenn.model.efficientnet_lite.efficientnet_lite_image_classifier import (
-        EfficientNetLiteImageClassifier, EfficientNetLiteImageClassifierPreprocessor)
+        EfficientNetLiteImageClassifier,
+        EfficientNetLiteImageClassifierPreprocessor,
+    )
     from camenn.model.efficientnet_lite.efficientnet_lite_image_converter import EfficientNetLiteImageConverter
 
     state = torch_checkpoint.load(package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE))
     backbone = EfficientNetLiteBackbone()
     preprocessor = EfficientNetLiteImageClassifierPreprocessor(EfficientNetLiteImageConverter(image_size=image_size))
-    classifier = EfficientNetLiteImageClassifier(backbone=backbone, num_classes=1000, preprocessor=preprocessor,
-                                                 dropout=0.2)
+    classifier = EfficientNetLiteImageClassifier(
+        backbone=backbone, num_classes=1000, preprocessor=preprocessor, dropout=0.2
+    )
     load_efficientnet_pytorch_weights(backbone, state, classifier)
     classifier.save_to_preset(str(folder))

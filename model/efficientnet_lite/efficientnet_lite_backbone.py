@@ -6,6 +6,7 @@ convolutions symmetrically (PyTorch style). The released Lite weights were train
 "SAME" padding, which pads one pixel less before than after; this backbone uses "same" convolutions, so
 the converted weights see the windows they were trained on. Layer names follow keras-hub's EfficientNet.
 """
+
 import math
 
 import keras
@@ -53,21 +54,43 @@ class EfficientNetLiteBackbone(preset_store.StoredPresets, keras_hub.models.Back
     ```
     """
 
-    def __init__(self, stackwise_kernel_sizes=(3, 3, 5, 3, 5, 5, 3), stackwise_num_repeats=(1, 2, 2, 3, 3, 4, 1),
-                 stackwise_input_filters=(32, 16, 24, 40, 80, 112, 192),
-                 stackwise_output_filters=(16, 24, 40, 80, 112, 192, 320),
-                 stackwise_expansion_ratios=(1, 6, 6, 6, 6, 6, 6), stackwise_strides=(1, 2, 2, 2, 1, 2, 1),
-                 width_coefficient=1.0, depth_coefficient=1.0, stem_filters=32, head_filters=1280,
-                 drop_connect_rate=0.2, batch_norm_epsilon=1e-3, image_shape=(None, None, 3), dtype=None, **kwargs):
-        stacks = list(zip(stackwise_kernel_sizes, stackwise_num_repeats, stackwise_input_filters,
-                          stackwise_output_filters, stackwise_expansion_ratios, stackwise_strides))
+    def __init__(
+        self,
+        stackwise_kernel_sizes=(3, 3, 5, 3, 5, 5, 3),
+        stackwise_num_repeats=(1, 2, 2, 3, 3, 4, 1),
+        stackwise_input_filters=(32, 16, 24, 40, 80, 112, 192),
+        stackwise_output_filters=(16, 24, 40, 80, 112, 192, 320),
+        stackwise_expansion_ratios=(1, 6, 6, 6, 6, 6, 6),
+        stackwise_strides=(1, 2, 2, 2, 1, 2, 1),
+        width_coefficient=1.0,
+        depth_coefficient=1.0,
+        stem_filters=32,
+        head_filters=1280,
+        drop_connect_rate=0.2,
+        batch_norm_epsilon=1e-3,
+        image_shape=(None, None, 3),
+        dtype=None,
+        **kwargs,
+    ):
+        stacks = list(
+            zip(
+                stackwise_kernel_sizes,
+                stackwise_num_repeats,
+                stackwise_input_filters,
+                stackwise_output_filters,
+                stackwise_expansion_ratios,
+                stackwise_strides,
+            )
+        )
         last = len(stacks) - 1
-        repeats = [r if i in (0, last) else int(math.ceil(r * depth_coefficient))
-                   for i, (_, r, *_) in enumerate(stacks)]
+        repeats = [
+            r if i in (0, last) else int(math.ceil(r * depth_coefficient)) for i, (_, r, *_) in enumerate(stacks)
+        ]
 
         def conv_bn(x, filters, kernel, strides, conv_name, prefix, activation=True):
-            x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, dtype=dtype,
-                                    name=conv_name)(x)
+            x = keras.layers.Conv2D(
+                filters, kernel, strides=strides, padding="same", use_bias=False, dtype=dtype, name=conv_name
+            )(x)
             x = keras.layers.BatchNormalization(epsilon=batch_norm_epsilon, dtype=dtype, name=f"{prefix}_bn")(x)
             if activation:
                 x = keras.layers.ReLU(6.0, dtype=dtype, name=f"{prefix}_activation")(x)
@@ -86,8 +109,9 @@ class EfficientNetLiteBackbone(preset_store.StoredPresets, keras_hub.models.Back
                 channels_in = filters_in if j == 0 else filters_out
                 if expansion != 1:
                     x = conv_bn(x, channels_in * expansion, 1, 1, f"{name}expand_conv", f"{name}expand")
-                x = keras.layers.DepthwiseConv2D(kernel, strides=strides, padding="same", use_bias=False, dtype=dtype,
-                                                 name=f"{name}dwconv")(x)
+                x = keras.layers.DepthwiseConv2D(
+                    kernel, strides=strides, padding="same", use_bias=False, dtype=dtype, name=f"{name}dwconv"
+                )(x)
                 x = keras.layers.BatchNormalization(epsilon=batch_norm_epsilon, dtype=dtype, name=f"{name}dwconv_bn")(x)
                 x = keras.layers.ReLU(6.0, dtype=dtype, name=f"{name}dwconv_activation")(x)
                 x = conv_bn(x, filters_out, 1, 1, f"{name}project", f"{name}project", activation=False)
@@ -118,21 +142,23 @@ class EfficientNetLiteBackbone(preset_store.StoredPresets, keras_hub.models.Back
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "stackwise_kernel_sizes": self.stackwise_kernel_sizes,
-            "stackwise_num_repeats": self.stackwise_num_repeats,
-            "stackwise_input_filters": self.stackwise_input_filters,
-            "stackwise_output_filters": self.stackwise_output_filters,
-            "stackwise_expansion_ratios": self.stackwise_expansion_ratios,
-            "stackwise_strides": self.stackwise_strides,
-            "width_coefficient": self.width_coefficient,
-            "depth_coefficient": self.depth_coefficient,
-            "stem_filters": self.stem_filters,
-            "head_filters": self.head_filters,
-            "drop_connect_rate": self.drop_connect_rate,
-            "batch_norm_epsilon": self.batch_norm_epsilon,
-            "image_shape": list(self.image_shape),
-        })
+        config.update(
+            {
+                "stackwise_kernel_sizes": self.stackwise_kernel_sizes,
+                "stackwise_num_repeats": self.stackwise_num_repeats,
+                "stackwise_input_filters": self.stackwise_input_filters,
+                "stackwise_output_filters": self.stackwise_output_filters,
+                "stackwise_expansion_ratios": self.stackwise_expansion_ratios,
+                "stackwise_strides": self.stackwise_strides,
+                "width_coefficient": self.width_coefficient,
+                "depth_coefficient": self.depth_coefficient,
+                "stem_filters": self.stem_filters,
+                "head_filters": self.head_filters,
+                "drop_connect_rate": self.drop_connect_rate,
+                "batch_norm_epsilon": self.batch_norm_epsilon,
+                "image_shape": list(self.image_shape),
+            }
+        )
         return config
 
 

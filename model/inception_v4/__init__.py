@@ -6,6 +6,7 @@ from the timm and TF-slim checkpoints.
 The classes load on first access (importing this package stays free of TensorFlow), all at once, so
 keras-hub finds the family's converter for a preset of its backbone.
 """
+
 import importlib
 
 _EXPORTS = {

@@ -8,6 +8,7 @@
 Both name maps come from the architecture table in `inception_v4_backbone`. The classifier heads
 (timm `last_linear`, slim `Logits`/`AuxLogits`) are not part of the backbone and are skipped.
 """
+
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +26,20 @@ def _assign(backbone, prefix, kernel, gamma, beta, mean, variance):
         expected = [tuple(w.shape) for w in layer.weights]
         got = [tuple(np.shape(v)) for v in values]
         if expected != got:
-            raise ValueError(f"checkpoint shapes {got} do not fit layer {layer.name} {expected}: the "
-                             f"checkpoint was made for another width_multiplier or stackwise_num_blocks")
+            raise ValueError(
+                f"checkpoint shapes {got} do not fit layer {layer.name} {expected}: the "
+                f"checkpoint was made for another width_multiplier or stackwise_num_blocks"
+            )
         layer.set_weights([np.asarray(v, dtype=w.dtype) for v, w in zip(values, layer.weights)])
 
 
 def _check_all_used(keys, used, skipped, source):
     unused = sorted(k for k in keys if k not in used and not k.startswith(skipped))
     if unused:
-        raise ValueError(f"{source} has {len(unused)} tensors the backbone does not use, e.g. {unused[:3]}: "
-                         "not an InceptionV4 checkpoint, or a different layout")
+        raise ValueError(
+            f"{source} has {len(unused)} tensors the backbone does not use, e.g. {unused[:3]}: "
+            "not an InceptionV4 checkpoint, or a different layout"
+        )
 
 
 def load_timm_weights(backbone: InceptionV4Backbone, state: dict) -> None:
@@ -42,23 +47,28 @@ def load_timm_weights(backbone: InceptionV4Backbone, state: dict) -> None:
     tensor is used exactly once (`num_batches_tracked` and the classifier excepted)."""
     used = set()
     for prefix, _, timm, _ in conv_units(backbone.stackwise_num_blocks):
-        names = {k: f"{timm}.{k}" for k in ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean",
-                                             "bn.running_var")}
+        names = {k: f"{timm}.{k}" for k in ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var")}
         missing = [n for n in names.values() if n not in state]
         if missing:
             raise KeyError(f"timm state dict lacks {missing[0]} (and {len(missing) - 1} more of {prefix})")
         used.update(names.values())
         used.add(f"{timm}.bn.num_batches_tracked")
-        _assign(backbone, prefix, np.transpose(state[names["conv.weight"]], (2, 3, 1, 0)),
-                state[names["bn.weight"]], state[names["bn.bias"]], state[names["bn.running_mean"]],
-                state[names["bn.running_var"]])
+        _assign(
+            backbone,
+            prefix,
+            np.transpose(state[names["conv.weight"]], (2, 3, 1, 0)),
+            state[names["bn.weight"]],
+            state[names["bn.bias"]],
+            state[names["bn.running_mean"]],
+            state[names["bn.running_var"]],
+        )
     _check_all_used(state, used, TIMM_HEAD, "the timm state dict")
 
 
 def load_slim_weights(backbone: InceptionV4Backbone, tensors: dict) -> None:
     """Assigns TF-slim `InceptionV4` variables (name -> numpy array) to `backbone` (gamma = 1)."""
     used = set()
-    for prefix, conv, _, scope in conv_units(backbone.stackwise_num_blocks):
+    for prefix, _conv, _, scope in conv_units(backbone.stackwise_num_blocks):
         names = [f"{scope}/weights"] + [f"{scope}/BatchNorm/{k}" for k in ("beta", "moving_mean", "moving_variance")]
         missing = [n for n in names if n not in tensors]
         if missing:

@@ -6,6 +6,7 @@ its pools and convolutions with their paper shapes and the names the two public 
 (timm's `inception_v4` and TF-slim's `InceptionV4`). The backbone builds itself from the table and the
 converters (`convert_inception_v4.py`) read their name maps from it, so the two cannot drift apart.
 """
+
 from typing import NamedTuple
 
 import keras
@@ -45,12 +46,16 @@ BLOCKS = {
         (_c("conv_1", 96, 3, "conv", "Branch_1/Conv2d_0a_3x3", strides=2, padding="valid"),),
     ),
     "stem_mixed_4a": (
-        (_c("conv_1", 64, 1, "branch0.0", "Branch_0/Conv2d_0a_1x1"),
-         _c("conv_2", 96, 3, "branch0.1", "Branch_0/Conv2d_1a_3x3", padding="valid")),
-        (_c("conv_1", 64, 1, "branch1.0", "Branch_1/Conv2d_0a_1x1"),
-         _c("conv_2", 64, (1, 7), "branch1.1", "Branch_1/Conv2d_0b_1x7"),
-         _c("conv_3", 64, (7, 1), "branch1.2", "Branch_1/Conv2d_0c_7x1"),
-         _c("conv_4", 96, 3, "branch1.3", "Branch_1/Conv2d_1a_3x3", padding="valid")),
+        (
+            _c("conv_1", 64, 1, "branch0.0", "Branch_0/Conv2d_0a_1x1"),
+            _c("conv_2", 96, 3, "branch0.1", "Branch_0/Conv2d_1a_3x3", padding="valid"),
+        ),
+        (
+            _c("conv_1", 64, 1, "branch1.0", "Branch_1/Conv2d_0a_1x1"),
+            _c("conv_2", 64, (1, 7), "branch1.1", "Branch_1/Conv2d_0b_1x7"),
+            _c("conv_3", 64, (7, 1), "branch1.2", "Branch_1/Conv2d_0c_7x1"),
+            _c("conv_4", 96, 3, "branch1.3", "Branch_1/Conv2d_1a_3x3", padding="valid"),
+        ),
     ),
     "stem_mixed_5a": (
         (_c("conv_1", 192, 3, "conv", "Branch_0/Conv2d_1a_3x3", strides=2, padding="valid"),),
@@ -59,55 +64,77 @@ BLOCKS = {
     # Figure 4, 35x35 grid.
     "inception_a": (
         (_c("conv_1", 96, 1, "branch0", "Branch_0/Conv2d_0a_1x1"),),
-        (_c("conv_1", 64, 1, "branch1.0", "Branch_1/Conv2d_0a_1x1"),
-         _c("conv_2", 96, 3, "branch1.1", "Branch_1/Conv2d_0b_3x3")),
-        (_c("conv_1", 64, 1, "branch2.0", "Branch_2/Conv2d_0a_1x1"),
-         _c("conv_2", 96, 3, "branch2.1", "Branch_2/Conv2d_0b_3x3"),
-         _c("conv_3", 96, 3, "branch2.2", "Branch_2/Conv2d_0c_3x3")),
+        (
+            _c("conv_1", 64, 1, "branch1.0", "Branch_1/Conv2d_0a_1x1"),
+            _c("conv_2", 96, 3, "branch1.1", "Branch_1/Conv2d_0b_3x3"),
+        ),
+        (
+            _c("conv_1", 64, 1, "branch2.0", "Branch_2/Conv2d_0a_1x1"),
+            _c("conv_2", 96, 3, "branch2.1", "Branch_2/Conv2d_0b_3x3"),
+            _c("conv_3", 96, 3, "branch2.2", "Branch_2/Conv2d_0c_3x3"),
+        ),
         (AVG_POOL, _c("conv_1", 96, 1, "branch3.1", "Branch_3/Conv2d_0b_1x1")),
     ),
     # Figure 7, 35x35 -> 17x17 with (k, l, m, n) = (192, 224, 256, 384).
     "reduction_a": (
         (_c("conv_1", 384, 3, "branch0", "Branch_0/Conv2d_1a_3x3", strides=2, padding="valid"),),
-        (_c("conv_1", 192, 1, "branch1.0", "Branch_1/Conv2d_0a_1x1"),
-         _c("conv_2", 224, 3, "branch1.1", "Branch_1/Conv2d_0b_3x3"),
-         _c("conv_3", 256, 3, "branch1.2", "Branch_1/Conv2d_1a_3x3", strides=2, padding="valid")),
+        (
+            _c("conv_1", 192, 1, "branch1.0", "Branch_1/Conv2d_0a_1x1"),
+            _c("conv_2", 224, 3, "branch1.1", "Branch_1/Conv2d_0b_3x3"),
+            _c("conv_3", 256, 3, "branch1.2", "Branch_1/Conv2d_1a_3x3", strides=2, padding="valid"),
+        ),
         (MAX_POOL,),
     ),
     # Figure 5, 17x17 grid.
     "inception_b": (
         (_c("conv_1", 384, 1, "branch0", "Branch_0/Conv2d_0a_1x1"),),
-        (_c("conv_1", 192, 1, "branch1.0", "Branch_1/Conv2d_0a_1x1"),
-         _c("conv_2", 224, (1, 7), "branch1.1", "Branch_1/Conv2d_0b_1x7"),
-         _c("conv_3", 256, (7, 1), "branch1.2", "Branch_1/Conv2d_0c_7x1")),
-        (_c("conv_1", 192, 1, "branch2.0", "Branch_2/Conv2d_0a_1x1"),
-         _c("conv_2", 192, (7, 1), "branch2.1", "Branch_2/Conv2d_0b_7x1"),
-         _c("conv_3", 224, (1, 7), "branch2.2", "Branch_2/Conv2d_0c_1x7"),
-         _c("conv_4", 224, (7, 1), "branch2.3", "Branch_2/Conv2d_0d_7x1"),
-         _c("conv_5", 256, (1, 7), "branch2.4", "Branch_2/Conv2d_0e_1x7")),
+        (
+            _c("conv_1", 192, 1, "branch1.0", "Branch_1/Conv2d_0a_1x1"),
+            _c("conv_2", 224, (1, 7), "branch1.1", "Branch_1/Conv2d_0b_1x7"),
+            _c("conv_3", 256, (7, 1), "branch1.2", "Branch_1/Conv2d_0c_7x1"),
+        ),
+        (
+            _c("conv_1", 192, 1, "branch2.0", "Branch_2/Conv2d_0a_1x1"),
+            _c("conv_2", 192, (7, 1), "branch2.1", "Branch_2/Conv2d_0b_7x1"),
+            _c("conv_3", 224, (1, 7), "branch2.2", "Branch_2/Conv2d_0c_1x7"),
+            _c("conv_4", 224, (7, 1), "branch2.3", "Branch_2/Conv2d_0d_7x1"),
+            _c("conv_5", 256, (1, 7), "branch2.4", "Branch_2/Conv2d_0e_1x7"),
+        ),
         (AVG_POOL, _c("conv_1", 128, 1, "branch3.1", "Branch_3/Conv2d_0b_1x1")),
     ),
     # Figure 8, 17x17 -> 8x8.
     "reduction_b": (
-        (_c("conv_1", 192, 1, "branch0.0", "Branch_0/Conv2d_0a_1x1"),
-         _c("conv_2", 192, 3, "branch0.1", "Branch_0/Conv2d_1a_3x3", strides=2, padding="valid")),
-        (_c("conv_1", 256, 1, "branch1.0", "Branch_1/Conv2d_0a_1x1"),
-         _c("conv_2", 256, (1, 7), "branch1.1", "Branch_1/Conv2d_0b_1x7"),
-         _c("conv_3", 320, (7, 1), "branch1.2", "Branch_1/Conv2d_0c_7x1"),
-         _c("conv_4", 320, 3, "branch1.3", "Branch_1/Conv2d_1a_3x3", strides=2, padding="valid")),
+        (
+            _c("conv_1", 192, 1, "branch0.0", "Branch_0/Conv2d_0a_1x1"),
+            _c("conv_2", 192, 3, "branch0.1", "Branch_0/Conv2d_1a_3x3", strides=2, padding="valid"),
+        ),
+        (
+            _c("conv_1", 256, 1, "branch1.0", "Branch_1/Conv2d_0a_1x1"),
+            _c("conv_2", 256, (1, 7), "branch1.1", "Branch_1/Conv2d_0b_1x7"),
+            _c("conv_3", 320, (7, 1), "branch1.2", "Branch_1/Conv2d_0c_7x1"),
+            _c("conv_4", 320, 3, "branch1.3", "Branch_1/Conv2d_1a_3x3", strides=2, padding="valid"),
+        ),
         (MAX_POOL,),
     ),
     # Figure 6, 8x8 grid.
     "inception_c": (
         (_c("conv_1", 256, 1, "branch0", "Branch_0/Conv2d_0a_1x1"),),
-        (_c("conv_1", 384, 1, "branch1_0", "Branch_1/Conv2d_0a_1x1"),
-         (_c("conv_2a", 256, (1, 3), "branch1_1a", "Branch_1/Conv2d_0b_1x3"),
-          _c("conv_2b", 256, (3, 1), "branch1_1b", "Branch_1/Conv2d_0c_3x1"))),
-        (_c("conv_1", 384, 1, "branch2_0", "Branch_2/Conv2d_0a_1x1"),
-         _c("conv_2", 448, (3, 1), "branch2_1", "Branch_2/Conv2d_0b_3x1"),
-         _c("conv_3", 512, (1, 3), "branch2_2", "Branch_2/Conv2d_0c_1x3"),
-         (_c("conv_4a", 256, (1, 3), "branch2_3a", "Branch_2/Conv2d_0d_1x3"),
-          _c("conv_4b", 256, (3, 1), "branch2_3b", "Branch_2/Conv2d_0e_3x1"))),
+        (
+            _c("conv_1", 384, 1, "branch1_0", "Branch_1/Conv2d_0a_1x1"),
+            (
+                _c("conv_2a", 256, (1, 3), "branch1_1a", "Branch_1/Conv2d_0b_1x3"),
+                _c("conv_2b", 256, (3, 1), "branch1_1b", "Branch_1/Conv2d_0c_3x1"),
+            ),
+        ),
+        (
+            _c("conv_1", 384, 1, "branch2_0", "Branch_2/Conv2d_0a_1x1"),
+            _c("conv_2", 448, (3, 1), "branch2_1", "Branch_2/Conv2d_0b_3x1"),
+            _c("conv_3", 512, (1, 3), "branch2_2", "Branch_2/Conv2d_0c_1x3"),
+            (
+                _c("conv_4a", 256, (1, 3), "branch2_3a", "Branch_2/Conv2d_0d_1x3"),
+                _c("conv_4b", 256, (3, 1), "branch2_3b", "Branch_2/Conv2d_0e_3x1"),
+            ),
+        ),
         (AVG_POOL, _c("conv_1", 256, 1, "branch3.1", "Branch_3/Conv2d_0b_1x1")),
     ),
 }
@@ -137,9 +164,11 @@ def block_sequence(stackwise_num_blocks):
     reduction (Mixed_6a, Mixed_7a).
     """
     num_a, num_b, num_c = stackwise_num_blocks
-    sequence = [("stem_mixed_3a", "stem_mixed_3a", "Mixed_3a"),
-                ("stem_mixed_4a", "stem_mixed_4a", "Mixed_4a"),
-                ("stem_mixed_5a", "stem_mixed_5a", "Mixed_5a")]
+    sequence = [
+        ("stem_mixed_3a", "stem_mixed_3a", "Mixed_3a"),
+        ("stem_mixed_4a", "stem_mixed_4a", "Mixed_4a"),
+        ("stem_mixed_5a", "stem_mixed_5a", "Mixed_5a"),
+    ]
     sequence += [(f"inception_a_{i + 1}", "inception_a", f"Mixed_5{chr(ord('b') + i)}") for i in range(num_a)]
     sequence += [("reduction_a", "reduction_a", "Mixed_6a")]
     sequence += [(f"inception_b_{i + 1}", "inception_b", f"Mixed_6{chr(ord('b') + i)}") for i in range(num_b)]
@@ -156,8 +185,14 @@ def conv_units(stackwise_num_blocks):
         for b, branch in enumerate(BLOCKS[kind]):
             for step in branch:
                 for conv in step_convs(step):
-                    units.append((f"{name}_branch_{b}_{conv.name}", conv, f"features.{index}.{conv.timm}",
-                                  f"InceptionV4/{slim}/{conv.slim}"))
+                    units.append(
+                        (
+                            f"{name}_branch_{b}_{conv.name}",
+                            conv,
+                            f"features.{index}.{conv.timm}",
+                            f"InceptionV4/{slim}/{conv.slim}",
+                        )
+                    )
     return units
 
 
@@ -194,12 +229,14 @@ class InceptionV4Backbone(preset_store.StoredPresets, keras_hub.models.Backbone)
     ```
     """
 
-    def __init__(self, stackwise_num_blocks=(4, 7, 3), width_multiplier=1.0, image_shape=(None, None, 3),
-                 dtype=None, **kwargs):
+    def __init__(
+        self, stackwise_num_blocks=(4, 7, 3), width_multiplier=1.0, image_shape=(None, None, 3), dtype=None, **kwargs
+    ):
         stackwise_num_blocks = tuple(int(n) for n in stackwise_num_blocks)
         if len(stackwise_num_blocks) != 3 or min(stackwise_num_blocks) < 1:
-            raise ValueError(f"stackwise_num_blocks must be three positive counts (A, B, C), "
-                             f"got {stackwise_num_blocks}")
+            raise ValueError(
+                f"stackwise_num_blocks must be three positive counts (A, B, C), got {stackwise_num_blocks}"
+            )
         if width_multiplier <= 0:
             raise ValueError(f"width_multiplier must be positive, got {width_multiplier}")
 
@@ -207,24 +244,34 @@ class InceptionV4Backbone(preset_store.StoredPresets, keras_hub.models.Backbone)
             return max(1, int(round(n * width_multiplier)))
 
         def unit(x, conv, prefix):
-            x = keras.layers.Conv2D(filters(conv.filters), conv.kernel, strides=conv.strides, padding=conv.padding,
-                                    use_bias=False, dtype=dtype, name=f"{prefix}_conv")(x)
+            x = keras.layers.Conv2D(
+                filters(conv.filters),
+                conv.kernel,
+                strides=conv.strides,
+                padding=conv.padding,
+                use_bias=False,
+                dtype=dtype,
+                name=f"{prefix}_conv",
+            )(x)
             x = keras.layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, dtype=dtype, name=f"{prefix}_bn")(x)
             return keras.layers.ReLU(dtype=dtype, name=f"{prefix}_relu")(x)
 
         def branch(x, steps, prefix):
             for step in steps:
                 if step == MAX_POOL:
-                    x = keras.layers.MaxPooling2D(3, strides=2, padding="valid", dtype=dtype,
-                                                  name=f"{prefix}_max_pool")(x)
+                    x = keras.layers.MaxPooling2D(
+                        3, strides=2, padding="valid", dtype=dtype, name=f"{prefix}_max_pool"
+                    )(x)
                 elif step == AVG_POOL:
-                    x = keras.layers.AveragePooling2D(3, strides=1, padding="same", dtype=dtype,
-                                                      name=f"{prefix}_avg_pool")(x)
+                    x = keras.layers.AveragePooling2D(
+                        3, strides=1, padding="same", dtype=dtype, name=f"{prefix}_avg_pool"
+                    )(x)
                 elif isinstance(step, Conv):
                     x = unit(x, step, f"{prefix}_{step.name}")
                 else:  # a split end: two convolutions of the same input, concatenated
                     x = keras.layers.Concatenate(dtype=dtype, name=f"{prefix}_concat")(
-                        [unit(x, conv, f"{prefix}_{conv.name}") for conv in step])
+                        [unit(x, conv, f"{prefix}_{conv.name}") for conv in step]
+                    )
             return x
 
         # === Functional Model ===
@@ -234,7 +281,8 @@ class InceptionV4Backbone(preset_store.StoredPresets, keras_hub.models.Backbone)
             x = unit(x, conv, f"stem_{conv.name}")
         for name, kind, _, _ in block_sequence(stackwise_num_blocks):
             x = keras.layers.Concatenate(dtype=dtype, name=f"{name}_concat")(
-                [branch(x, steps, f"{name}_branch_{b}") for b, steps in enumerate(BLOCKS[kind])])
+                [branch(x, steps, f"{name}_branch_{b}") for b, steps in enumerate(BLOCKS[kind])]
+            )
         super().__init__(inputs=image_input, outputs=x, dtype=dtype, **kwargs)
 
         # === Config ===
@@ -245,11 +293,13 @@ class InceptionV4Backbone(preset_store.StoredPresets, keras_hub.models.Backbone)
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "stackwise_num_blocks": list(self.stackwise_num_blocks),
-            "width_multiplier": self.width_multiplier,
-            "image_shape": list(self.image_shape),
-        })
+        config.update(
+            {
+                "stackwise_num_blocks": list(self.stackwise_num_blocks),
+                "width_multiplier": self.width_multiplier,
+                "image_shape": list(self.image_shape),
+            }
+        )
         return config
 
 

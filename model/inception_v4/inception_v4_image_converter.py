@@ -1,4 +1,5 @@
 """Resizing and normalisation for InceptionV4 inputs."""
+
 import keras
 import keras_hub
 
@@ -25,7 +26,20 @@ class InceptionV4ImageConverter(preset_store.StoredPresets, keras_hub.layers.Ima
 
     backbone_cls = InceptionV4Backbone
 
-    def __init__(self, image_size=(299, 299), scale=1.0 / 127.5, offset=-1.0, crop_to_aspect_ratio=False,
-                 antialias=True, **kwargs):
-        super().__init__(image_size=image_size, scale=scale, offset=offset,
-                         crop_to_aspect_ratio=crop_to_aspect_ratio, antialias=antialias, **kwargs)
+    def __init__(
+        self,
+        image_size=(299, 299),
+        scale=1.0 / 127.5,
+        offset=-1.0,
+        crop_to_aspect_ratio=False,
+        antialias=True,
+        **kwargs,
+    ):
+        super().__init__(
+            image_size=image_size,
+            scale=scale,
+            offset=offset,
+            crop_to_aspect_ratio=crop_to_aspect_ratio,
+            antialias=antialias,
+            **kwargs,
+        )

@@ -4,6 +4,7 @@ No pre-trained InceptionV4 weights can be fetched offline, so both presets are r
 so every machine builds the same ones); `camenn presets convert-inception-v4` turns timm's or TF-slim's
 ImageNet checkpoint into a preset folder that loads the same way.
 """
+
 from camenn.model.preset_store import Recipe
 
 backbone_presets = {
@@ -37,6 +38,10 @@ backbone_presets = {
 
 
 def recipes() -> dict:
-    return {name: Recipe("camenn.model.inception_v4.convert_inception_v4:build_random_preset",
-                         {key: preset[key] for key in ("config", "image_size", "seed")})
-            for name, preset in backbone_presets.items()}
+    return {
+        name: Recipe(
+            "camenn.model.inception_v4.convert_inception_v4:build_random_preset",
+            {key: preset[key] for key in ("config", "image_size", "seed")},
+        )
+        for name, preset in backbone_presets.items()
+    }

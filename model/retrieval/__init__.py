@@ -6,6 +6,7 @@ only in serving, through their SavedModels, which hold core TensorFlow ops alone
 Keras 2 for `tf.keras` before TensorFlow Recommenders is imported, as tf.Transform does when it is imported
 (BUILD.md, "Two Keras versions").
 """
+
 import os
 
 # tf.keras resolves to Keras 2 or 3 on its first use; tf.Transform sets the same variable, so the

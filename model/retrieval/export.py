@@ -17,12 +17,13 @@ afterwards (`camenn.serving.retrieval_index.write_index`, the pipeline's `Retrie
 With a `transform` (tf.Transform's `TransformFeaturesLayer`) the signatures take raw features and the
 vocabularies run inside the graph, as in the ranker's export. An hour outside 0..23 is refused.
 """
+
 import numpy as np
 import tensorflow as tf
 
 from camenn.model import features as F
-from camenn.model.retrieval_index import POPULARITY, RetrievalIndex
 from camenn.model.retrieval.retrieval_towers import CANDIDATE_FEATURES, QUERY_FEATURES
+from camenn.model.retrieval_index import POPULARITY, RetrievalIndex
 
 QUERY_SIGNATURE = "query"
 ENCODE_CANDIDATES_SIGNATURE = "encode_candidates"
@@ -45,16 +46,18 @@ class RetrievalServingModule(tf.Module):
     variables, the transform's resources and the index, and its functions hold core ops.
     """
 
-    def __init__(self, model, transform, raw_feature_spec, transform_trackables, known_shoppers,
-                 item_click_counts, top_k):
+    def __init__(
+        self, model, transform, raw_feature_spec, transform_trackables, known_shoppers, item_click_counts, top_k
+    ):
         super().__init__(name="camenn_retrieval")
         # Not tracked (object.__setattr__ skips tf.Module's tracking): the tf_keras layers stay out of the
         # SavedModel's object graph; the functions capture their variables.
         object.__setattr__(self, "_model", model)
         self.transform_trackables = list(transform_trackables)
         self.tower_variables = list(model.query_tower.variables) + list(model.candidate_tower.variables)
-        self.item_click_counts = tf.Variable(np.asarray(item_click_counts, np.float32), trainable=False,
-                                             name="item_click_counts")
+        self.item_click_counts = tf.Variable(
+            np.asarray(item_click_counts, np.float32), trainable=False, name="item_click_counts"
+        )
         self.index = RetrievalIndex()
         self.known_shoppers = int(known_shoppers)
         self.top_k = int(top_k)
@@ -64,13 +67,22 @@ class RetrievalServingModule(tf.Module):
     def _transformed(self, raw):
         checked = {name: tf.reshape(value, [-1, *self._raw_spec[name].shape]) for name, value in raw.items()}
         out = self._transform(checked) if self._transform is not None else checked
-        return {name: (tf.reshape(out[name], [-1]) if out[name].shape.rank == 2 and out[name].shape[1] == 1
-                       and name not in (F.TEXT_EMBEDDINGS, F.PATCH_EMBEDDINGS) else out[name]) for name in raw}
+        return {
+            name: (
+                tf.reshape(out[name], [-1])
+                if out[name].shape.rank == 2
+                and out[name].shape[1] == 1
+                and name not in (F.TEXT_EMBEDDINGS, F.PATCH_EMBEDDINGS)
+                else out[name]
+            )
+            for name in raw
+        }
 
     def _query(self, shopper_id, hour):
-        check = tf.debugging.Assert(tf.reduce_all((hour >= 0) & (hour < F.INTEGER_FEATURES[F.HOUR])),
-                                    ["feature 'hour' must lie in [0, 24); got values from", tf.reduce_min(hour),
-                                     "to", tf.reduce_max(hour)])
+        check = tf.debugging.Assert(
+            tf.reduce_all((hour >= 0) & (hour < F.INTEGER_FEATURES[F.HOUR])),
+            ["feature 'hour' must lie in [0, 24); got values from", tf.reduce_min(hour), "to", tf.reduce_max(hour)],
+        )
         with tf.control_dependencies([check]):
             inputs = self._transformed({F.SHOPPER_ID: shopper_id, F.HOUR: tf.identity(hour)})
         vectors = self._model.query_tower({name: inputs[name] for name in QUERY_FEATURES}, training=False)
@@ -96,21 +108,38 @@ class RetrievalServingModule(tf.Module):
         retrieve = tf.function(self.retrieve, input_signature=request)
         query = tf.function(self.query, input_signature=request)
         encode = tf.function(self.encode_candidates, input_signature=[listing])
-        return {"serving_default": retrieve.get_concrete_function(), QUERY_SIGNATURE: query.get_concrete_function(),
-                ENCODE_CANDIDATES_SIGNATURE: encode.get_concrete_function()}
+        return {
+            "serving_default": retrieve.get_concrete_function(),
+            QUERY_SIGNATURE: query.get_concrete_function(),
+            ENCODE_CANDIDATES_SIGNATURE: encode.get_concrete_function(),
+        }
 
 
 def _build_towers(model):
     """Creates the towers' variables (one call on a zero row) if `fit` has not: an untrained model exports too."""
     tower = model.candidate_tower
     model.query_tower({F.SHOPPER_ID: tf.zeros([1], tf.int64), F.HOUR: tf.zeros([1], tf.int64)})
-    tower({**{name: tf.zeros([1], tf.int64) for name in (F.ITEM_ID, F.MERCHANT_ID, F.CATEGORY, F.COARSE_CATEGORY)},
-           F.PRICE: tf.zeros([1]), F.TEXT_EMBEDDINGS: tf.zeros([1, tower.num_text_tokens * tower.text_dim]),
-           F.PATCH_EMBEDDINGS: tf.zeros([1, tower.num_patches * tower.patch_dim])})
+    tower(
+        {
+            **{name: tf.zeros([1], tf.int64) for name in (F.ITEM_ID, F.MERCHANT_ID, F.CATEGORY, F.COARSE_CATEGORY)},
+            F.PRICE: tf.zeros([1]),
+            F.TEXT_EMBEDDINGS: tf.zeros([1, tower.num_text_tokens * tower.text_dim]),
+            F.PATCH_EMBEDDINGS: tf.zeros([1, tower.num_patches * tower.patch_dim]),
+        }
+    )
 
 
-def export_retrieval_model(model, export_dir, *, raw_feature_spec, known_shoppers, item_click_counts, top_k=100,
-                           transform=None, transform_trackables=()):
+def export_retrieval_model(
+    model,
+    export_dir,
+    *,
+    raw_feature_spec,
+    known_shoppers,
+    item_click_counts,
+    top_k=100,
+    transform=None,
+    transform_trackables=(),
+):
     """Writes the retrieval SavedModel (module docstring) with an empty index.
 
     Args:
@@ -172,7 +201,8 @@ def export_retrieval_model(model, export_dir, *, raw_feature_spec, known_shopper
     ```
     """
     _build_towers(model)
-    module = RetrievalServingModule(model, transform, raw_feature_spec, transform_trackables, known_shoppers,
-                                    item_click_counts, top_k)
+    module = RetrievalServingModule(
+        model, transform, raw_feature_spec, transform_trackables, known_shoppers, item_click_counts, top_k
+    )
     tf.saved_model.save(module, str(export_dir), signatures=module.signatures())
     return export_dir

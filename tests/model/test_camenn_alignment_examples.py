@@ -1,4 +1,5 @@
 """make_alignment_examples: positives, ITA negatives (other text), TIA negatives (other image), weights."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -28,8 +29,11 @@ def batch_of(categories, coarse, seed=0):
 def one_step(batch, **kwargs):
     dataset = tf.data.Dataset.from_tensors(batch)
     x, y, w = next(iter(make_alignment_examples(dataset, **kwargs)))
-    return ({k: v.numpy() for k, v in x.items()}, {k: v.numpy() for k, v in y.items()},
-            {k: v.numpy() for k, v in w.items()})
+    return (
+        {k: v.numpy() for k, v in x.items()},
+        {k: v.numpy() for k, v in y.items()},
+        {k: v.numpy() for k, v in w.items()},
+    )
 
 
 def text_source(x):
@@ -55,12 +59,12 @@ def test_rows_hold_positives_then_ita_then_tia_negatives_with_per_task_weights()
     np.testing.assert_array_equal(image_source(x)[:n], anchors)
     np.testing.assert_array_equal(y[F.CVR][:n], batch[F.LABEL])
     # ITA negatives keep the image (and the listing's other features) and take another text.
-    np.testing.assert_array_equal(image_source(x)[n:2 * n], anchors)
-    np.testing.assert_array_equal(x[F.ITEM_ID][n:2 * n], batch[F.ITEM_ID])
-    assert np.all(text_source(x)[n:2 * n] != anchors)
+    np.testing.assert_array_equal(image_source(x)[n : 2 * n], anchors)
+    np.testing.assert_array_equal(x[F.ITEM_ID][n : 2 * n], batch[F.ITEM_ID])
+    assert np.all(text_source(x)[n : 2 * n] != anchors)
     # TIA negatives keep the text and take another image.
-    np.testing.assert_array_equal(text_source(x)[2 * n:], anchors)
-    assert np.all(image_source(x)[2 * n:] != anchors)
+    np.testing.assert_array_equal(text_source(x)[2 * n :], anchors)
+    assert np.all(image_source(x)[2 * n :] != anchors)
     ones, zeros = np.ones(n), np.zeros(n)
     np.testing.assert_array_equal(y[F.ITA], np.concatenate([ones, zeros, zeros]))
     np.testing.assert_array_equal(y[F.TIA], np.concatenate([ones, zeros, zeros]))
@@ -78,12 +82,12 @@ def test_negatives_prefer_the_same_coarse_category_and_never_share_the_fine_cate
     for seed in range(5):
         x, _, w = one_step(batch, seed=seed)
         for start, source in ((n, text_source), (2 * n, image_source)):
-            partners = source(x)[start:start + n]
+            partners = source(x)[start : start + n]
             assert np.all(categories[partners] != categories), "a negative of the same fine category"
             hard = coarse[partners] == coarse
             # Everyone but the lone coarse-9 example has a same-coarse candidate and must get one.
             np.testing.assert_array_equal(hard[:6], True)
-        assert np.all(w[F.ITA][n:2 * n] == 1) and np.all(w[F.TIA][2 * n:] == 1)
+        assert np.all(w[F.ITA][n : 2 * n] == 1) and np.all(w[F.TIA][2 * n :] == 1)
 
 
 def test_without_hard_negatives_partners_are_drawn_from_every_other_category():
@@ -94,7 +98,7 @@ def test_without_hard_negatives_partners_are_drawn_from_every_other_category():
     same_coarse = []
     for seed in range(4):
         x, _, _ = one_step(batch, seed=seed, hard_negatives=False)
-        same_coarse.append(coarse[text_source(x)[n:2 * n]] == coarse)
+        same_coarse.append(coarse[text_source(x)[n : 2 * n]] == coarse)
     assert 0.2 < np.mean(same_coarse) < 0.8  # about 5/11 when drawn uniformly
 
 
@@ -109,8 +113,7 @@ def test_takes_feature_label_tuples_and_is_deterministic_with_a_seed():
     batch = batch_of(list(range(8)), [0, 0, 1, 1, 2, 2, 3, 3])
     label = batch.pop(F.LABEL)
     dataset = tf.data.Dataset.from_tensors((batch, label)).repeat(2)
-    runs = [[x[F.TEXT_TOKEN_IDS].numpy() for x, _, _ in make_alignment_examples(dataset, seed=4)]
-            for _ in range(2)]
+    runs = [[x[F.TEXT_TOKEN_IDS].numpy() for x, _, _ in make_alignment_examples(dataset, seed=4)] for _ in range(2)]
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
 
@@ -125,7 +128,8 @@ def test_dicts_without_the_label_are_refused():
 def test_end_to_end_batches_swap_the_pixels():
     batch = batch_of(list(range(4)), [0, 0, 1, 1])
     batch[F.IMAGE] = np.repeat(np.arange(4)[:, None, None, None], 3, axis=3).astype("uint8") * np.ones(
-        (1, 2, 2, 1), "uint8")
+        (1, 2, 2, 1), "uint8"
+    )
     del batch[F.PATCH_EMBEDDINGS]
     x, _, _ = one_step(batch, seed=0)
     assert F.IMAGE in x and F.PATCH_EMBEDDINGS not in x

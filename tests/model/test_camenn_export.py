@@ -1,6 +1,7 @@
 """export_saved_model: every signature in a fresh process without Keras/CameNN (the id-based `rank` and
 `listings` once the listing table is filled), malformed inputs and unknown item ids refused with what is
 wrong named, no duplicated variables, a transform with a vocabulary asset in front."""
+
 import json
 import os
 import subprocess
@@ -119,16 +120,20 @@ class VocabularyTransform(tf.Module):
         super().__init__()
         self.vocabulary = tf.saved_model.Asset(vocabulary_file)
         initializer = tf.lookup.TextFileInitializer(
-            self.vocabulary, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64,
-            tf.lookup.TextFileIndex.LINE_NUMBER)
+            self.vocabulary,
+            tf.string,
+            tf.lookup.TextFileIndex.WHOLE_LINE,
+            tf.int64,
+            tf.lookup.TextFileIndex.LINE_NUMBER,
+        )
         self.table = tf.lookup.StaticHashTable(initializer, default_value=len(VOCABULARY))
 
     def __call__(self, raw):
         """Transforms what `raw` holds (the listing's or the request's features alone, or both)."""
-        inputs = {name: tf.squeeze(raw[name], axis=1) for name in (*F.INTEGER_FEATURES, *F.NUMERIC_FEATURES)
-                  if name in raw}
-        inputs.update({name: self.table.lookup(tf.squeeze(raw[name], axis=1)) for name in F.ID_FEATURES
-                       if name in raw})
+        inputs = {
+            name: tf.squeeze(raw[name], axis=1) for name in (*F.INTEGER_FEATURES, *F.NUMERIC_FEATURES) if name in raw
+        }
+        inputs.update({name: self.table.lookup(tf.squeeze(raw[name], axis=1)) for name in F.ID_FEATURES if name in raw})
         inputs.update({name: raw[name] for name in (F.TEXT_EMBEDDINGS, F.PATCH_EMBEDDINGS) if name in raw})
         return inputs
 
@@ -144,8 +149,7 @@ RAW_FEATURE_SPEC = {
 
 def raw_batch(n=4, seed=0):
     rng = np.random.default_rng(seed)
-    raw = {name: np.array([f"id_{i}".encode() for i in rng.integers(0, 20, n)], dtype=object)
-           for name in F.ID_FEATURES}
+    raw = {name: np.array([f"id_{i}".encode() for i in rng.integers(0, 20, n)], dtype=object) for name in F.ID_FEATURES}
     raw[F.ITEM_ID] = np.array([f"id_{i}".encode() for i in rng.permutation(20)[:n]], dtype=object)  # one row each
     raw[F.ITEM_ID][0] = b"never_seen"  # out of vocabulary: the table's default bucket
     raw[F.HOUR] = rng.integers(0, 24, n)
@@ -158,39 +162,67 @@ def raw_batch(n=4, seed=0):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    model = CameNNMultiTask.from_preset("camenn_tiny", vocabulary_sizes=VOCABULARY_SIZES, num_patches=NUM_PATCHES,
-                                        patch_dim=PATCH_DIM, num_text_tokens=TEXT_TOKENS, text_dim=TEXT_DIM,
-                                        compile=False)
+    model = CameNNMultiTask.from_preset(
+        "camenn_tiny",
+        vocabulary_sizes=VOCABULARY_SIZES,
+        num_patches=NUM_PATCHES,
+        patch_dim=PATCH_DIM,
+        num_text_tokens=TEXT_TOKENS,
+        text_dim=TEXT_DIM,
+        compile=False,
+    )
     vocabulary_file = root / "source" / "ids.txt"
     vocabulary_file.parent.mkdir()
     vocabulary_file.write_text("\n".join(VOCABULARY) + "\n")
     transform = VocabularyTransform(str(vocabulary_file))
     export_saved_model(model, root / "plain")
-    export_saved_model(model, root / "transformed", transform=transform, raw_feature_spec=RAW_FEATURE_SPEC,
-                       transform_trackables=[transform])
+    export_saved_model(
+        model,
+        root / "transformed",
+        transform=transform,
+        raw_feature_spec=RAW_FEATURE_SPEC,
+        transform_trackables=[transform],
+    )
     raw = raw_batch()
     # The catalog: the batch's listings (one per item id) under display titles.
     _, first = np.unique(raw[F.ITEM_ID], return_index=True)
-    listings = {name: raw[name][first] for name in (*F.ID_FEATURES, F.PRICE, F.TEXT_EMBEDDINGS,
-                                                      F.PATCH_EMBEDDINGS) if name != F.SHOPPER_ID}
+    listings = {
+        name: raw[name][first]
+        for name in (*F.ID_FEATURES, F.PRICE, F.TEXT_EMBEDDINGS, F.PATCH_EMBEDDINGS)
+        if name != F.SHOPPER_ID
+    }
     listings[F.TITLE] = np.array([b"title of " + i for i in listings[F.ITEM_ID]], dtype=object)
     write_listing_table(str(root / "transformed"), listings, str(root / "table"))
     vocabulary_file.unlink()  # the export must carry its own copy
 
-    model_inputs = {name: value.numpy() for name, value in
-                    transform({k: tf.constant(v[:, None] if v.ndim == 1 else v) for k, v in raw.items()}).items()}
-    expected = {"plain": model(model_inputs, training=False),
-                "transformed": model(model_inputs, training=False)}
+    model_inputs = {
+        name: value.numpy()
+        for name, value in transform({k: tf.constant(v[:, None] if v.ndim == 1 else v) for k, v in raw.items()}).items()
+    }
+    expected = {"plain": model(model_inputs, training=False), "transformed": model(model_inputs, training=False)}
     inputs_path = root / "inputs.npz"
-    np.savez(inputs_path, **{f"model/{k}": v for k, v in model_inputs.items()},
-             **{f"raw/{k}": v for k, v in raw.items()})
+    np.savez(
+        inputs_path, **{f"model/{k}": v for k, v in model_inputs.items()}, **{f"raw/{k}": v for k, v in raw.items()}
+    )
     out_path = root / "results.json"
     script = root / "load.py"
     script.write_text(LOADER)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, str(script), str(root / "plain"), str(root / "transformed"),
-                           str(root / "table"), str(inputs_path), str(out_path)], capture_output=True, text=True,
-                          env=env, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(root / "plain"),
+            str(root / "transformed"),
+            str(root / "table"),
+            str(inputs_path),
+            str(out_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return model, expected, json.loads(out_path.read_text()), raw
 
@@ -207,18 +239,21 @@ def test_both_signatures_reproduce_the_model_in_a_process_without_keras(exported
         np.testing.assert_allclose(got[task], expected[export][task].numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("case,words", [
-    ("examples/missing price", ["price", "required"]),
-    ("examples/int price", ["price", "Data types don't match"]),
-    ("examples/short text", ["text_embeddings", "Values size: 5"]),
-    ("examples/unknown item index", ["'item_id' must lie in [0, 21)", "[99]"]),
-    ("examples/nan distance", ["'distance_km' holds a NaN"]),
-    ("examples/hour 24", ["'hour' must lie in [0, 24)"]),
-    ("dense/missing hour", ["missing a required argument: 'hour'"]),
-    ("dense/short text", ["'text_embeddings' must have shape [batch, 12]", "[4 5]"]),
-    ("dense/price of rank 2", ["'price' must have shape [batch]", "[4 1]"]),
-    ("dense/short batch", ["'distance_km' has a batch of", "[2]"]),
-])
+@pytest.mark.parametrize(
+    "case,words",
+    [
+        ("examples/missing price", ["price", "required"]),
+        ("examples/int price", ["price", "Data types don't match"]),
+        ("examples/short text", ["text_embeddings", "Values size: 5"]),
+        ("examples/unknown item index", ["'item_id' must lie in [0, 21)", "[99]"]),
+        ("examples/nan distance", ["'distance_km' holds a NaN"]),
+        ("examples/hour 24", ["'hour' must lie in [0, 24)"]),
+        ("dense/missing hour", ["missing a required argument: 'hour'"]),
+        ("dense/short text", ["'text_embeddings' must have shape [batch, 12]", "[4 5]"]),
+        ("dense/price of rank 2", ["'price' must have shape [batch]", "[4 1]"]),
+        ("dense/short batch", ["'distance_km' has a batch of", "[2]"]),
+    ],
+)
 def test_malformed_inputs_are_refused_with_an_error_naming_the_feature(exported, case, words):
     _, _, results, _ = exported
     assert case not in results["outputs"], f"{case} was served"
@@ -237,8 +272,18 @@ def test_a_wrong_dtype_in_the_dense_signature_is_refused(exported):
 def test_the_savedmodel_holds_each_model_variable_once(exported):
     model, _, results, _ = exported
     # The model's weights once each, and the listing table: item ids, fingerprints and one variable per column.
-    states = {"shared_0_keys", "shared_0_values", "experts", "expert_weights", "expert_keys", "expert_values",
-              "tower_keys", "tower_values", F.ITA, F.TIA}
+    states = {
+        "shared_0_keys",
+        "shared_0_values",
+        "experts",
+        "expert_weights",
+        "expert_keys",
+        "expert_values",
+        "tower_keys",
+        "tower_values",
+        F.ITA,
+        F.TIA,
+    }
     assert results["variables"] == len(model.weights) + 2 + len(states) + len(DISPLAY_COLUMNS)
 
 
@@ -246,8 +291,9 @@ def test_rank_by_item_id_gives_the_full_models_scores_and_the_listings_their_tit
     _, expected, results, raw = exported
     assert "table/rank" in results["outputs"], results["errors"].get("table/rank")
     for task in F.TASKS:
-        np.testing.assert_allclose(results["outputs"]["table/rank"][task], expected["transformed"][task].numpy(),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            results["outputs"]["table/rank"][task], expected["transformed"][task].numpy(), rtol=1e-5, atol=1e-6
+        )
     listings = results["outputs"]["table/listings"]
     assert listings[F.TITLE] == [f"title of {i.decode()}" for i in raw[F.ITEM_ID]]
     np.testing.assert_allclose(listings[F.PRICE], raw[F.PRICE], rtol=1e-6)

@@ -1,4 +1,5 @@
 """CameNNBackbone / CameNNMultiTask: presets, outputs, config and .keras round trips, the LR schedule."""
+
 import copy
 
 import keras
@@ -12,8 +13,13 @@ from camenn.model.camenn import CameNNBackbone, CameNNMultiTask, WarmupLinearDec
 VOCABULARY_SIZES = {name: 30 + i for i, name in enumerate(F.ID_FEATURES)}
 NUM_PATCHES, PATCH_DIM = 4, 8
 TEXT_TOKENS, TEXT_DIM = 4, 12
-DATA = dict(vocabulary_sizes=VOCABULARY_SIZES, num_text_tokens=TEXT_TOKENS, text_dim=TEXT_DIM,
-            num_patches=NUM_PATCHES, patch_dim=PATCH_DIM)
+DATA = dict(
+    vocabulary_sizes=VOCABULARY_SIZES,
+    num_text_tokens=TEXT_TOKENS,
+    text_dim=TEXT_DIM,
+    num_patches=NUM_PATCHES,
+    patch_dim=PATCH_DIM,
+)
 
 
 def model_inputs(batch_size, seed=0, token_ids=False):
@@ -23,7 +29,7 @@ def model_inputs(batch_size, seed=0, token_ids=False):
     inputs.update({name: rng.normal(size=batch_size).astype("float32") for name in F.NUMERIC_FEATURES})
     if token_ids:
         text = rng.integers(1000, 3000, (batch_size, 64))
-        text[:, rng.integers(5, 64):] = 0  # padding
+        text[:, rng.integers(5, 64) :] = 0  # padding
         inputs[F.TEXT_TOKEN_IDS] = text
     else:
         inputs[F.TEXT_EMBEDDINGS] = rng.normal(size=(batch_size, TEXT_TOKENS * TEXT_DIM)).astype("float32")
@@ -61,22 +67,31 @@ def test_preset_overrides_reach_the_architecture_and_data_arguments_are_required
     with pytest.raises(ValueError, match="vocabulary_sizes"):
         CameNNBackbone.from_preset("camenn_tiny", num_text_tokens=4, text_dim=8, num_patches=4, patch_dim=8)
     with pytest.raises(ValueError, match="text_dim"):
-        CameNNBackbone.from_preset("camenn_tiny", vocabulary_sizes=VOCABULARY_SIZES, num_patches=4, patch_dim=8,
-                                   num_text_tokens=4)
+        CameNNBackbone.from_preset(
+            "camenn_tiny", vocabulary_sizes=VOCABULARY_SIZES, num_patches=4, patch_dim=8, num_text_tokens=4
+        )
 
 
 @pytest.mark.parametrize("preset,experts,width", [("camenn_mini", 4, 64), ("camenn_small", 8, 128)])
 def test_every_cpu_preset_reads_cached_text(preset, experts, width):
-    built = CameNNMultiTask.from_preset(preset, vocabulary_sizes=VOCABULARY_SIZES, num_text_tokens=4, text_dim=384,
-                                        num_patches=4, patch_dim=1280, compile=False)
+    built = CameNNMultiTask.from_preset(
+        preset,
+        vocabulary_sizes=VOCABULARY_SIZES,
+        num_text_tokens=4,
+        text_dim=384,
+        num_patches=4,
+        patch_dim=1280,
+        compile=False,
+    )
     backbone = built.backbone
     assert (backbone.num_experts, backbone.hidden_dim, backbone.text_encoder) == (experts, width, None)
     assert built.input[F.TEXT_EMBEDDINGS].shape == (None, 4 * 384) and F.TEXT_TOKEN_IDS not in built.input
 
 
 def test_the_gpu_preset_fine_tunes_its_text_encoder_on_token_ids_at_a_smaller_rate():
-    built = CameNNMultiTask.from_preset("camenn_base", vocabulary_sizes=VOCABULARY_SIZES, num_patches=4,
-                                        patch_dim=1280, load_weights=False)
+    built = CameNNMultiTask.from_preset(
+        "camenn_base", vocabulary_sizes=VOCABULARY_SIZES, num_patches=4, patch_dim=1280, load_weights=False
+    )
     backbone = built.backbone
     assert (backbone.num_experts, backbone.hidden_dim, backbone.text_encoder.hidden_dim) == (16, 384, 384)
     assert F.TEXT_TOKEN_IDS in built.input and F.TEXT_EMBEDDINGS not in built.input
@@ -90,8 +105,9 @@ def test_the_pretrained_step_is_the_multiplier_times_the_fresh_one():
     from camenn.model.camenn import GroupedAdamW
 
     fresh, pretrained = keras.Variable([1.0], name="fresh"), keras.Variable([1.0], name="pretrained")
-    optimizer = GroupedAdamW(scaled_paths=[pretrained.path], learning_rate_multiplier=0.1, learning_rate=0.01,
-                             weight_decay=0.0)
+    optimizer = GroupedAdamW(
+        scaled_paths=[pretrained.path], learning_rate_multiplier=0.1, learning_rate=0.01, weight_decay=0.0
+    )
     optimizer.apply([tf.constant([1.0]), tf.constant([1.0])], [fresh, pretrained])
     # Adam's first step moves each variable by its learning rate, whatever the gradient's size.
     np.testing.assert_allclose([1.0 - fresh.numpy()[0], 1.0 - pretrained.numpy()[0]], [0.01, 0.001], rtol=1e-3)
@@ -102,23 +118,25 @@ def test_end_to_end_text_pools_the_encoders_token_states_like_preprocessing():
     from camenn.model.text_encoders import TextEncoder
 
     encoder = load_text_encoder("bert_tiny")
-    model = CameNNMultiTask.from_preset("camenn_tiny", **{**DATA, "text_dim": 32}, text_encoder=encoder,
-                                        max_text_length=64, compile=False)
+    model = CameNNMultiTask.from_preset(
+        "camenn_tiny", **{**DATA, "text_dim": 32}, text_encoder=encoder, max_text_length=64, compile=False
+    )
     inputs = model_inputs(3, token_ids=True)
     tokens = model.backbone.listing_tokens({k: tf.constant(v) for k, v in inputs.items()})
     cached = dict(inputs)
     cached[F.TEXT_EMBEDDINGS] = TextEncoder(encoder, TEXT_TOKENS)(inputs.pop(F.TEXT_TOKEN_IDS)).reshape(3, -1)
     text_only = CameNNBackbone.from_config({**model.backbone.get_config(), "text_encoder": None})
-    text_only.set_weights([w for w in model.backbone.get_weights()][len(encoder.weights):])
-    np.testing.assert_allclose(text_only.listing_tokens({k: tf.constant(v) for k, v in cached.items()}), tokens,
-                               rtol=1e-4, atol=1e-5)
+    text_only.set_weights([w for w in model.backbone.get_weights()][len(encoder.weights) :])
+    np.testing.assert_allclose(
+        text_only.listing_tokens({k: tf.constant(v) for k, v in cached.items()}), tokens, rtol=1e-4, atol=1e-5
+    )
 
 
 def test_score_of_an_example_does_not_depend_on_its_batch(model):
     inputs = model_inputs(8)
     batched = model(inputs, training=False)
     for row in (0, 3, 5, 7):
-        alone = model({k: v[row:row + 1] for k, v in inputs.items()}, training=False)
+        alone = model({k: v[row : row + 1] for k, v in inputs.items()}, training=False)
         for task in F.TASKS:
             np.testing.assert_allclose(alone[task][0], batched[task][row], rtol=1e-5)
 
@@ -162,8 +180,14 @@ def test_end_to_end_mode_takes_pixels_and_trains_the_image_encoder():
     from camenn.model.patch_embedding import PatchEmbedding
 
     image_encoder = PatchEmbedding("inception_v4", "inception_v4_tiny", grid=(2, 2))
-    model = CameNNMultiTask.from_preset("camenn_tiny", vocabulary_sizes=VOCABULARY_SIZES, num_text_tokens=TEXT_TOKENS,
-                                        text_dim=TEXT_DIM, image_encoder=image_encoder, compile=False)
+    model = CameNNMultiTask.from_preset(
+        "camenn_tiny",
+        vocabulary_sizes=VOCABULARY_SIZES,
+        num_text_tokens=TEXT_TOKENS,
+        text_dim=TEXT_DIM,
+        image_encoder=image_encoder,
+        compile=False,
+    )
     assert F.IMAGE in model.input and F.PATCH_EMBEDDINGS not in model.input
     assert model.backbone.num_patches == 4 and model.backbone.patch_dim == image_encoder.output_dim
     inputs = model_inputs(2)

@@ -1,5 +1,6 @@
 """A short fit of the tiny preset on a synthetic task: ITA and TIA learn to match text and image, CVR learns
 a planted effect, and fit logs carry the routing metrics."""
+
 import keras
 import numpy as np
 import pytest
@@ -25,10 +26,16 @@ def synthetic_events(n, seed):
         return (table[fine] + 0.5 * rng.normal(size=(n, table.shape[1]))).astype("float32")
 
     return {
-        F.SHOPPER_ID: rng.integers(0, 20, n), F.ITEM_ID: fine * 10 + rng.integers(0, 3, n),
-        F.MERCHANT_ID: rng.integers(0, 5, n), F.CATEGORY: fine, F.COARSE_CATEGORY: fine // FINE_PER_COARSE,
-        F.HOUR: rng.integers(0, 24, n), F.PRICE: price, F.DISTANCE_KM: rng.normal(size=n).astype("float32"),
-        F.TEXT_EMBEDDINGS: noisy(texts), F.PATCH_EMBEDDINGS: noisy(prototypes),
+        F.SHOPPER_ID: rng.integers(0, 20, n),
+        F.ITEM_ID: fine * 10 + rng.integers(0, 3, n),
+        F.MERCHANT_ID: rng.integers(0, 5, n),
+        F.CATEGORY: fine,
+        F.COARSE_CATEGORY: fine // FINE_PER_COARSE,
+        F.HOUR: rng.integers(0, 24, n),
+        F.PRICE: price,
+        F.DISTANCE_KM: rng.normal(size=n).astype("float32"),
+        F.TEXT_EMBEDDINGS: noisy(texts),
+        F.PATCH_EMBEDDINGS: noisy(prototypes),
         F.LABEL: (rng.random(n) < 1 / (1 + np.exp(-2.5 * price))).astype("int64"),
     }
 
@@ -61,9 +68,15 @@ def auc(labels, scores):
 @pytest.fixture(scope="module")
 def trained():
     keras.utils.set_random_seed(0)
-    model = CameNNMultiTask.from_preset("camenn_tiny", vocabulary_sizes={name: 64 for name in F.ID_FEATURES},
-                                        num_text_tokens=TEXT_TOKENS, text_dim=TEXT_DIM, num_patches=NUM_PATCHES,
-                                        patch_dim=PATCH_DIM, dropout=0.0)
+    model = CameNNMultiTask.from_preset(
+        "camenn_tiny",
+        vocabulary_sizes={name: 64 for name in F.ID_FEATURES},
+        num_text_tokens=TEXT_TOKENS,
+        text_dim=TEXT_DIM,
+        num_patches=NUM_PATCHES,
+        patch_dim=PATCH_DIM,
+        dropout=0.0,
+    )
     epochs, steps_per_epoch = 3, 24
     model.compile(total_steps=epochs * steps_per_epoch, learning_rate=6e-3)
     history = model.fit(alignment_dataset(steps_per_epoch * 32, 0, 32, shuffle=True), epochs=epochs, verbose=0)
@@ -111,9 +124,16 @@ def test_a_tiny_model_overfits_one_batch_on_every_task():
     batch[F.LABEL] = np.random.default_rng(0).permutation([0, 1] * 8)  # unrelated to any feature
     # Capacity for every routed example: one fixed batch routes the same way every step, and an example
     # that overflows an expert in training would meet it only at inference.
-    model = CameNNMultiTask.from_preset("camenn_tiny", vocabulary_sizes={name: 100 for name in F.ID_FEATURES},
-                                        num_text_tokens=TEXT_TOKENS, text_dim=TEXT_DIM, num_patches=NUM_PATCHES,
-                                        patch_dim=PATCH_DIM, dropout=0.0, capacity_factor=4.0)
+    model = CameNNMultiTask.from_preset(
+        "camenn_tiny",
+        vocabulary_sizes={name: 100 for name in F.ID_FEATURES},
+        num_text_tokens=TEXT_TOKENS,
+        text_dim=TEXT_DIM,
+        num_patches=NUM_PATCHES,
+        patch_dim=PATCH_DIM,
+        dropout=0.0,
+        capacity_factor=4.0,
+    )
     model.compile(learning_rate=3e-3)
     one_batch = make_alignment_examples(tf.data.Dataset.from_tensors(batch).repeat(), seed=0).take(1).cache().repeat()
     history = model.fit(one_batch, steps_per_epoch=150, epochs=1, verbose=0).history

@@ -1,5 +1,6 @@
 """EfficientNet-Lite0: the torch-free checkpoint reader, the converter, and ImageNet classification of
 real grocery photos with the converted weights."""
+
 import pickle
 from pathlib import Path
 
@@ -17,9 +18,16 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "efficientnet_lite0
 # Grocery Store Dataset test folders whose ImageNet-1k class is unambiguous (indices checked against
 # keras_hub.utils.imagenet_id_to_name).
 IMAGENET_CLASSES = {
-    "Fruit/Apple/Granny-Smith": 948, "Fruit/Banana": 954, "Fruit/Lemon": 951, "Fruit/Orange": 950,
-    "Fruit/Pineapple": 953, "Vegetables/Pepper/Green-Bell-Pepper": 945, "Vegetables/Cucumber": 943,
-    "Fruit/Pomegranate": 957, "Vegetables/Zucchini": 939, "Vegetables/Cabbage": 936,
+    "Fruit/Apple/Granny-Smith": 948,
+    "Fruit/Banana": 954,
+    "Fruit/Lemon": 951,
+    "Fruit/Orange": 950,
+    "Fruit/Pineapple": 953,
+    "Vegetables/Pepper/Green-Bell-Pepper": 945,
+    "Vegetables/Cucumber": 943,
+    "Fruit/Pomegranate": 957,
+    "Vegetables/Zucchini": 939,
+    "Vegetables/Cabbage": 936,
     "Vegetables/Mushroom/Brown-Cap-Mushroom": 947,
 }
 PHOTOS_PER_CLASS = 2  # the first two test photos of each folder, by file name
@@ -60,7 +68,8 @@ def test_converter_uses_every_tensor_and_refuses_strangers(state):
     backbone = EfficientNetLiteBackbone()
     load_efficientnet_pytorch_weights(backbone, state)  # raises on any unused or missing tensor
     assert sum(int(np.prod(w.shape)) for w in backbone.trainable_weights) == sum(
-        v.size for k, v in state.items() if not k.startswith("_fc") and "running" not in k and "num_batches" not in k)
+        v.size for k, v in state.items() if not k.startswith("_fc") and "running" not in k and "num_batches" not in k
+    )
     with pytest.raises(ValueError, match="no place"):
         load_efficientnet_pytorch_weights(backbone, {**state, "_blocks.16._bn1.weight": np.ones(8, np.float32)})
 

@@ -1,5 +1,6 @@
 """InceptionV4: parity with the reference implementation (timm's, via ../shared/reference), both
 converters, the presets."""
+
 import zlib
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def as_slim(state, backbone):
         tensors[f"{scope}/weights"] = np.transpose(state[f"{timm}.conv.weight"], (2, 3, 1, 0))
         tensors[f"{scope}/BatchNorm/beta"] = state[f"{timm}.bn.bias"]
         tensors[f"{scope}/BatchNorm/moving_mean"] = state[f"{timm}.bn.running_mean"]
-        tensors[f"{scope}/BatchNorm/moving_variance"] = (state[f"{timm}.bn.running_var"] + eps) / gamma ** 2 - eps
+        tensors[f"{scope}/BatchNorm/moving_variance"] = (state[f"{timm}.bn.running_var"] + eps) / gamma**2 - eps
     return tensors
 
 
@@ -65,8 +66,10 @@ def reference():
 @pytest.fixture(scope="session")
 def reference_state(reference):
     """The reference weights in timm's layout (shapes are stored as tuple literals)."""
-    return {name: reference_tensor(name, eval(shape))
-            for name, shape in zip(reference["tensor_names"], reference["tensor_shapes"])}
+    return {
+        name: reference_tensor(name, eval(shape))
+        for name, shape in zip(reference["tensor_names"], reference["tensor_shapes"])
+    }
 
 
 @pytest.fixture(scope="session")
@@ -95,8 +98,11 @@ def assert_close_to(actual, expected):
 def test_parameter_count_and_layout_equal_the_reference(reference, reference_backbone):
     trainable = sum(int(np.prod(w.shape)) for w in reference_backbone.trainable_weights)
     assert trainable == int(reference["trainable_parameters"]) == 41_142_816
-    expected = {f"{timm}.{p}" for _, _, timm, _ in conv_units((4, 7, 3))
-                for p in ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var")}
+    expected = {
+        f"{timm}.{p}"
+        for _, _, timm, _ in conv_units((4, 7, 3))
+        for p in ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var")
+    }
     assert expected == set(reference["tensor_names"])
     assert list(reference["bn_epsilon"]) == [reference_backbone.get_layer("stem_conv_1_bn").epsilon]
 
@@ -128,16 +134,21 @@ def test_slim_checkpoint_gives_the_same_model_as_timm(tmp_path, tiny_timm):
     slim = as_slim(state, timm_backbone)
     prefix = str(tmp_path / "inception_v4.ckpt")
     names = sorted(slim)
-    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
-                      tensors=[tf.constant(slim[n]) for n in names])
+    tf.raw_ops.SaveV2(
+        prefix=prefix,
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tf.constant(slim[n]) for n in names],
+    )
     kind, tensors = convert.read_checkpoint(prefix)
     assert kind == "slim"
     slim_backbone = InceptionV4Backbone(**TINY)
     convert.load_slim_weights(slim_backbone, tensors)
     images = np.random.default_rng(1).uniform(-1, 1, (2, 80, 90, 3)).astype(np.float32)
     expected = np.asarray(timm_backbone(images, training=False))
-    np.testing.assert_allclose(np.asarray(slim_backbone(images, training=False)), expected,
-                               atol=1e-5 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        np.asarray(slim_backbone(images, training=False)), expected, atol=1e-5 * np.abs(expected).max()
+    )
 
 
 def test_converters_reject_foreign_checkpoints(tiny_timm):

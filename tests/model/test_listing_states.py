@@ -1,5 +1,6 @@
 """Listing-only attention and the listing states: what depends on the listing alone does not change with the
 shopper or the context, and scoring a request against a listing's cached states gives the full model's CVR."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,8 +10,9 @@ from camenn.model import features as F
 from camenn.model.camenn import CameNNMultiTask, encode_listings, score_requests
 from camenn.model.camenn.transformer_expert_mixture import routing_metrics_paused
 
-DATA = dict(vocabulary_sizes={name: 40 for name in F.ID_FEATURES}, num_text_tokens=3, text_dim=10, num_patches=4,
-            patch_dim=8)
+DATA = dict(
+    vocabulary_sizes={name: 40 for name in F.ID_FEATURES}, num_text_tokens=3, text_dim=10, num_patches=4, patch_dim=8
+)
 
 
 def inputs(n, seed):
@@ -38,8 +40,11 @@ def side(batch, names):
     return {name: tf.constant(value) for name, value in batch.items() if name in names}
 
 
-@pytest.fixture(scope="module", params=[{}, {"num_experts": 0}, {"modalities": ["image"]}],
-                ids=["camenn_tiny", "without_mixture", "image_only"])
+@pytest.fixture(
+    scope="module",
+    params=[{}, {"num_experts": 0}, {"modalities": ["image"]}],
+    ids=["camenn_tiny", "without_mixture", "image_only"],
+)
 def model(request):
     return CameNNMultiTask.from_preset("camenn_tiny", **DATA, **request.param, compile=False)
 
@@ -49,8 +54,13 @@ def test_listing_token_states_in_every_layer_do_not_depend_on_the_request(model)
     batch = inputs(6, seed=0)
     states = []
     for version in (batch, with_other_requests(batch, seed=1)):
-        x = ops.concatenate([backbone.listing_tokens(side(version, F.LISTING_INPUTS)),
-                             backbone.request_tokens(side(version, F.REQUEST_INPUTS))], axis=1)
+        x = ops.concatenate(
+            [
+                backbone.listing_tokens(side(version, F.LISTING_INPUTS)),
+                backbone.request_tokens(side(version, F.REQUEST_INPUTS)),
+            ],
+            axis=1,
+        )
         mask, _ = backbone.attention_masks(x)
         layers = []
         for layer in backbone.shared_layers:
@@ -60,7 +70,7 @@ def test_listing_token_states_in_every_layer_do_not_depend_on_the_request(model)
     for first, second in zip(*states):
         listing = slice(0, backbone.listing_length)
         np.testing.assert_array_equal(first[:, listing], second[:, listing])  # the listing's tokens: unchanged
-        assert not np.allclose(first[:, backbone.listing_length:], second[:, backbone.listing_length:])
+        assert not np.allclose(first[:, backbone.listing_length :], second[:, backbone.listing_length :])
 
 
 def test_ita_and_tia_do_not_depend_on_the_request_and_cvr_does(model):
@@ -81,8 +91,9 @@ def test_a_request_scored_against_cached_listing_states_gets_the_full_models_sco
         for seed in (5, 6):  # the same cached states serve other requests
             other = with_other_requests(batch, seed)
             expected = model(other, training=False)[F.CVR].numpy()
-            np.testing.assert_allclose(score_requests(model, side(other, F.REQUEST_INPUTS), states).numpy(),
-                                       expected, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                score_requests(model, side(other, F.REQUEST_INPUTS), states).numpy(), expected, rtol=1e-5, atol=1e-6
+            )
     for task in F.LISTING_TASKS:
         if task in full:
             np.testing.assert_allclose(states[task].numpy(), full[task].numpy(), rtol=1e-5, atol=1e-6)

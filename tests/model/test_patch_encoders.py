@@ -1,4 +1,5 @@
 """Patch encoders (offline path) and the PatchEmbedding layer (in-model path) agree and behave."""
+
 import numpy as np
 import pytest
 
@@ -24,7 +25,7 @@ def test_encoder_embeds_each_patch_independently_of_batching(encoder, photos):
     embeddings = encoder(patches)
     assert (encoder.output_dim, encoder.image_size) == (192, (75, 75))
     assert embeddings.shape == (6, 192) and embeddings.dtype == np.float32
-    one_by_one = np.concatenate([encoder(patches[i:i + 1]) for i in range(len(patches))])
+    one_by_one = np.concatenate([encoder(patches[i : i + 1]) for i in range(len(patches))])
     np.testing.assert_allclose(embeddings, one_by_one, rtol=1e-5, atol=1e-6)
     assert np.abs(embeddings[0] - embeddings[1]).max() > 1e-4  # different pixels, different embeddings
     groups = encoder.embed_groups([patches, split_into_patches(photos[1], (2, 2)), patches[:0]])

@@ -1,4 +1,5 @@
 """TransformerExpertMixture: top-k gating, sparse dispatch, capacity overflow, auxiliary losses."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,8 +11,9 @@ HIDDEN = 8
 
 
 def make_mixture(num_experts=4, top_k=2, **kwargs):
-    mixture = TransformerExpertMixture(num_experts=num_experts, top_k=top_k, intermediate_dim=16, num_heads=2,
-                                       task_names=TASKS, **kwargs)
+    mixture = TransformerExpertMixture(
+        num_experts=num_experts, top_k=top_k, intermediate_dim=16, num_heads=2, task_names=TASKS, **kwargs
+    )
     mixture.build((None, 5, HIDDEN))
     return mixture
 
@@ -66,7 +68,7 @@ def test_a_batch_routed_away_from_an_expert_gives_it_zero_gradient():
     set_gate_biases(mixture, [0.0, 5.0, 5.0, 1.0])  # every task keeps experts 1 and 2
     with tf.GradientTape() as tape:
         outputs, routing = mixture(sequence(8), training=True, return_routing=True)
-        loss = sum(tf.reduce_sum(out ** 2) for out in outputs)
+        loss = sum(tf.reduce_sum(out**2) for out in outputs)
     assert [int(tf.size(i)) for i in routing["expert_indices"]] == [0, 8, 8, 0]
     grads = tape.gradient(loss, [expert.trainable_variables for expert in mixture.experts])
     for e in (0, 3):
@@ -88,8 +90,7 @@ def test_load_balancing_and_z_losses_equal_their_formulas_on_a_hand_computed_cas
 
 def test_mixture_adds_the_weighted_auxiliary_losses_computed_from_its_gates():
     mixture = make_mixture(num_experts=3, top_k=2, load_balance_loss_weight=0.5, router_z_loss_weight=0.25)
-    pooled = np.array([[1.0, -2.0, 0.0, 0.5, 0.0, 0.0, 0.0, 1.0], [0.0, 1.0, 2.0, -1.0, 0.5, 0.0, 0.0, 0.0]],
-                      "float32")
+    pooled = np.array([[1.0, -2.0, 0.0, 0.5, 0.0, 0.0, 0.0, 1.0], [0.0, 1.0, 2.0, -1.0, 0.5, 0.0, 0.0, 0.0]], "float32")
     rng = np.random.default_rng(3)
     for gate in mixture.gates:
         gate.kernel.assign(rng.normal(size=(HIDDEN, 3)).astype("float32"))

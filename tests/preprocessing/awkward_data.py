@@ -3,6 +3,7 @@
 `AWKWARD_*` list what it adds and what preprocessing must make of it, so the tests can check the
 quarantine arithmetic exactly. (A module with its own name: `conftest` is ambiguous across test folders.)
 """
+
 import csv
 import io
 import os
@@ -15,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from camenn.simulator import sample
 from camenn.preprocessing.photo_files import MAX_PHOTO_BYTES
+from camenn.simulator import sample
 
 TINY = dict(seed=0, num_listings=24, num_merchants=4, num_shoppers=8, num_events=120)
 # Awkward photos that preprocessing converts and keeps (their item_ids); "linked" is a symlink to another
@@ -24,8 +25,14 @@ TINY = dict(seed=0, num_listings=24, num_merchants=4, num_shoppers=8, num_events
 KEPT_PHOTOS = ("gray", "rgba", "cmyk", "png16", "huge", "linked")
 # Added items.csv rows that must be quarantined, by reason: besides bad rows, photos a dataset folder from
 # someone untrusted may hold (symlinks out of the folder, a FIFO, an endless file).
-AWKWARD_ITEM_REASONS = {"image_too_large": 2, "duplicate_item_id": 1, "bad_image_path": 4, "malformed_row": 1,
-                        "missing_field": 1, "missing_image": 1}
+AWKWARD_ITEM_REASONS = {
+    "image_too_large": 2,
+    "duplicate_item_id": 1,
+    "bad_image_path": 4,
+    "malformed_row": 1,
+    "missing_field": 1,
+    "missing_image": 1,
+}
 # How long a FIFO photo may block preprocessing before the test data unblocks it (so that a regression
 # fails the test with a wrong reason instead of hanging it).
 FIFO_WATCHDOG_SECONDS = 300
@@ -48,24 +55,29 @@ def png(image: Image.Image) -> bytes:
 
 def photo(seed: int = 0, size=(96, 80)) -> np.ndarray:
     """A smooth colour photo-like array (uint8 [H, W, 3])."""
-    y, x = np.mgrid[0:size[1], 0:size[0]]
+    y, x = np.mgrid[0 : size[1], 0 : size[0]]
     rgb = np.stack([x * 255 // size[0], y * 255 // size[1], (x + y + 40 * seed) % 256], -1)
     return rgb.astype(np.uint8)
 
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height but holds 1 KiB of pixel data (a decompression bomb's shape)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(bytes(1024))) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(bytes(1024)))
+        + chunk(b"IEND", b"")
+    )
 
 
 def awkward_photos() -> dict:
     """File bytes of the awkward photos preprocessing must convert and keep."""
     rgb = Image.fromarray(photo(1))
-    gray16 = (photo(2)[..., 0].astype(np.uint16) * 257)
+    gray16 = photo(2)[..., 0].astype(np.uint16) * 257
     rgba = np.dstack([photo(3), np.full(photo(3).shape[:2], 128, np.uint8)])
     return {
         "gray": jpeg(rgb.convert("L")),
@@ -97,8 +109,9 @@ def add_awkward_rows(folder: Path) -> None:
     new_items = []
     for name, data in awkward_photos().items():
         (folder / "images" / f"{name}.img").write_bytes(data)
-        new_items.append(item_row(item_id=name, title=f"Awkward {name}", description="",
-                                  image_path=f"images/{name}.img"))
+        new_items.append(
+            item_row(item_id=name, title=f"Awkward {name}", description="", image_path=f"images/{name}.img")
+        )
     (folder / "images" / "bomb.png").write_bytes(png_header_only(20000, 20000))
     new_items += [
         item_row(item_id="bomb", image_path="images/bomb.png"),
@@ -135,8 +148,13 @@ def add_untrusted_files(folder: Path) -> dict:
     _unblock_fifo_later(images / "pipe.jpg", FIFO_WATCHDOG_SECONDS)
     with open(images / "endless.jpg", "wb") as file:  # sparse: no disk, but over the size bound
         file.truncate(MAX_PHOTO_BYTES + 1)
-    return {"symlink_out": "images/outside.jpg", "symlinked_folder": "photos_elsewhere/secret.jpg",
-            "control_char": "images/a\tb.jpg", "fifo": "images/pipe.jpg", "endless": "images/endless.jpg"}
+    return {
+        "symlink_out": "images/outside.jpg",
+        "symlinked_folder": "photos_elsewhere/secret.jpg",
+        "control_char": "images/a\tb.jpg",
+        "fifo": "images/pipe.jpg",
+        "endless": "images/endless.jpg",
+    }
 
 
 def _unblock_fifo_later(path: Path, seconds: float) -> None:

@@ -1,11 +1,11 @@
 """Preprocessing fixtures: a tiny sample, and the same sample with every kind of awkward or bad row added."""
+
 from pathlib import Path
 
 import pytest
+from awkward_data import TINY, add_awkward_rows
 
 from camenn.simulator.sample import build_sample
-
-from awkward_data import TINY, add_awkward_rows
 
 
 @pytest.fixture(scope="session")

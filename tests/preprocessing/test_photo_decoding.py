@@ -1,14 +1,14 @@
 """Photo decoding of every awkward kind merchants upload, and the split into patches."""
+
 import io
 
 import numpy as np
 import pytest
+from awkward_data import awkward_photos, jpeg, photo, png, png_header_only
 from PIL import Image
 
 from camenn.preprocessing import images
 from camenn.preprocessing.dataset import RowError
-
-from awkward_data import awkward_photos, jpeg, photo, png, png_header_only
 
 
 def decoded(data: bytes, grid=(2, 2)) -> np.ndarray:
@@ -95,7 +95,7 @@ def test_tiny_images_are_too_small_for_the_grid():
 @pytest.mark.parametrize("encode", [jpeg, png])
 def test_truncated_files(encode):
     data = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 120, 3), np.uint8)))
-    assert reason(data[:len(data) // 2]) == "truncated_image"
+    assert reason(data[: len(data) // 2]) == "truncated_image"
 
 
 @pytest.mark.parametrize("data", [b"", b"not an image at all", b"\xff\xd8\xff\xe0" + b"\x00" * 40])
@@ -109,7 +109,7 @@ def test_patches_are_equal_and_in_reading_order():
     image = np.zeros((65, 91, 3), np.uint8)
     for r in range(2):
         for c in range(3):
-            image[r * 32:(r + 1) * 32, c * 30:(c + 1) * 30] = 10 * (3 * r + c) + 1
+            image[r * 32 : (r + 1) * 32, c * 30 : (c + 1) * 30] = 10 * (3 * r + c) + 1
     patches = images.split_into_patches(image, (2, 3))
     assert patches.shape == (6, 32, 30, 3)
     assert [int(p[0, 0, 0]) for p in patches] == [1, 11, 21, 31, 41, 51]

@@ -3,6 +3,7 @@
 One cold run over the awkward dataset (the tiny sample plus every kind of awkward or bad row), then a warm
 run through the command line that must take every photo from the cache and write the same examples.
 """
+
 import contextlib
 import csv
 import glob
@@ -13,13 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from awkward_data import KEPT_PHOTOS, expected_event_reasons, expected_item_reasons
 
 from camenn import cli
 from camenn.model import features
 from camenn.preprocessing import dataset, pipeline
 from camenn.preprocessing.dataset import DatasetFormatError
-
-from awkward_data import KEPT_PHOTOS, expected_event_reasons, expected_item_reasons
 
 ENCODER, PRESET, PATCH_DIM = "inception_v4", "inception_v4_tiny", 192
 TEXT_ENCODER, TEXT_TOKENS, TEXT_DIM = "bert_tiny", 3, 32
@@ -34,8 +34,18 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cold(awkward_dataset, cache_dir, tmp_path_factory):
     output = tmp_path_factory.mktemp("preprocessed")
-    summary = pipeline.preprocess(awkward_dataset, output, ENCODER, PRESET, (2, 2), MAX_TEXT_LENGTH, [], cache_dir,
-                                  text_encoder=TEXT_ENCODER, num_text_tokens=TEXT_TOKENS)
+    summary = pipeline.preprocess(
+        awkward_dataset,
+        output,
+        ENCODER,
+        PRESET,
+        (2, 2),
+        MAX_TEXT_LENGTH,
+        [],
+        cache_dir,
+        text_encoder=TEXT_ENCODER,
+        num_text_tokens=TEXT_TOKENS,
+    )
     return output, summary
 
 
@@ -46,10 +56,29 @@ def warm(cold, awkward_dataset, cache_dir):
     second = output.parent / "second"
     printed = io.StringIO()
     with pytest.raises(SystemExit) as exit_code, contextlib.redirect_stdout(printed):
-        cli.main(["preprocess", "--dataset", str(awkward_dataset), "--output", str(second), "--image-encoder",
-                  ENCODER, "--image-preset", PRESET, "--max-text-length", str(MAX_TEXT_LENGTH), "--cache-dir",
-                  str(cache_dir), "--text-encoder", TEXT_ENCODER, "--text-tokens", str(TEXT_TOKENS), "--",
-                  "--direct_num_workers=1"])
+        cli.main(
+            [
+                "preprocess",
+                "--dataset",
+                str(awkward_dataset),
+                "--output",
+                str(second),
+                "--image-encoder",
+                ENCODER,
+                "--image-preset",
+                PRESET,
+                "--max-text-length",
+                str(MAX_TEXT_LENGTH),
+                "--cache-dir",
+                str(cache_dir),
+                "--text-encoder",
+                TEXT_ENCODER,
+                "--text-tokens",
+                str(TEXT_TOKENS),
+                "--",
+                "--direct_num_workers=1",
+            ]
+        )
     assert exit_code.value.code == 0
     return second, json.loads((second / "summary.json").read_text()), printed.getvalue()
 
@@ -88,14 +117,15 @@ def test_quarantine_arithmetic_and_every_reason(cold, awkward_dataset):
     with open(awkward_dataset / "events.csv", newline="", encoding="utf-8") as file:
         assert events["in"] == sum(1 for row in csv.reader(file) if row) - 1
     # Every quarantined row is in the quarantine files, with its reason and its source row.
-    for name, counts, header in (("items", items, dataset.ITEM_COLUMNS), ("events", events, dataset.EVENT_COLUMNS)):
+    for name, counts in (("items", items), ("events", events)):
         rows = quarantine(output, name)
         assert len(rows) == counts["quarantined"]
         assert {r["reason"] for r in rows} == set(counts["quarantined_by_reason"])
         assert all(r["detail"] and int(r["row"]) >= 1 for r in rows)
     bomb_clicks = [r for r in quarantine(output, "events") if r[features.ITEM_ID] == "bomb"]
-    assert bomb_clicks and all(r["reason"] == "item_quarantined" and "image_too_large" in r["detail"]
-                               for r in bomb_clicks)
+    assert bomb_clicks and all(
+        r["reason"] == "item_quarantined" and "image_too_large" in r["detail"] for r in bomb_clicks
+    )
 
 
 @pytest.mark.slow
@@ -118,7 +148,10 @@ def test_examples_follow_contract_2(cold):
     assert summary["features"][features.TEXT_TOKEN_IDS]["length"] == MAX_TEXT_LENGTH
     assert summary["features"][features.TEXT_EMBEDDINGS]["length"] == TEXT_TOKENS * TEXT_DIM
     assert (summary["text_encoder"], summary["num_text_tokens"], summary["text_dim"]) == (
-        TEXT_ENCODER, TEXT_TOKENS, TEXT_DIM)
+        TEXT_ENCODER,
+        TEXT_TOKENS,
+        TEXT_DIM,
+    )
     assert (summary["image_encoder"], summary["image_preset"]) == (ENCODER, PRESET)
     event_spec = spec(summary)
     train = read_examples(str(output / "examples/train/*.tfrecord.gz"), event_spec)
@@ -174,7 +207,10 @@ def test_second_run_takes_every_photo_and_text_from_the_cache(cold, warm):
     for key in ("items", "events", "features", "split"):
         assert second[key] == first[key]
     assert f"items: {first['items']['in']} in, {first['items']['out']} out" in printed
-    assert f"image_too_large: {expected_item_reasons()['image_too_large']}" in printed and f"{second['images']['cache_hits']} from the cache" in printed
+    assert (
+        f"image_too_large: {expected_item_reasons()['image_too_large']}" in printed
+        and f"{second['images']['cache_hits']} from the cache" in printed
+    )
     event_spec = spec(first)
     for split in ("train", "eval"):
         a = read_examples(str(first_output / f"examples/{split}/*.tfrecord.gz"), event_spec)

@@ -3,6 +3,7 @@ worker processes (`--direct_running_mode=multi_processing`), the mode for data t
 
 (bench/scale.py compares the two modes at 1x, 4x and 16x the sample, with their times and memory.)
 """
+
 import glob
 from pathlib import Path
 
@@ -31,8 +32,15 @@ def test_multi_processing_writes_what_in_memory_writes(tiny_sample, tmp_path):
     outputs = {}
     for mode, workers in (("in_memory", 1), ("multi_processing", 2)):
         output = tmp_path / mode
-        summary = pipeline.preprocess(tiny_sample, output, ENCODER, PRESET, text_encoder="bert_tiny", beam_args=[
-            f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"], cache_dir=tmp_path / f"cache-{mode}")
+        summary = pipeline.preprocess(
+            tiny_sample,
+            output,
+            ENCODER,
+            PRESET,
+            text_encoder="bert_tiny",
+            beam_args=[f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"],
+            cache_dir=tmp_path / f"cache-{mode}",
+        )
         outputs[mode] = (summary, records(output))
     (memory_summary, in_memory), (process_summary, multi_processing) = outputs["in_memory"], outputs["multi_processing"]
     assert in_memory["examples/train"] and in_memory["items"] and len(in_memory["quarantine/items"]) > 1

@@ -1,17 +1,17 @@
 """The embedded sample and its simulator: determinism, the committed copy, and the simulator's rules."""
+
 import csv
 import io
 from pathlib import Path
 
 import numpy as np
 import pytest
+from awkward_data import TINY
 
 from camenn import paths
 from camenn.preprocessing import dataset
 from camenn.simulator import sample
 from camenn.simulator.sample import build_sample
-
-from awkward_data import TINY
 
 
 def files(folder: Path) -> dict:
@@ -45,15 +45,20 @@ def test_committed_sample_is_what_the_builder_writes(grocery_store_dir, tmp_path
 
 
 def test_the_sample_has_its_shape_and_hidden_truth(tiny_sample):
-    items, events, truth = read(tiny_sample, "items.csv"), read(tiny_sample, "events.csv"), read(tiny_sample, "truth.csv")
+    items, events, truth = (
+        read(tiny_sample, "items.csv"),
+        read(tiny_sample, "events.csv"),
+        read(tiny_sample, "truth.csv"),
+    )
     assert len(items) == TINY["num_listings"] + len(sample.BAD_ITEMS)
     assert len(events) == TINY["num_events"] + len(sample.BAD_ITEMS) * sample.BAD_CLICKS_PER_ITEM + len(
-        sample.BAD_EVENTS)
+        sample.BAD_EVENTS
+    )
     assert [t["item_id"] for t in truth] == [i["item_id"] for i in items]
     quality = [t["quality"] for t in truth]
     assert quality.count("inaccurate_text") + quality.count("vague_photo") == round(0.2 * TINY["num_listings"])
     assert [t["detail"] for t in truth if t["quality"] == "bad_row"] == [r for _, r in sample.BAD_ITEMS]
-    for item in items[:TINY["num_listings"]]:
+    for item in items[: TINY["num_listings"]]:
         assert (tiny_sample / item["image_path"]).is_file()
         assert {"title", "description", "price", "store_lat"} <= item.keys()
     timestamps = [int(e["timestamp"]) for e in events]
@@ -94,10 +99,15 @@ def test_committed_sample_follows_the_simulator_rules():
     assert degraded_share("small") > 2 * degraded_share("large")
     assert 0.18 <= np.mean([quality[i["item_id"]] != "ok" for i in items]) <= 0.22
 
-    events = [e for e in read(folder, "events.csv") if e["item_id"] in quality and quality[e["item_id"]] != "bad_row"
-              and e["converted"] in ("0", "1")]
-    rate = {q: np.mean([e["converted"] == "1" for e in events if quality[e["item_id"]] == q])
-            for q in ("ok", "inaccurate_text", "vague_photo")}
+    events = [
+        e
+        for e in read(folder, "events.csv")
+        if e["item_id"] in quality and quality[e["item_id"]] != "bad_row" and e["converted"] in ("0", "1")
+    ]
+    rate = {
+        q: np.mean([e["converted"] == "1" for e in events if quality[e["item_id"]] == q])
+        for q in ("ok", "inaccurate_text", "vague_photo")
+    }
     assert rate["inaccurate_text"] < rate["vague_photo"] < rate["ok"]
     assert 0.1 < np.mean([e["converted"] == "1" for e in events]) < 0.4
 

@@ -1,4 +1,5 @@
 """WordPiece packing: [CLS] title [SEP] description [SEP], uncased, accents stripped, truncated and flagged."""
+
 import numpy as np
 import pytest
 
@@ -36,8 +37,13 @@ def test_truncation_keeps_the_title_and_is_counted(tokenizer, vocabulary):
     ids, truncated = tokenizer([("Blood orange juice", long_description), ("Lime", "Green")])
     assert truncated.tolist() == [True, False]
     row = ids[0].tolist()
-    assert row[:5] == [vocabulary["[CLS]"], vocabulary["blood"], vocabulary["orange"], vocabulary["juice"],
-                       vocabulary["[SEP]"]]
+    assert row[:5] == [
+        vocabulary["[CLS]"],
+        vocabulary["blood"],
+        vocabulary["orange"],
+        vocabulary["juice"],
+        vocabulary["[SEP]"],
+    ]
     assert row[-1] == vocabulary["[SEP]"] and row.count(vocabulary["fresh"]) == 12 - 6
     # Exactly full is not truncated: 3 special tokens + 9 words.
     _, truncated = tokenizer([("a b c", "d e f g h i")])

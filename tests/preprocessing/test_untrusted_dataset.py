@@ -4,18 +4,18 @@ files that change while they are read, and memory that stays bounded whatever th
 (Symlinks out of the folder, FIFOs and oversized photos go through the whole pipeline in
 test_preprocess_pipeline.py, on the awkward dataset.)
 """
+
 import io
 import os
 import tracemalloc
 
 import apache_beam as beam
 import pytest
-
-from camenn.preprocessing import dataset, embedding_cache, photo_files, transforms
-from camenn.preprocessing.dataset import DatasetFormatError, Rejected, RowError
-
 from awkward_data import jpeg, photo
 from PIL import Image
+
+from camenn.preprocessing import dataset, embedding_cache, photo_files, transforms
+from camenn.preprocessing.dataset import DatasetFormatError, RowError
 
 EVENT_HEADER = "request_id,shopper_id,item_id,timestamp,hour,distance_km,converted"
 EVENT_ROW = "r{n},s{n},i{n},17095{n:05d},9,1.25,{label}"
@@ -30,7 +30,7 @@ def header_error(header: str, columns=dataset.EVENT_COLUMNS) -> str:
 @pytest.mark.parametrize("wrong", ["itemid", "Item ID", "item-id", "ItemId", " item_id", "item_idd"])
 def test_a_misspelt_required_column_gets_the_right_name_suggested(wrong):
     message = header_error(EVENT_HEADER.replace("item_id", wrong))
-    assert f"lacks required column(s) item_id" in message and f"Did you mean item_id for {wrong!r}" in message
+    assert "lacks required column(s) item_id" in message and f"Did you mean item_id for {wrong!r}" in message
 
 
 def test_a_column_named_twice_is_refused_naming_both_positions():
@@ -43,8 +43,13 @@ def test_a_misspelt_optional_column_is_refused_not_silently_ignored():
     message = header_error(header, dataset.ITEM_COLUMNS)
     assert "'Coarse Category'" in message and "coarse_category" in message
     # An extra column that only resembles an optional one is the user's own, and stays allowed.
-    dataset.read_header(io.BytesIO(b"item_id,merchant_id,title,description,category,price,image_path,"
-                                   b"store_latitude,coarse_category_id\n"), dataset.ITEM_COLUMNS, "items.csv")
+    dataset.read_header(
+        io.BytesIO(
+            b"item_id,merchant_id,title,description,category,price,image_path,store_latitude,coarse_category_id\n"
+        ),
+        dataset.ITEM_COLUMNS,
+        "items.csv",
+    )
 
 
 def read(data: bytes, size=None):
@@ -65,8 +70,17 @@ def test_records_the_csv_parser_refuses_are_quarantined_and_reading_goes_on():
 
 def test_a_runaway_line_is_one_malformed_row_and_never_held_whole():
     runaway = b"r9," + b"," * (16 << 20)  # 16 MiB without a newline: 16 M fields if parsed
-    data = b"\n".join([EVENT_HEADER.encode(), EVENT_ROW.format(n=1, label=1).encode(), runaway,
-                       EVENT_ROW.format(n=2, label=0).encode()]) + b"\n"
+    data = (
+        b"\n".join(
+            [
+                EVENT_HEADER.encode(),
+                EVENT_ROW.format(n=1, label=1).encode(),
+                runaway,
+                EVENT_ROW.format(n=2, label=0).encode(),
+            ]
+        )
+        + b"\n"
+    )
     tracemalloc.start()
     try:
         read_back = read(data)
@@ -138,8 +152,15 @@ def folder(tmp_path):
 
 
 def listing(image_path="images/p.jpg"):
-    fields = {"item_id": "i1", "merchant_id": "m1", "title": "Apple", "description": "", "category": "Apple",
-              "price": "1", "image_path": image_path}
+    fields = {
+        "item_id": "i1",
+        "merchant_id": "m1",
+        "title": "Apple",
+        "description": "",
+        "category": "Apple",
+        "price": "1",
+        "image_path": image_path,
+    }
     return transforms.Listing(1, fields, dataset.parse_item(fields))
 
 
@@ -172,10 +193,13 @@ def test_a_photo_that_vanished_before_decoding_is_missing(folder):
     assert (tag, reason) == (transforms.REJECTED, "missing_image")
 
 
-@pytest.mark.parametrize("change, word", [
-    (lambda path: open(path, "ab").write(b"\xff" * 10), "grew"),
-    (lambda path: os.truncate(path, 100), "shrank"),
-])
+@pytest.mark.parametrize(
+    "change, word",
+    [
+        (lambda path: open(path, "ab").write(b"\xff" * 10), "grew"),
+        (lambda path: os.truncate(path, 100), "shrank"),
+    ],
+)
 def test_a_photo_that_changes_size_while_it_is_read_is_image_changed(folder, change, word):
     path = folder / "images" / "p.jpg"
     with photo_files.open_photo(str(folder), str(path)) as (stream, size):

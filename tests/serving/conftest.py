@@ -1,4 +1,5 @@
 """Serving fixtures (helpers and the models they build: serving_helpers.py)."""
+
 import contextlib
 import os
 import shutil
@@ -6,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
-
-from serving_helpers import export_camenn_model, export_toy_model, item_example, make_catalog, Stubs
+from serving_helpers import Stubs, export_camenn_model, export_toy_model, item_example, make_catalog
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ Example:
     figures = step.run(psutil.Process(server_pid))
     figures["p99_ms"], figures["codes"]
 """
+
 import asyncio
 import random
 import threading
@@ -36,8 +37,9 @@ class Step:
     whose CPUs the server shares, they take far less CPU than as many threads would.
     """
 
-    def __init__(self, host: str, port: int, request, clients: int, seconds: float, max_requests: int,
-                 timeout: float = 30.0):
+    def __init__(
+        self, host: str, port: int, request, clients: int, seconds: float, max_requests: int, timeout: float = 30.0
+    ):
         self.address, self.request, self.clients = f"{host}:{port}", request, clients
         self.seconds, self.max_requests, self.timeout = seconds, max_requests, timeout
         self.ok = []  # latencies of admitted requests, seconds
@@ -45,8 +47,9 @@ class Step:
         self._attempts = 0
 
     async def _client(self, deadline: float) -> None:
-        async with grpc.aio.insecure_channel(self.address,
-                                             options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
+        async with grpc.aio.insecure_channel(
+            self.address, options=[("grpc.max_send_message_length", 64 << 20)]
+        ) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             backoff = BACKOFF_FIRST
             while time.monotonic() < deadline and self._attempts < self.max_requests:
@@ -85,13 +88,18 @@ class Step:
         cpu_after, own_after = server.cpu_times(), me.cpu_times()
         ok = np.array(self.ok) * 1e3
         return {
-            "clients": self.clients, "wall_s": wall, "attempts": sum(self.codes.values()), "codes": dict(self.codes),
-            "ok": len(ok), "ok_per_s": len(ok) / wall,
+            "clients": self.clients,
+            "wall_s": wall,
+            "attempts": sum(self.codes.values()),
+            "codes": dict(self.codes),
+            "ok": len(ok),
+            "ok_per_s": len(ok) / wall,
             "p50_ms": float(np.percentile(ok, 50)) if len(ok) else float("nan"),
             "p99_ms": float(np.percentile(ok, 99)) if len(ok) else float("nan"),
             "rejected": self.codes.get("RESOURCE_EXHAUSTED", 0),
             "other_errors": {k: v for k, v in self.codes.items() if k not in ("OK", "RESOURCE_EXHAUSTED")},
-            "server_rss_mib": max(rss) / 2**20, "server_rss_end_mib": rss[-1] / 2**20,
+            "server_rss_mib": max(rss) / 2**20,
+            "server_rss_end_mib": rss[-1] / 2**20,
             "server_cpu": (sum(cpu_after[:2]) - sum(cpu_before[:2])) / wall,
             "client_cpu": (sum(own_after[:2]) - sum(own_before[:2])) / wall,
         }

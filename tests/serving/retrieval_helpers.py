@@ -1,15 +1,24 @@
 """A retrieval SavedModel over the serving tests' synthetic catalog (serving_helpers.make_catalog): the
 tiny `TwoTowerRetrieval` trained for a few steps on synthetic clicks (each shopper clicks the listings of
 one category), exported with a hash-table transform in front, its index filled from the catalog."""
+
 import shutil
 from pathlib import Path
 
 import numpy as np
+from serving_helpers import (
+    CATEGORIES,
+    MERCHANTS,
+    NUM_PATCHES,
+    PATCH_DIM,
+    RAW_FEATURE_SPEC,
+    TEXT_DIM,
+    TEXT_TOKENS,
+    RawToModelInputs,
+    catalog_columns,
+)
 
 from camenn.model import features as F
-
-from serving_helpers import (CATEGORIES, MERCHANTS, NUM_PATCHES, PATCH_DIM, RAW_FEATURE_SPEC, TEXT_DIM, TEXT_TOKENS,
-                             RawToModelInputs, catalog_columns)
 
 SHOPPERS = [f"shopper_{i}" for i in range(8)]
 
@@ -29,8 +38,13 @@ def synthetic_clicks(items, count=400, seed=0):
 
 
 def vocabularies(items):
-    return {F.SHOPPER_ID: list(SHOPPERS), F.ITEM_ID: [item[F.ITEM_ID] for item in items], F.MERCHANT_ID: list(MERCHANTS),
-            F.CATEGORY: list(CATEGORIES), F.COARSE_CATEGORY: sorted({item[F.COARSE_CATEGORY] for item in items})}
+    return {
+        F.SHOPPER_ID: list(SHOPPERS),
+        F.ITEM_ID: [item[F.ITEM_ID] for item in items],
+        F.MERCHANT_ID: list(MERCHANTS),
+        F.CATEGORY: list(CATEGORIES),
+        F.COARSE_CATEGORY: sorted({item[F.COARSE_CATEGORY] for item in items}),
+    }
 
 
 def export_retrieval(directory, items, epochs=3, seed=0, top_k=10):
@@ -55,19 +69,36 @@ def export_retrieval(directory, items, epochs=3, seed=0, top_k=10):
     columns[F.PATCH_EMBEDDINGS] = [item[F.PATCH_EMBEDDINGS] for _, _, item in clicks]
     counts = np.bincount(columns[F.ITEM_ID], minlength=len(items) + 1).astype(np.float32)
     columns[SAMPLING_PROBABILITY] = counts[columns[F.ITEM_ID]] / len(clicks)
-    data = {k: np.asarray(v, np.float32 if k in (F.PRICE, SAMPLING_PROBABILITY, F.TEXT_EMBEDDINGS,
-                                                 F.PATCH_EMBEDDINGS) else np.int64) for k, v in columns.items()}
+    data = {
+        k: np.asarray(
+            v, np.float32 if k in (F.PRICE, SAMPLING_PROBABILITY, F.TEXT_EMBEDDINGS, F.PATCH_EMBEDDINGS) else np.int64
+        )
+        for k, v in columns.items()
+    }
     tf_keras.utils.set_random_seed(seed)
     model = TwoTowerRetrieval.from_preset(
-        "retrieval_tiny", vocabulary_sizes={name: len(values) + 1 for name, values in vocab.items()},
-        num_text_tokens=TEXT_TOKENS, text_dim=TEXT_DIM, num_patches=NUM_PATCHES, patch_dim=PATCH_DIM)
+        "retrieval_tiny",
+        vocabulary_sizes={name: len(values) + 1 for name, values in vocab.items()},
+        num_text_tokens=TEXT_TOKENS,
+        text_dim=TEXT_DIM,
+        num_patches=NUM_PATCHES,
+        patch_dim=PATCH_DIM,
+    )
     model.compile()
-    history = model.fit(tf.data.Dataset.from_tensor_slices(data).shuffle(len(clicks), seed=seed).batch(32),
-                        epochs=epochs, verbose=0)
+    history = model.fit(
+        tf.data.Dataset.from_tensor_slices(data).shuffle(len(clicks), seed=seed).batch(32), epochs=epochs, verbose=0
+    )
     empty = Path(str(directory) + ".empty-index")
-    export_retrieval_model(model, str(empty), transform=lookup, transform_trackables=[lookup],
-                           raw_feature_spec=RAW_FEATURE_SPEC, known_shoppers=len(SHOPPERS),
-                           item_click_counts=counts, top_k=top_k)
+    export_retrieval_model(
+        model,
+        str(empty),
+        transform=lookup,
+        transform_trackables=[lookup],
+        raw_feature_spec=RAW_FEATURE_SPEC,
+        known_shoppers=len(SHOPPERS),
+        item_click_counts=counts,
+        top_k=top_k,
+    )
     write_index(str(empty), catalog_columns(items), str(directory))
     shutil.rmtree(empty)
     return Path(directory), model, history.history["loss"]

@@ -13,6 +13,7 @@ embedding. It loads in a second, for tests of mechanics that load many versions.
 
 (A module of its own, not conftest.py: `import conftest` is ambiguous across test folders.)
 """
+
 import os
 import subprocess
 import sys
@@ -49,15 +50,25 @@ class ToyCameNN(tf.Module):
         item_ids = [item[F.ITEM_ID] for item in items]
         self.item_index = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(item_ids), tf.range(1, len(items) + 1, dtype=tf.int64)),
-            default_value=0)
+            default_value=0,
+        )
         self.item_bias = tf.Variable(np.linspace(-1, 1, len(items) + 1).astype(np.float32))
         self.cvr_bias = tf.Variable(float(cvr_bias))
-        columns = {"text": np.stack([i[F.TEXT_EMBEDDINGS].reshape(TEXT_TOKENS, TEXT_DIM).mean(0) for i in items]),
-                   "image": np.stack([i[F.PATCH_EMBEDDINGS].reshape(NUM_PATCHES, PATCH_DIM).mean(0) for i in items]),
-                   **{name: np.array([i[name] for i in items], dtype=object if dtype == tf.string else np.float32)
-                      for name, dtype in DISPLAY_COLUMNS.items()}}
-        self.table = ListingTable({"text": (tf.float32, (TEXT_DIM,)), "image": (tf.float32, (PATCH_DIM,)),
-                                   **{name: (dtype, ()) for name, dtype in DISPLAY_COLUMNS.items()}})
+        columns = {
+            "text": np.stack([i[F.TEXT_EMBEDDINGS].reshape(TEXT_TOKENS, TEXT_DIM).mean(0) for i in items]),
+            "image": np.stack([i[F.PATCH_EMBEDDINGS].reshape(NUM_PATCHES, PATCH_DIM).mean(0) for i in items]),
+            **{
+                name: np.array([i[name] for i in items], dtype=object if dtype == tf.string else np.float32)
+                for name, dtype in DISPLAY_COLUMNS.items()
+            },
+        }
+        self.table = ListingTable(
+            {
+                "text": (tf.float32, (TEXT_DIM,)),
+                "image": (tf.float32, (PATCH_DIM,)),
+                **{name: (dtype, ()) for name, dtype in DISPLAY_COLUMNS.items()},
+            }
+        )
         ids, fingerprints, columns = sorted_table(item_ids, columns)
         self.table.item_ids.assign(ids.astype(bytes))
         self.table.fingerprints.assign(fingerprints)
@@ -66,26 +77,38 @@ class ToyCameNN(tf.Module):
 
     def _scores(self, item_ids, text, image, price, shopper_ids, hour, distance):
         agreement = tf.reduce_sum(tf.math.l2_normalize(text, -1) * tf.math.l2_normalize(image, -1), -1)
-        context = (0.1 * tf.cast(hour, tf.float32) / 23.0 - 0.2 * distance - 0.01 * price
-                   + tf.cast(tf.strings.length(shopper_ids) % 3, tf.float32) * 0.1)
+        context = (
+            0.1 * tf.cast(hour, tf.float32) / 23.0
+            - 0.2 * distance
+            - 0.01 * price
+            + tf.cast(tf.strings.length(shopper_ids) % 3, tf.float32) * 0.1
+        )
         bias = tf.gather(self.item_bias, self.item_index.lookup(item_ids))
-        return {F.CVR: tf.sigmoid(self.cvr_bias + bias + context + agreement), F.ITA: tf.sigmoid(4.0 * agreement),
-                F.TIA: tf.sigmoid(4.0 * agreement - 0.5)}
+        return {
+            F.CVR: tf.sigmoid(self.cvr_bias + bias + context + agreement),
+            F.ITA: tf.sigmoid(4.0 * agreement),
+            F.TIA: tf.sigmoid(4.0 * agreement - 0.5),
+        }
 
     def _from_raw(self, raw):
         text = tf.reduce_mean(tf.reshape(raw[F.TEXT_EMBEDDINGS], [-1, TEXT_TOKENS, TEXT_DIM]), 1)
         image = tf.reduce_mean(tf.reshape(raw[F.PATCH_EMBEDDINGS], [-1, NUM_PATCHES, PATCH_DIM]), 1)
-        return self._scores(raw[F.ITEM_ID], text, image, raw[F.PRICE], raw[F.SHOPPER_ID], raw[F.HOUR],
-                            raw[F.DISTANCE_KM])
+        return self._scores(
+            raw[F.ITEM_ID], text, image, raw[F.PRICE], raw[F.SHOPPER_ID], raw[F.HOUR], raw[F.DISTANCE_KM]
+        )
 
-    @tf.function(input_signature=[{
-        **{name: tf.TensorSpec([None], tf.string, name=name) for name in F.ID_FEATURES},
-        F.PRICE: tf.TensorSpec([None], tf.float32, name=F.PRICE),
-        F.DISTANCE_KM: tf.TensorSpec([None], tf.float32, name=F.DISTANCE_KM),
-        F.HOUR: tf.TensorSpec([None], tf.int64, name=F.HOUR),
-        F.TEXT_EMBEDDINGS: tf.TensorSpec([None, TEXT_TOKENS * TEXT_DIM], tf.float32, name=F.TEXT_EMBEDDINGS),
-        F.PATCH_EMBEDDINGS: tf.TensorSpec([None, NUM_PATCHES * PATCH_DIM], tf.float32, name=F.PATCH_EMBEDDINGS),
-    }])
+    @tf.function(
+        input_signature=[
+            {
+                **{name: tf.TensorSpec([None], tf.string, name=name) for name in F.ID_FEATURES},
+                F.PRICE: tf.TensorSpec([None], tf.float32, name=F.PRICE),
+                F.DISTANCE_KM: tf.TensorSpec([None], tf.float32, name=F.DISTANCE_KM),
+                F.HOUR: tf.TensorSpec([None], tf.int64, name=F.HOUR),
+                F.TEXT_EMBEDDINGS: tf.TensorSpec([None, TEXT_TOKENS * TEXT_DIM], tf.float32, name=F.TEXT_EMBEDDINGS),
+                F.PATCH_EMBEDDINGS: tf.TensorSpec([None, NUM_PATCHES * PATCH_DIM], tf.float32, name=F.PATCH_EMBEDDINGS),
+            }
+        ]
+    )
     def dense(self, raw):
         return self._from_raw(raw)
 
@@ -93,16 +116,27 @@ class ToyCameNN(tf.Module):
     def serve_examples(self, examples):
         return self._from_raw(tf.io.parse_example(examples, RAW_FEATURE_SPEC))
 
-    @tf.function(input_signature=[{
-        F.ITEM_ID: tf.TensorSpec([None], tf.string, name=F.ITEM_ID),
-        F.SHOPPER_ID: tf.TensorSpec([None], tf.string, name=F.SHOPPER_ID),
-        F.HOUR: tf.TensorSpec([None], tf.int64, name=F.HOUR),
-        F.DISTANCE_KM: tf.TensorSpec([None], tf.float32, name=F.DISTANCE_KM),
-    }])
+    @tf.function(
+        input_signature=[
+            {
+                F.ITEM_ID: tf.TensorSpec([None], tf.string, name=F.ITEM_ID),
+                F.SHOPPER_ID: tf.TensorSpec([None], tf.string, name=F.SHOPPER_ID),
+                F.HOUR: tf.TensorSpec([None], tf.int64, name=F.HOUR),
+                F.DISTANCE_KM: tf.TensorSpec([None], tf.float32, name=F.DISTANCE_KM),
+            }
+        ]
+    )
     def rank(self, request):
         listing = self.table.gather(self.table.rows(request[F.ITEM_ID]), ["text", "image", F.PRICE])
-        return self._scores(request[F.ITEM_ID], listing["text"], listing["image"], listing[F.PRICE],
-                            request[F.SHOPPER_ID], request[F.HOUR], request[F.DISTANCE_KM])
+        return self._scores(
+            request[F.ITEM_ID],
+            listing["text"],
+            listing["image"],
+            listing[F.PRICE],
+            request[F.SHOPPER_ID],
+            request[F.HOUR],
+            request[F.DISTANCE_KM],
+        )
 
     @tf.function(input_signature=[{F.ITEM_ID: tf.TensorSpec([None], tf.string, name=F.ITEM_ID)}])
     def listings(self, request):
@@ -112,9 +146,12 @@ class ToyCameNN(tf.Module):
 def export_toy_model(directory, items, cvr_bias=0.0):
     """Writes a toy SavedModel to `directory` (a version folder) and returns it."""
     module = ToyCameNN(items, cvr_bias)
-    signatures = {"serving_default": module.serve_examples.get_concrete_function(),
-                  "dense": module.dense.get_concrete_function(), "rank": module.rank.get_concrete_function(),
-                  "listings": module.listings.get_concrete_function()}
+    signatures = {
+        "serving_default": module.serve_examples.get_concrete_function(),
+        "dense": module.dense.get_concrete_function(),
+        "rank": module.rank.get_concrete_function(),
+        "listings": module.listings.get_concrete_function(),
+    }
     tf.saved_model.save(module, str(directory), signatures=signatures)
     return Path(directory)
 
@@ -143,13 +180,19 @@ def make_catalog(num_items=36, seed=3):
         text = table[shown][None, :] + rng.normal(scale=0.3, size=(TEXT_TOKENS, TEXT_DIM))
         patches = table[category][None, :] + rng.normal(scale=0.3, size=(NUM_PATCHES, PATCH_DIM))
         item_id = f"item_{i:03d}"
-        items.append({
-            F.ITEM_ID: item_id, F.MERCHANT_ID: MERCHANTS[i % len(MERCHANTS)],
-            F.CATEGORY: CATEGORIES[category], F.COARSE_CATEGORY: CATEGORIES[category][:3],
-            F.MERCHANT_SIZE: MERCHANTS[i % len(MERCHANTS)][2:], F.PRICE: float(10 + i % 7),
-            F.TITLE: f"{CATEGORIES[shown].title()} no. {i}",
-            F.TEXT_EMBEDDINGS: text.astype(np.float32).ravel(), F.PATCH_EMBEDDINGS: patches.astype(np.float32).ravel(),
-        })
+        items.append(
+            {
+                F.ITEM_ID: item_id,
+                F.MERCHANT_ID: MERCHANTS[i % len(MERCHANTS)],
+                F.CATEGORY: CATEGORIES[category],
+                F.COARSE_CATEGORY: CATEGORIES[category][:3],
+                F.MERCHANT_SIZE: MERCHANTS[i % len(MERCHANTS)][2:],
+                F.PRICE: float(10 + i % 7),
+                F.TITLE: f"{CATEGORIES[shown].title()} no. {i}",
+                F.TEXT_EMBEDDINGS: text.astype(np.float32).ravel(),
+                F.PATCH_EMBEDDINGS: patches.astype(np.float32).ravel(),
+            }
+        )
         truth[item_id] = "inaccurate_text" if inaccurate else "ok"
     return items, truth
 
@@ -158,14 +201,24 @@ def item_example(item, **event):
     """A raw tf.Example as `camenn preprocess` writes it: the item's features (and title), plus event
     features when given (events carry no title)."""
     feature = {
-        F.ITEM_ID: _bytes([item[F.ITEM_ID]]), F.MERCHANT_ID: _bytes([item[F.MERCHANT_ID]]),
-        F.CATEGORY: _bytes([item[F.CATEGORY]]), F.COARSE_CATEGORY: _bytes([item[F.COARSE_CATEGORY]]),
-        F.MERCHANT_SIZE: _bytes([item[F.MERCHANT_SIZE]]), F.PRICE: _floats([item[F.PRICE]]),
-        F.TEXT_EMBEDDINGS: _floats(item[F.TEXT_EMBEDDINGS]), F.PATCH_EMBEDDINGS: _floats(item[F.PATCH_EMBEDDINGS]),
+        F.ITEM_ID: _bytes([item[F.ITEM_ID]]),
+        F.MERCHANT_ID: _bytes([item[F.MERCHANT_ID]]),
+        F.CATEGORY: _bytes([item[F.CATEGORY]]),
+        F.COARSE_CATEGORY: _bytes([item[F.COARSE_CATEGORY]]),
+        F.MERCHANT_SIZE: _bytes([item[F.MERCHANT_SIZE]]),
+        F.PRICE: _floats([item[F.PRICE]]),
+        F.TEXT_EMBEDDINGS: _floats(item[F.TEXT_EMBEDDINGS]),
+        F.PATCH_EMBEDDINGS: _floats(item[F.PATCH_EMBEDDINGS]),
     }
     if event:
-        feature.update({F.SHOPPER_ID: _bytes([event["shopper_id"]]), F.HOUR: _ints([event["hour"]]),
-                        F.DISTANCE_KM: _floats([event["distance_km"]]), F.LABEL: _ints([event.get("converted", 0)])})
+        feature.update(
+            {
+                F.SHOPPER_ID: _bytes([event["shopper_id"]]),
+                F.HOUR: _ints([event["hour"]]),
+                F.DISTANCE_KM: _floats([event["distance_km"]]),
+                F.LABEL: _ints([event.get("converted", 0)]),
+            }
+        )
     else:
         feature[F.TITLE] = _bytes([item[F.TITLE]])
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
@@ -173,8 +226,10 @@ def item_example(item, **event):
 
 def event_examples(items, count=8):
     """Raw event tf.Examples (as OUT/examples/eval holds) for warmup requests."""
-    return [item_example(items[i % len(items)], shopper_id=f"shopper_{i}", hour=(8 + i) % 24, distance_km=0.5 + i)
-            for i in range(count)]
+    return [
+        item_example(items[i % len(items)], shopper_id=f"shopper_{i}", hour=(8 + i) % 24, distance_km=0.5 + i)
+        for i in range(count)
+    ]
 
 
 class RawToModelInputs(tf.Module):
@@ -184,9 +239,12 @@ class RawToModelInputs(tf.Module):
     def __init__(self, vocabularies):
         super().__init__()
         self.tables = {
-            name: tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
-                tf.constant(values), tf.range(len(values), dtype=tf.int64)), default_value=len(values))
-            for name, values in vocabularies.items()}
+            name: tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(tf.constant(values), tf.range(len(values), dtype=tf.int64)),
+                default_value=len(values),
+            )
+            for name, values in vocabularies.items()
+        }
 
     def __call__(self, raw):
         return {**raw, **{name: table.lookup(raw[name]) for name, table in self.tables.items() if name in raw}}
@@ -204,9 +262,13 @@ RAW_FEATURE_SPEC = {
 
 def catalog_columns(items):
     """The catalog as `camenn.serving.listings.read_listing_features` returns it: one array per feature."""
-    return {name: np.array([item[name].encode() if isinstance(item[name], str) else item[name] for item in items],
-                           dtype=object if isinstance(items[0][name], str) else None)
-            for name in items[0]}
+    return {
+        name: np.array(
+            [item[name].encode() if isinstance(item[name], str) else item[name] for item in items],
+            dtype=object if isinstance(items[0][name], str) else None,
+        )
+        for name in items[0]
+    }
 
 
 def export_camenn_model(directory, items, seed=0):
@@ -215,6 +277,7 @@ def export_camenn_model(directory, items, seed=0):
     import shutil
 
     import keras
+
     from camenn.model.camenn import CameNNMultiTask
     from camenn.model.camenn.export import export_saved_model
     from camenn.serving.listings import write_listing_table
@@ -228,12 +291,18 @@ def export_camenn_model(directory, items, seed=0):
     }
     keras.utils.set_random_seed(seed)
     model = CameNNMultiTask.from_preset(
-        "camenn_tiny", vocabulary_sizes={name: len(values) + 1 for name, values in vocabularies.items()},
-        num_text_tokens=TEXT_TOKENS, text_dim=TEXT_DIM, num_patches=NUM_PATCHES, patch_dim=PATCH_DIM)
+        "camenn_tiny",
+        vocabulary_sizes={name: len(values) + 1 for name, values in vocabularies.items()},
+        num_text_tokens=TEXT_TOKENS,
+        text_dim=TEXT_DIM,
+        num_patches=NUM_PATCHES,
+        patch_dim=PATCH_DIM,
+    )
     lookup = RawToModelInputs(vocabularies)
     empty = Path(str(directory) + ".empty-table")
-    export_saved_model(model, str(empty), transform=lookup, raw_feature_spec=RAW_FEATURE_SPEC,
-                       transform_trackables=[lookup])
+    export_saved_model(
+        model, str(empty), transform=lookup, raw_feature_spec=RAW_FEATURE_SPEC, transform_trackables=[lookup]
+    )
     write_listing_table(str(empty), catalog_columns(items), str(directory))
     shutil.rmtree(empty)
     return Path(directory)
@@ -242,8 +311,14 @@ def export_camenn_model(directory, items, seed=0):
 def start_server_process(args, env=None, timeout=120):
     """`python -m camenn.serving.server ARGS` with keras & co. unimportable; returns (process, port) once it serves."""
     command = [sys.executable, str(WITHOUT_KERAS), "-m", "camenn.serving.server", "--port", "0", *args]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+    )
     deadline = time.monotonic() + timeout
     lines = []
     for line in process.stdout:
@@ -259,8 +334,10 @@ def start_server_process(args, env=None, timeout=120):
 def dense_inputs(items, n=5, shopper="shopper_1"):
     """The `dense` signature's inputs for the first n catalog items, as numpy arrays."""
     rows = [items[i % len(items)] for i in range(n)]
-    arrays = {name: np.array([r[name].encode() for r in rows], dtype=object)
-              for name in (F.ITEM_ID, F.MERCHANT_ID, F.CATEGORY, F.COARSE_CATEGORY)}
+    arrays = {
+        name: np.array([r[name].encode() for r in rows], dtype=object)
+        for name in (F.ITEM_ID, F.MERCHANT_ID, F.CATEGORY, F.COARSE_CATEGORY)
+    }
     arrays[F.SHOPPER_ID] = np.array([shopper.encode()] * n, dtype=object)
     arrays[F.PRICE] = np.array([r[F.PRICE] for r in rows], np.float32)
     arrays[F.DISTANCE_KM] = np.linspace(0.5, 3.0, n).astype(np.float32)
@@ -295,8 +372,7 @@ class Stubs:
         import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}",
-                                             options=[("grpc.max_send_message_length", 256 << 20)])
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 256 << 20)])
         self.predict = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.model = model_service_pb2_grpc.ModelServiceStub(self.channel)
 

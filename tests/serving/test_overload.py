@@ -2,12 +2,12 @@
 with RESOURCE_EXHAUSTED and nothing else, keeps admitted latency near the unloaded one and its memory
 flat, and goes on answering. (bench/serving_load.py ramps 1 to 64 clients and records the figures.)
 """
+
 import psutil
-
-from camenn.serving import defaults
-
 from load_clients import Step
 from serving_helpers import dense_inputs, predict_request, start_server_process
+
+from camenn.serving import defaults
 
 OVERLOAD_CLIENTS = min(128, 8 * defaults.usable_cpus())
 

@@ -3,6 +3,7 @@
 Versions are pushed the way TFX's Pusher writes them (tfx.utils.io_utils: every file but saved_model.pb,
 then saved_model.pb last, straight into `<base>/<version>/`), over real gRPC on 127.0.0.1.
 """
+
 import logging
 import os
 import shutil
@@ -12,14 +13,11 @@ import time
 from pathlib import Path
 
 import grpc
-import pytest
+from serving_helpers import Stubs, dense_inputs, export_toy_model, predict_request, start_server_process
 from tensorflow_serving.apis import get_model_status_pb2
 
-from camenn.model import features as F
-from camenn.serving.servables import ModelConfig, SETTLE_SECONDS
+from camenn.serving.servables import SETTLE_SECONDS, ModelConfig
 from camenn.serving.server import ModelServer
-
-from serving_helpers import Stubs, dense_inputs, export_toy_model, predict_request, start_server_process
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 POLL_SECONDS = 0.5
@@ -109,8 +107,12 @@ def test_good_and_broken_pushes_under_load_fail_no_request(tmp_path, toy_v1, cat
     v2 = export_toy_model(tmp_path / "v2", items, cvr_bias=2.0)
     request = predict_request(dense_inputs(items, n=8))
     caplog.set_level(logging.INFO, logger="camenn.serving.servables")
-    with ModelServer([ModelConfig("camenn", str(base))], port=0, poll_seconds=POLL_SECONDS,
-                     max_concurrent_requests=4 * CLIENTS) as server, Clients(server.port, request, CLIENTS) as clients:
+    with (
+        ModelServer(
+            [ModelConfig("camenn", str(base))], port=0, poll_seconds=POLL_SECONDS, max_concurrent_requests=4 * CLIENTS
+        ) as server,
+        Clients(server.port, request, CLIENTS) as clients,
+    ):
         stubs = Stubs(server.port)
         time.sleep(1.0)
         pushed = time.monotonic()
@@ -129,9 +131,11 @@ def test_good_and_broken_pushes_under_load_fail_no_request(tmp_path, toy_v1, cat
 
     answers = [a for per_client in clients.answers for a in per_client]
     failed = [v for _, v in answers if not isinstance(v, int)]
-    print(f"\nredeploys under {CLIENTS} clients: {len(answers)} requests, {len(failed)} failed; version 2 pushed in "
-          f"{done - pushed:.2f} s, first answered {answered:.2f} s after the push (poll {POLL_SECONDS} s, settle "
-          f"{SETTLE_SECONDS} s, load and warm-up {load_seconds:.2f} s)")
+    print(
+        f"\nredeploys under {CLIENTS} clients: {len(answers)} requests, {len(failed)} failed; version 2 pushed in "
+        f"{done - pushed:.2f} s, first answered {answered:.2f} s after the push (poll {POLL_SECONDS} s, settle "
+        f"{SETTLE_SECONDS} s, load and warm-up {load_seconds:.2f} s)"
+    )
     assert not failed, failed[:5]
     assert answered <= POLL_SECONDS + SETTLE_SECONDS + load_seconds + 1.0, answered
     for per_client in clients.answers:

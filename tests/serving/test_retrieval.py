@@ -1,5 +1,6 @@
 """The retrieval SavedModel (TFRS towers exported on core TF ops, its index filled from the catalog) and
 `camenn recommend` over a server that serves it beside the ranker."""
+
 import json
 import shutil
 import subprocess
@@ -8,11 +9,10 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from camenn.model import features as F
-
 from retrieval_helpers import SHOPPERS, export_retrieval
 from serving_helpers import CATEGORIES, WITHOUT_KERAS, catalog_columns
+
+from camenn.model import features as F
 
 LOAD_AND_RETRIEVE = """
 import json, sys
@@ -44,8 +44,12 @@ def retrieval_export(tmp_path_factory, catalog):
 
 def test_the_saved_model_loads_and_answers_without_tf_keras_or_tfrs(retrieval_export):
     directory, _, _ = retrieval_export
-    result = subprocess.run([sys.executable, str(WITHOUT_KERAS), "-c", LOAD_AND_RETRIEVE, str(directory)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(WITHOUT_KERAS), "-c", LOAD_AND_RETRIEVE, str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["loaded"] == [] and out["refused"]
@@ -62,8 +66,9 @@ def test_training_lowers_the_loss_and_learns_a_shoppers_taste(retrieval_export, 
     assert losses[-1] < losses[0]
     model = tf.saved_model.load(str(directory))
     # shopper_i clicks only category i % 4 (retrieval_helpers.synthetic_clicks).
-    out = model.signatures["serving_default"](shopper_id=tf.constant([s.encode() for s in SHOPPERS]),
-                                              hour=tf.constant([12] * len(SHOPPERS), tf.int64))
+    out = model.signatures["serving_default"](
+        shopper_id=tf.constant([s.encode() for s in SHOPPERS]), hour=tf.constant([12] * len(SHOPPERS), tf.int64)
+    )
     for s, categories in enumerate(out[F.CATEGORY].numpy()):
         top = [c.decode() for c in categories[:5]]
         assert top.count(CATEGORIES[s % len(CATEGORIES)]) >= 4, (s, top)
@@ -110,6 +115,7 @@ def test_a_new_listing_is_indexed_from_its_content_without_clicks(retrieval_expo
 
 
 # --- camenn recommend: retrieval and ranking through one server.
+
 
 @pytest.fixture(scope="module")
 def served_both(tmp_path_factory, model_v1, retrieval_export, catalog):

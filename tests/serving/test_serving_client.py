@@ -1,17 +1,17 @@
 """`camenn rank` and `camenn audit` (and their Python APIs): ranking by item id against a real server,
 unknown ids named while the rest is ranked, and the audit report."""
+
 import argparse
 import csv
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from serving_helpers import MERCHANTS, dense_inputs, predict_request
 
 from camenn.model import features as F
 from camenn.serving import audit, cli
 from camenn.serving.client import RankingClient, UnknownItemsError
-
-from serving_helpers import MERCHANTS, dense_inputs, predict_request
 
 
 def run_verb(*argv):
@@ -45,8 +45,17 @@ def test_rank_by_item_id_gives_the_full_models_scores_ranked_by_cvr(served, cata
 
 def test_rank_verb_prints_the_ranking_with_titles(served, catalog, capsys):
     server, _ = served
-    code = run_verb("rank", "--user", "shopper_1", "--items", "item_000,item_005,item_010", "--hour", "9",
-                    "--port", str(server.port))
+    code = run_verb(
+        "rank",
+        "--user",
+        "shopper_1",
+        "--items",
+        "item_000,item_005,item_010",
+        "--hour",
+        "9",
+        "--port",
+        str(server.port),
+    )
     out = capsys.readouterr().out
     assert code == 0
     lines = [line.split() for line in out.strip().splitlines()[1:]]
@@ -58,8 +67,9 @@ def test_rank_verb_prints_the_ranking_with_titles(served, catalog, capsys):
 
 def test_unknown_items_are_named_and_the_rest_is_ranked(served, capsys):
     server, _ = served
-    code = run_verb("rank", "--user", "u", "--items", "item_000,no_such_item,item_004,gone_too",
-                    "--port", str(server.port))
+    code = run_verb(
+        "rank", "--user", "u", "--items", "item_000,no_such_item,item_004,gone_too", "--port", str(server.port)
+    )
     captured = capsys.readouterr()
     assert code == 0 and "Traceback" not in captured.err
     assert "not ranked, unknown to the served model version: no_such_item, gone_too" in captured.out
@@ -95,8 +105,17 @@ def report(tmp_path, catalog):
 
 def test_audit_verb_reports_a_merchants_listings_worst_first(report, tmp_path, catalog, capsys):
     output = tmp_path / "audit.csv"
-    code = run_verb("audit", "--merchant", MERCHANTS[2], "--output", str(output), "--threshold", "0.5",
-                    "--pipeline-root", str(tmp_path))
+    code = run_verb(
+        "audit",
+        "--merchant",
+        MERCHANTS[2],
+        "--output",
+        str(output),
+        "--threshold",
+        "0.5",
+        "--pipeline-root",
+        str(tmp_path),
+    )
     out = capsys.readouterr().out
     assert code == 0 and str(output) in out and str(report) in out
     with output.open() as f:
@@ -121,8 +140,9 @@ def test_audit_against_the_truth(report, tmp_path, catalog, capsys):
     truth_csv = tmp_path / "truth.csv"
     truth_csv.write_text("item_id,quality,detail\n" + "".join(f"{k},{v},\n" for k, v in truth.items()))
     assert audit.read_truth(truth_csv) == truth
-    code = run_verb("audit", "--all", "--truth", str(truth_csv), "--output", str(tmp_path / "all.csv"),
-                    "--report", str(report))
+    code = run_verb(
+        "audit", "--all", "--truth", str(truth_csv), "--output", str(tmp_path / "all.csv"), "--report", str(report)
+    )
     out = capsys.readouterr().out
     assert code == 0 and "auc 1.000" in out and f"inaccurate {int(result['inaccurate'])}" in out
 

@@ -1,6 +1,7 @@
 """The listing table of a served version: what it holds equals a fresh encoding of the catalog, and
 `camenn listings add` adds new and edited listings as the next version, without retraining and without
 Keras, which a running server then serves."""
+
 import argparse
 import shutil
 import subprocess
@@ -10,14 +11,13 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from serving_helpers import WITHOUT_KERAS, catalog_columns, item_example, make_catalog
 
 from camenn.model import features as F
 from camenn.serving import cli, listings
 from camenn.serving.client import RankingClient, UnknownItemsError
 from camenn.serving.servables import ModelConfig
 from camenn.serving.server import ModelServer
-
-from serving_helpers import WITHOUT_KERAS, catalog_columns, item_example, make_catalog
 
 
 def run_verb(*argv):
@@ -75,11 +75,17 @@ def test_listings_add_writes_the_next_version_which_a_running_server_serves(mode
 
 
 def test_listings_are_added_without_keras(model_base, new_listings):
-    code = ("import sys\nfrom camenn.serving import listings\n"
-            "version, counts = listings.add_listings(sys.argv[1], listings.read_listing_features(sys.argv[2]))\n"
-            "print('ADDED', counts)\n")
-    result = subprocess.run([sys.executable, str(WITHOUT_KERAS), "-c", code, str(model_base), str(new_listings)],
-                            capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys\nfrom camenn.serving import listings\n"
+        "version, counts = listings.add_listings(sys.argv[1], listings.read_listing_features(sys.argv[2]))\n"
+        "print('ADDED', counts)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(WITHOUT_KERAS), "-c", code, str(model_base), str(new_listings)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ADDED {'listings': 37, 'added': 1, 'replaced': 1}" in result.stdout
 

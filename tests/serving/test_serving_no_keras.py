@@ -1,15 +1,15 @@
 """The pushed SavedModel, and `camenn serve` over it, need only TensorFlow: no keras, keras_hub or
 tensorflow_text (what stock TensorFlow Serving, which has no Python at all, can load)."""
+
 import signal
 import subprocess
 import sys
 
 import numpy as np
 import tensorflow as tf
+from serving_helpers import WITHOUT_KERAS, Stubs, dense_inputs, item_example, predict_request, start_server_process
 
 from camenn.model import features as F
-
-from serving_helpers import WITHOUT_KERAS, Stubs, dense_inputs, item_example, predict_request, start_server_process
 
 LOAD_AND_CALL = """
 import sys
@@ -44,19 +44,24 @@ print("LOADED WITHOUT KERAS", {task: dense[task].numpy().round(3).tolist() for t
 def test_saved_model_and_every_signature_run_without_keras(tmp_path, model_v1, catalog):
     items, _ = catalog
     arrays = dense_inputs(items, n=3)
-    rows = [dict(shopper_id="shopper_1", hour=int(h), distance_km=float(d))
-            for h, d in zip(arrays[F.HOUR], arrays[F.DISTANCE_KM])]
+    rows = [
+        dict(shopper_id="shopper_1", hour=int(h), distance_km=float(d))
+        for h, d in zip(arrays[F.HOUR], arrays[F.DISTANCE_KM])
+    ]
     arrays["examples"] = np.array([item_example(items[i], **rows[i]) for i in range(3)], dtype=object)
     np.savez(tmp_path / "inputs.npz", **arrays)
-    result = subprocess.run([sys.executable, str(WITHOUT_KERAS), "-c", LOAD_AND_CALL, str(model_v1),
-                             str(tmp_path / "inputs.npz")], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(WITHOUT_KERAS), "-c", LOAD_AND_CALL, str(model_v1), str(tmp_path / "inputs.npz")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "LOADED WITHOUT KERAS" in result.stdout
 
 
 def test_server_process_serves_without_keras_and_stops_on_sigterm(model_base, catalog):
-    process, port, lines = start_server_process(["--model_base_path", str(model_base),
-                                                 "--grace_period_seconds", "5"])
+    process, port, lines = start_server_process(["--model_base_path", str(model_base), "--grace_period_seconds", "5"])
     try:
         stubs = Stubs(port)
         response = stubs.predict.Predict(predict_request(dense_inputs(catalog[0], n=5)), timeout=30)

@@ -1,4 +1,5 @@
 """`camenn serve` over a real socket: predictions, metadata, status, bad requests, limits, new versions."""
+
 import shutil
 import time
 
@@ -6,13 +7,12 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from serving_helpers import Stubs, dense_inputs, item_example, predict_request
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from camenn.model import features as F
 from camenn.serving.servables import ModelConfig, read_model_config_file
 from camenn.serving.server import ModelServer
-
-from serving_helpers import Stubs, dense_inputs, item_example, predict_request
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 
@@ -33,11 +33,14 @@ def test_predict_both_signatures_agree_and_lie_in_unit_interval(served, catalog)
         assert scores[task].shape == (7,) and scores[task].dtype == np.float32
         assert ((scores[task] >= 0) & (scores[task] <= 1)).all()
 
-    rows = [dict(shopper_id="shopper_1", hour=int(h), distance_km=float(d))
-            for h, d in zip(arrays[F.HOUR], arrays[F.DISTANCE_KM])]
+    rows = [
+        dict(shopper_id="shopper_1", hour=int(h), distance_km=float(d))
+        for h, d in zip(arrays[F.HOUR], arrays[F.DISTANCE_KM])
+    ]
     serialized = [item_example(items[i], **rows[i]) for i in range(7)]  # the same rows as tf.Examples
     examples = stubs.predict.Predict(
-        predict_request({"examples": np.array(serialized, dtype=object)}, signature=""), timeout=10)
+        predict_request({"examples": np.array(serialized, dtype=object)}, signature=""), timeout=10
+    )
     assert examples.model_spec.signature_name == "serving_default"
     for task in F.TASKS:
         np.testing.assert_allclose(outputs(examples)[task], scores[task], rtol=1e-5)
@@ -59,8 +62,13 @@ def test_metadata_and_status(served):
     response.metadata["signature_def"].Unpack(signature_defs)
     assert set(signature_defs.signature_def) == {"serving_default", "dense", "rank", "listings", "encode_listings"}
     dense = signature_defs.signature_def["dense"]
-    assert set(dense.inputs) == {*F.ID_FEATURES, *F.NUMERIC_FEATURES, *F.INTEGER_FEATURES, F.TEXT_EMBEDDINGS,
-                                 F.PATCH_EMBEDDINGS}
+    assert set(dense.inputs) == {
+        *F.ID_FEATURES,
+        *F.NUMERIC_FEATURES,
+        *F.INTEGER_FEATURES,
+        F.TEXT_EMBEDDINGS,
+        F.PATCH_EMBEDDINGS,
+    }
     assert set(dense.outputs) == set(F.TASKS)
     rank = signature_defs.signature_def["rank"]
     assert set(rank.inputs) == set(F.REQUEST_INPUTS) | {F.ITEM_ID} and set(rank.outputs) == set(F.TASKS)
@@ -81,36 +89,77 @@ BAD_REQUESTS = {
     # shapes and values in its graph; the server checks names, dtypes, declared shapes and batch sizes first.
     "unknown model": (lambda a: predict_request(a, model="nope"), grpc.StatusCode.NOT_FOUND, "no model named 'nope'"),
     "unknown version": (lambda a: predict_request(a, version=99), grpc.StatusCode.NOT_FOUND, "no version 99"),
-    "unknown signature": (lambda a: predict_request(a, signature="sideways"), grpc.StatusCode.NOT_FOUND,
-                          "no signature 'sideways'"),
-    "missing input": (lambda a: predict_request(_without(a, F.PRICE)), grpc.StatusCode.INVALID_ARGUMENT,
-                      "missing input(s) ['price']"),
-    "unknown input": (lambda a: predict_request({**a, "colour": np.array([b"red"] * 4, dtype=object)}),
-                      grpc.StatusCode.INVALID_ARGUMENT, "unknown input(s) ['colour']"),
-    "wrong dtype": (lambda a: predict_request({**a, F.PRICE: a[F.PRICE].astype(np.float64)}),
-                    grpc.StatusCode.INVALID_ARGUMENT, "'price' has dtype float64"),
-    "wrong shape": (lambda a: predict_request({**a, F.TEXT_EMBEDDINGS: a[F.TEXT_EMBEDDINGS][:, :5]}),
-                    grpc.StatusCode.INVALID_ARGUMENT, ("'text_embeddings'", "shape", "[4 5]")),
-    "unknown item ids": (lambda a: predict_request({**_request_side(a), F.ITEM_ID: np.array(
-        [b"item_001", b"no_such_item", b"item_002", b"nor_this"], dtype=object)}, signature="rank"),
-        grpc.StatusCode.INVALID_ARGUMENT, ("signature 'rank' refused the input",
-                                           "unknown item ids:] [no_such_item,nor_this]")),
-    "wrong rank": (lambda a: predict_request({**a, F.HOUR: a[F.HOUR][:, None]}),
-                   grpc.StatusCode.INVALID_ARGUMENT, ("'hour'", "shape", "[4 1]")),
-    "batch sizes disagree": (lambda a: predict_request({**a, F.PRICE: a[F.PRICE][:3]}),
-                             grpc.StatusCode.INVALID_ARGUMENT, "disagree on the batch size"),
-    "empty batch": (lambda a: predict_request({k: v[:0] for k, v in a.items()}), grpc.StatusCode.INVALID_ARGUMENT,
-                    "empty batch"),
-    "batch over the limit": (lambda a: predict_request({k: np.repeat(v, 17, axis=0) for k, v in a.items()}),
-                             grpc.StatusCode.INVALID_ARGUMENT, "over this server's limit of 64"),
-    "malformed tf.Example": (lambda a: predict_request({"examples": np.array([b"\x08garbage"], dtype=object)},
-                                                       signature="serving_default"),
-                             grpc.StatusCode.INVALID_ARGUMENT, ("signature 'serving_default' refused the input",
-                                                                "Could not parse example input")),
-    "value out of range": (lambda a: predict_request({**a, F.HOUR: a[F.HOUR] + 24}), grpc.StatusCode.INVALID_ARGUMENT,
-                           ("signature 'dense' refused the input", "'hour'")),
-    "unknown output": (lambda a: _with_filter(predict_request(a), "price"), grpc.StatusCode.INVALID_ARGUMENT,
-                       "unknown output(s) ['price']"),
+    "unknown signature": (
+        lambda a: predict_request(a, signature="sideways"),
+        grpc.StatusCode.NOT_FOUND,
+        "no signature 'sideways'",
+    ),
+    "missing input": (
+        lambda a: predict_request(_without(a, F.PRICE)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "missing input(s) ['price']",
+    ),
+    "unknown input": (
+        lambda a: predict_request({**a, "colour": np.array([b"red"] * 4, dtype=object)}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "unknown input(s) ['colour']",
+    ),
+    "wrong dtype": (
+        lambda a: predict_request({**a, F.PRICE: a[F.PRICE].astype(np.float64)}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "'price' has dtype float64",
+    ),
+    "wrong shape": (
+        lambda a: predict_request({**a, F.TEXT_EMBEDDINGS: a[F.TEXT_EMBEDDINGS][:, :5]}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ("'text_embeddings'", "shape", "[4 5]"),
+    ),
+    "unknown item ids": (
+        lambda a: predict_request(
+            {
+                **_request_side(a),
+                F.ITEM_ID: np.array([b"item_001", b"no_such_item", b"item_002", b"nor_this"], dtype=object),
+            },
+            signature="rank",
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ("signature 'rank' refused the input", "unknown item ids:] [no_such_item,nor_this]"),
+    ),
+    "wrong rank": (
+        lambda a: predict_request({**a, F.HOUR: a[F.HOUR][:, None]}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ("'hour'", "shape", "[4 1]"),
+    ),
+    "batch sizes disagree": (
+        lambda a: predict_request({**a, F.PRICE: a[F.PRICE][:3]}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "disagree on the batch size",
+    ),
+    "empty batch": (
+        lambda a: predict_request({k: v[:0] for k, v in a.items()}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "empty batch",
+    ),
+    "batch over the limit": (
+        lambda a: predict_request({k: np.repeat(v, 17, axis=0) for k, v in a.items()}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "over this server's limit of 64",
+    ),
+    "malformed tf.Example": (
+        lambda a: predict_request({"examples": np.array([b"\x08garbage"], dtype=object)}, signature="serving_default"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ("signature 'serving_default' refused the input", "Could not parse example input"),
+    ),
+    "value out of range": (
+        lambda a: predict_request({**a, F.HOUR: a[F.HOUR] + 24}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ("signature 'dense' refused the input", "'hour'"),
+    ),
+    "unknown output": (
+        lambda a: _with_filter(predict_request(a), "price"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "unknown output(s) ['price']",
+    ),
 }
 
 
@@ -136,8 +185,7 @@ def test_declared_shapes_are_checked_before_the_graph_runs(served_toy, catalog):
     _, stubs = served_toy  # its signature declares [None, 12] text tokens (CameNN's export checks in its graph)
     good = dense_inputs(catalog[0], n=4)
     with pytest.raises(grpc.RpcError) as caught:
-        stubs.predict.Predict(predict_request({**good, F.TEXT_EMBEDDINGS: good[F.TEXT_EMBEDDINGS][:, :5]}),
-                              timeout=10)
+        stubs.predict.Predict(predict_request({**good, F.TEXT_EMBEDDINGS: good[F.TEXT_EMBEDDINGS][:, :5]}), timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "input 'text_embeddings' has shape [4, 5]; signature 'dense' expects [None, 12]" in caught.value.details()
 
@@ -198,9 +246,9 @@ def test_model_config_file_serves_each_model_by_its_policy(tmp_path, toy_v1, pus
     config = tmp_path / "models.config"
     config.write_text(f"""
 model_config_list {{
-  config {{ name: "a" base_path: "{tmp_path / 'a'}" model_platform: "tensorflow"
+  config {{ name: "a" base_path: "{tmp_path / "a"}" model_platform: "tensorflow"
            model_version_policy {{ specific {{ versions: 1 }} }} }}
-  config {{ name: "b" base_path: "{tmp_path / 'b'}" model_platform: "tensorflow"
+  config {{ name: "b" base_path: "{tmp_path / "b"}" model_platform: "tensorflow"
            version_labels {{ key: "stable" value: 5 }} }}
 }}""")
     configs = read_model_config_file(str(config))
@@ -224,8 +272,14 @@ def test_bad_model_config_file_is_refused_with_its_reason(tmp_path):
 
 def test_limits_answer_resource_exhausted(toy_base, catalog):
     items, _ = catalog
-    with ModelServer([ModelConfig("camenn", str(toy_base))], port=0, poll_seconds=0, max_message_bytes=64 << 10,
-                     max_concurrent_requests=1, grpc_max_threads=4) as server:
+    with ModelServer(
+        [ModelConfig("camenn", str(toy_base))],
+        port=0,
+        poll_seconds=0,
+        max_message_bytes=64 << 10,
+        max_concurrent_requests=1,
+        grpc_max_threads=4,
+    ) as server:
         stubs = Stubs(server.port)
         too_big = predict_request(dense_inputs(items, n=60, shopper="s" * 2000))
         assert too_big.ByteSize() > 64 << 10

@@ -7,6 +7,7 @@ has only TensorFlow (the situation of stock TensorFlow Serving, which has no Pyt
 An import of a blocked module raises ModuleNotFoundError (TensorFlow's own optional import of keras at
 start-up catches it). On exit the process fails if any blocked module got into sys.modules.
 """
+
 import atexit
 import importlib.abc
 import importlib.machinery

@@ -5,6 +5,7 @@ Such a model ranks nothing (every AUC 0.5) and is not calibrated (log loss ln 2 
 rate alone gives ~0.55), so the Evaluator must refuse to bless it and the Pusher must not push it. It is
 built, sized and exported by the pipeline's own Trainer code (camenn.tfx_pipeline.trainer).
 """
+
 import numpy as np
 import tensorflow_transform as tft
 

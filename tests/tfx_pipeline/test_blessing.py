@@ -1,6 +1,7 @@
 """The Evaluator's CVR gate (tfx_pipeline/evaluation.py) through TFMA itself, at two conversion rates: a
 model is blessed only when its log loss beats predicting the training rate on the same rows and its
 normalized entropy is below the bound, whatever the rate; a fixed log-loss bound could not say it."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -44,14 +45,19 @@ def model_dir(tmp_path_factory):
 def _blessed(model_dir, tmp_path, rate, predictions, labels):
     import tensorflow_model_analysis as tfma
 
-    config = configs.from_profile("small", model_options='{"task_names": ["cvr"]}', bless_against_last=False,
-                                 slice_features=())
+    config = configs.from_profile(
+        "small", model_options='{"task_names": ["cvr"]}', bless_against_last=False, slice_features=()
+    )
     eval_config = evaluation.eval_config(config)
     data = tmp_path / f"rows_{rate}_{len(list(tmp_path.iterdir()))}.tfrecord"
     _rows(data, rate, predictions, labels)
     output = tmp_path / f"{data.stem}_evaluation"
-    tfma.run_model_analysis(eval_shared_model=tfma.default_eval_shared_model(str(model_dir), eval_config=eval_config),
-                            eval_config=eval_config, data_location=str(data), output_path=str(output))
+    tfma.run_model_analysis(
+        eval_shared_model=tfma.default_eval_shared_model(str(model_dir), eval_config=eval_config),
+        eval_config=eval_config,
+        data_location=str(data),
+        output_path=str(output),
+    )
     return tfma.load_validation_result(str(output)).validation_ok
 
 

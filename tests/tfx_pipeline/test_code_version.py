@@ -1,4 +1,5 @@
 """Each pipeline step's code version covers the modules it runs, and only changes when their code does."""
+
 import ast
 import shutil
 
@@ -31,12 +32,20 @@ def _relative(module):
 def test_closures_follow_static_and_function_local_imports():
     bundle = _relative(BUNDLE)
     # serving/bundle.py is imported inside the component's function, serving/examples.py by bundle.py.
-    assert {"tfx_pipeline/components/serving_bundle.py", "serving/bundle.py", "serving/examples.py",
-            "serving/__init__.py", "camenn/__init__.py"} <= bundle
+    assert {
+        "tfx_pipeline/components/serving_bundle.py",
+        "serving/bundle.py",
+        "serving/examples.py",
+        "serving/__init__.py",
+        "camenn/__init__.py",
+    } <= bundle
     assert not any(path.startswith("model/") for path in bundle)
     trainer = _relative(TRAINER)
-    assert {"model/camenn/camenn_backbone.py", "model/camenn/transformer_expert_mixture.py",
-            "serving/listings.py"} <= trainer
+    assert {
+        "model/camenn/camenn_backbone.py",
+        "model/camenn/transformer_expert_mixture.py",
+        "serving/listings.py",
+    } <= trainer
     assert "serving/bundle.py" not in trainer
     assert "preprocessing/pipeline.py" in _relative(PREPROCESS)
 
@@ -55,8 +64,11 @@ def test_comments_docstrings_and_formatting_do_not_change_a_version(repo_copy):
     backbone = repo_copy / "model" / "camenn" / "camenn_backbone.py"
     text = backbone.read_text()
     tree = ast.parse(text)
-    docstrings = [ast.get_source_segment(text, node.body[0]) for node in ast.walk(tree)
-                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(node)]
+    docstrings = [
+        ast.get_source_segment(text, node.body[0])
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(node)
+    ]
     assert len(docstrings) > 2
     edited = text
     for docstring in docstrings:
@@ -79,14 +91,21 @@ def test_every_step_that_runs_camenn_code_has_a_code_version(tmp_path):
 
     config = configs.PipelineConfig(dataset_dir=str(cv.REPO / "data" / "sample"), outputs_dir=str(tmp_path))
     built = pipeline.create_pipeline(config)
-    tfx_steps = {"StatisticsGen", "ExampleValidator", "Evaluator", "Pusher", "latest_blessed_model_resolver",
-                 "RetrievalPusher"}
+    tfx_steps = {
+        "StatisticsGen",
+        "ExampleValidator",
+        "Evaluator",
+        "Pusher",
+        "latest_blessed_model_resolver",
+        "RetrievalPusher",
+    }
     for component in built.components:
         if component.id in tfx_steps:
             continue
-        version = component.exec_properties.get("code_version") or \
-            (component.id in ("Transform", "Trainer", "RetrievalTrainer") and
-             _custom_config(component).get("code_version"))
+        version = component.exec_properties.get("code_version") or (
+            component.id in ("Transform", "Trainer", "RetrievalTrainer")
+            and _custom_config(component).get("code_version")
+        )
         assert version and len(version) == 16, component.id
 
 

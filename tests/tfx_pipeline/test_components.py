@@ -1,5 +1,6 @@
 """Fast checks of the pipeline's own pieces, without running the pipeline: the GAUC and normalized-entropy
 metrics, the contract schema against TFDV statistics, the ITA/TIA evaluation pairs, and the configuration."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -18,7 +19,8 @@ def test_weighted_auc_matches_sklearn_with_ties_and_weights():
     predictions = np.round(rng.random(500) * 0.5 + 0.3 * labels, 1)  # many ties
     weights = rng.random(500) * 3
     assert weighted_auc(labels, predictions, weights) == pytest.approx(
-        roc_auc_score(labels, predictions, sample_weight=weights), abs=1e-12)
+        roc_auc_score(labels, predictions, sample_weight=weights), abs=1e-12
+    )
     assert np.isnan(weighted_auc(np.ones(3), np.arange(3.0), np.ones(3)))
 
 
@@ -30,9 +32,14 @@ def test_gauc_weighs_each_shoppers_auc_by_their_events_and_skips_one_class_shopp
     key = metric_types.MetricKey(name="gauc", example_weighted=True)
     combiner = _GAUCCombiner(key, None, F.SHOPPER_ID, example_weighted=True)
     rows = [  # shopper, label, prediction, weight
-        (b"s1", 1, 0.9, 1), (b"s1", 0, 0.1, 1), (b"s1", 1, 0.8, 1), (b"s1", 0, 0.2, 1),  # AUC 1, 4 events
-        (b"s2", 1, 0.1, 1), (b"s2", 0, 0.9, 1),  # AUC 0, 2 events
-        (b"s3", 1, 0.5, 1), (b"s3", 1, 0.4, 1),  # only positives: no AUC
+        (b"s1", 1, 0.9, 1),
+        (b"s1", 0, 0.1, 1),
+        (b"s1", 1, 0.8, 1),
+        (b"s1", 0, 0.2, 1),  # AUC 1, 4 events
+        (b"s2", 1, 0.1, 1),
+        (b"s2", 0, 0.9, 1),  # AUC 0, 2 events
+        (b"s3", 1, 0.5, 1),
+        (b"s3", 1, 0.4, 1),  # only positives: no AUC
         (b"s2", 1, 0.99, 0),  # weight 0 (e.g. an ITA negative row): not an event of s2
     ]
     halves = []
@@ -40,8 +47,11 @@ def test_gauc_weighs_each_shoppers_auc_by_their_events_and_skips_one_class_shopp
         accumulator = combiner.create_accumulator()
         for shopper, label, prediction, weight in part:
             element = metric_types.StandardMetricInputs(
-                labels=np.array([float(label)]), predictions=np.array([prediction]),
-                example_weights=np.array([float(weight)]), features={F.SHOPPER_ID: np.array([shopper])})
+                labels=np.array([float(label)]),
+                predictions=np.array([prediction]),
+                example_weights=np.array([float(weight)]),
+                features={F.SHOPPER_ID: np.array([shopper])},
+            )
             accumulator = combiner.add_input(accumulator, element)
         halves.append(accumulator)
     result = combiner.extract_output(combiner.merge_accumulators(halves))
@@ -50,10 +60,21 @@ def test_gauc_weighs_each_shoppers_auc_by_their_events_and_skips_one_class_shopp
 
 def _example(**overrides):
     values = {
-        F.ITEM_ID: b"i1", F.MERCHANT_ID: b"m1", F.CATEGORY: b"Pink-Lady", F.COARSE_CATEGORY: b"Apple",
-        F.MERCHANT_SIZE: b"small", F.REQUEST_ID: b"r1", F.SHOPPER_ID: b"s1", F.PRICE: 12.5, F.DISTANCE_KM: 1.5,
-        F.TIMESTAMP: 1709510400, F.HOUR: 8, F.LABEL: 1, F.TEXT_TOKEN_IDS: [101, 2000, 102, 0],
-        F.TEXT_EMBEDDINGS: [0.25] * 4, F.PATCH_EMBEDDINGS: [0.5] * 6,
+        F.ITEM_ID: b"i1",
+        F.MERCHANT_ID: b"m1",
+        F.CATEGORY: b"Pink-Lady",
+        F.COARSE_CATEGORY: b"Apple",
+        F.MERCHANT_SIZE: b"small",
+        F.REQUEST_ID: b"r1",
+        F.SHOPPER_ID: b"s1",
+        F.PRICE: 12.5,
+        F.DISTANCE_KM: 1.5,
+        F.TIMESTAMP: 1709510400,
+        F.HOUR: 8,
+        F.LABEL: 1,
+        F.TEXT_TOKEN_IDS: [101, 2000, 102, 0],
+        F.TEXT_EMBEDDINGS: [0.25] * 4,
+        F.PATCH_EMBEDDINGS: [0.5] * 6,
     }
     values.update(overrides)
     example = tf.train.Example()
@@ -78,8 +99,9 @@ def _anomalies(examples):
 
     batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch([e.SerializeToString() for e in examples])
     statistics = stats_impl.generate_statistics_in_memory(batch, tfdv.StatsOptions())
-    anomalies = tfdv.validate_statistics(statistics, build_schema(max_text_length=4, text_floats=4, num_patches=2,
-                                                                  patch_dim=3))
+    anomalies = tfdv.validate_statistics(
+        statistics, build_schema(max_text_length=4, text_floats=4, num_patches=2, patch_dim=3)
+    )
     return set(anomalies.anomaly_info)
 
 
@@ -94,8 +116,9 @@ def test_contract_schema_accepts_good_examples_and_names_each_broken_feature():
 def _pairs(events, items, pool=(), quality=None):
     from camenn.tfx_pipeline.components.alignment_eval import _MakePairs
 
-    rows = _MakePairs().process((b"Apple", {"events": events, "items": items}), pool=list(pool),
-                                quality=quality or {}, train_rate=0.25)
+    rows = _MakePairs().process(
+        (b"Apple", {"events": events, "items": items}), pool=list(pool), quality=quality or {}, train_rate=0.25
+    )
     return [tf.train.Example.FromString(row) for row in rows]
 
 
@@ -107,14 +130,29 @@ def _value(example, name):
 def test_evaluation_pairs_swap_one_modality_for_hard_and_other_coarse_negatives_and_weight_each_task():
     item = dict(zip((F.ITEM_ID, F.CATEGORY), (b"i1", b"Pink-Lady")))
     same_product = _example(**{F.ITEM_ID: b"i2", F.CATEGORY: b"Pink-Lady", F.TEXT_TOKEN_IDS: [101, 7, 102, 0]})
-    other = _example(**{F.ITEM_ID: b"i3", F.CATEGORY: b"Granny-Smith", F.TEXT_TOKEN_IDS: [101, 9, 102, 0],
-                        F.TEXT_EMBEDDINGS: [0.75] * 4, F.PATCH_EMBEDDINGS: [-1.0] * 6})
-    onion = _example(**{F.ITEM_ID: b"i4", F.CATEGORY: b"Yellow-Onion", F.COARSE_CATEGORY: b"Onion",
-                        F.TEXT_TOKEN_IDS: [101, 5, 102, 0], F.TEXT_EMBEDDINGS: [-0.5] * 4,
-                        F.PATCH_EMBEDDINGS: [2.0] * 6})
+    other = _example(
+        **{
+            F.ITEM_ID: b"i3",
+            F.CATEGORY: b"Granny-Smith",
+            F.TEXT_TOKEN_IDS: [101, 9, 102, 0],
+            F.TEXT_EMBEDDINGS: [0.75] * 4,
+            F.PATCH_EMBEDDINGS: [-1.0] * 6,
+        }
+    )
+    onion = _example(
+        **{
+            F.ITEM_ID: b"i4",
+            F.CATEGORY: b"Yellow-Onion",
+            F.COARSE_CATEGORY: b"Onion",
+            F.TEXT_TOKEN_IDS: [101, 5, 102, 0],
+            F.TEXT_EMBEDDINGS: [-0.5] * 4,
+            F.PATCH_EMBEDDINGS: [2.0] * 6,
+        }
+    )
     event = _example(**item)
-    rows = _pairs([event], [_example(**item), same_product, other], pool=[onion, other],
-                  quality={b"i1": b"inaccurate_text"})
+    rows = _pairs(
+        [event], [_example(**item), same_product, other], pool=[onion, other], quality={b"i1": b"inaccurate_text"}
+    )
     assert len(rows) == 5
     true_pair, ita_hard, tia_hard, ita_other, tia_other = rows
     for row in rows:  # every row carries the training split's conversion rate, for normalized entropy
@@ -154,12 +192,15 @@ def _normalized_entropy(rows, rate_key=F.TRAIN_CONVERSION_RATE, name="normalized
     key = metric_types.MetricKey(name=name, example_weighted=True)
     combiner = _PriorCombiner(key, None, rate_key, example_weighted=True)
     halves = []
-    for part in (rows[: len(rows) // 2], rows[len(rows) // 2:]):
+    for part in (rows[: len(rows) // 2], rows[len(rows) // 2 :]):
         accumulator = combiner.create_accumulator()
         for rate, label, prediction, weight in part:
             element = metric_types.StandardMetricInputs(
-                labels=np.array([float(label)]), predictions=np.array([prediction]),
-                example_weights=np.array([float(weight)]), features={rate_key: np.array([rate])})
+                labels=np.array([float(label)]),
+                predictions=np.array([prediction]),
+                example_weights=np.array([float(weight)]),
+                features={rate_key: np.array([rate])},
+            )
             accumulator = combiner.add_input(accumulator, element)
         halves.append(accumulator)
     return combiner.extract_output(combiner.merge_accumulators(halves))[key]
@@ -189,13 +230,15 @@ def test_normalized_entropy_is_one_for_the_prior_and_below_one_only_for_a_model_
     assert uninformed > 1.0
     # The raw log loss a useless model scores depends on the rate; the normalized one does not.
     assert binary_entropy(0.29) == pytest.approx(0.602, abs=1e-3) and binary_entropy(0.05) == pytest.approx(
-        0.199, abs=1e-3)
+        0.199, abs=1e-3
+    )
     # Against the prior on the same rows: 1 for the prior itself, below 1 only for the informed model.
     vs_prior = lambda predictions: _normalized_entropy(rows(predictions), name="log_loss_vs_prior")  # noqa: E731
     assert vs_prior(np.full(20000, rate)) == pytest.approx(1.0) and vs_prior(truth) < 1 < vs_prior(np.full(20000, 0.5))
     # A row of weight 0 (an ITA/TIA negative, for CVR) does not count.
     assert _normalized_entropy([(rate, 1, 0.9, 0.0), *rows(truth)[:10]]) == pytest.approx(
-        _normalized_entropy(rows(truth)[:10]), rel=1e-12)
+        _normalized_entropy(rows(truth)[:10]), rel=1e-12
+    )
 
 
 def test_config_overrides_convert_types_and_reject_unknown_keys():

@@ -1,5 +1,6 @@
 """`camenn experiments`: the oracle the simulator records, the practitioner's baselines, the claims'
 verdicts, and the whole command on the tiny pipeline run's data (tests/conftest.py `pipeline_run`)."""
+
 import csv
 import json
 import os
@@ -10,8 +11,8 @@ import pytest
 
 from camenn.model import features as F
 
-
 # --- The oracle: each click's true probability, recorded by the simulator.
+
 
 def _events_with_truth(folder):
     with open(folder / "events.csv", newline="") as f:
@@ -49,8 +50,16 @@ def test_labels_are_drawn_from_the_recorded_probabilities(grocery_store_dir, tmp
 
     from camenn.simulator.sample import build_sample
 
-    build_sample(grocery_store_dir, tmp_path, seed=3, num_listings=60, num_merchants=8, num_shoppers=60,
-                 num_events=20000, include_bad_rows=False)
+    build_sample(
+        grocery_store_dir,
+        tmp_path,
+        seed=3,
+        num_listings=60,
+        num_merchants=8,
+        num_shoppers=60,
+        num_events=20000,
+        include_bad_rows=False,
+    )
     events, truth = _events_with_truth(tmp_path)
     keys = sorted(truth)
     labels = np.array([int(events[k]["converted"]) for k in keys])
@@ -66,14 +75,19 @@ def _rows(labels, oracle, shoppers=None, rate=0.25):
 
     n = len(labels)
     ones = np.ones(n)
-    return EvalRows(columns={}, tables={}, labels={F.CVR: np.asarray(labels, float), F.ITA: ones, F.TIA: ones},
-                    weights={F.CVR: ones, F.ITA: ones, F.TIA: ones},
-                    request_id=np.array([f"r{i}".encode() for i in range(n)], dtype=object),
-                    item_id=np.array([b"i"] * n, dtype=object),
-                    shopper_id=np.array(shoppers if shoppers is not None else [b"s"] * n, dtype=object),
-                    listing_quality=np.array([b"ok"] * n, dtype=object),
-                    negative_kind=np.array([(b"hard",)] * n, dtype=object), train_rate=np.full(n, rate),
-                    oracle=np.asarray(oracle, float))
+    return EvalRows(
+        columns={},
+        tables={},
+        labels={F.CVR: np.asarray(labels, float), F.ITA: ones, F.TIA: ones},
+        weights={F.CVR: ones, F.ITA: ones, F.TIA: ones},
+        request_id=np.array([f"r{i}".encode() for i in range(n)], dtype=object),
+        item_id=np.array([b"i"] * n, dtype=object),
+        shopper_id=np.array(shoppers if shoppers is not None else [b"s"] * n, dtype=object),
+        listing_quality=np.array([b"ok"] * n, dtype=object),
+        negative_kind=np.array([(b"hard",)] * n, dtype=object),
+        train_rate=np.full(n, rate),
+        oracle=np.asarray(oracle, float),
+    )
 
 
 def test_a_model_given_the_true_probabilities_scores_the_oracle():
@@ -115,18 +129,40 @@ def test_array_metrics_equal_the_tfma_combiners():
     rates = np.full(n, 0.27)
     results = {}
     for name, combiner in (
-            ("gauc", metrics._GAUCCombiner(metric_types.MetricKey(name="gauc", example_weighted=True), None,
-                                           F.SHOPPER_ID, True)),
-            (metrics.NORMALIZED_ENTROPY_NAME, metrics._PriorCombiner(metric_types.MetricKey(
-                name=metrics.NORMALIZED_ENTROPY_NAME, example_weighted=True), None, F.TRAIN_CONVERSION_RATE, True)),
-            (metrics.LOG_LOSS_VS_PRIOR_NAME, metrics._PriorCombiner(metric_types.MetricKey(
-                name=metrics.LOG_LOSS_VS_PRIOR_NAME, example_weighted=True), None, F.TRAIN_CONVERSION_RATE, True))):
+        (
+            "gauc",
+            metrics._GAUCCombiner(metric_types.MetricKey(name="gauc", example_weighted=True), None, F.SHOPPER_ID, True),
+        ),
+        (
+            metrics.NORMALIZED_ENTROPY_NAME,
+            metrics._PriorCombiner(
+                metric_types.MetricKey(name=metrics.NORMALIZED_ENTROPY_NAME, example_weighted=True),
+                None,
+                F.TRAIN_CONVERSION_RATE,
+                True,
+            ),
+        ),
+        (
+            metrics.LOG_LOSS_VS_PRIOR_NAME,
+            metrics._PriorCombiner(
+                metric_types.MetricKey(name=metrics.LOG_LOSS_VS_PRIOR_NAME, example_weighted=True),
+                None,
+                F.TRAIN_CONVERSION_RATE,
+                True,
+            ),
+        ),
+    ):
         accumulator = combiner.create_accumulator()
         for i in range(n):
-            accumulator = combiner.add_input(accumulator, metric_types.StandardMetricInputs(
-                labels=np.array([labels[i]]), predictions=np.array([predictions[i]]),
-                example_weights=np.array([weights[i]]),
-                features={F.SHOPPER_ID: np.array([shoppers[i]]), F.TRAIN_CONVERSION_RATE: np.array([rates[i]])}))
+            accumulator = combiner.add_input(
+                accumulator,
+                metric_types.StandardMetricInputs(
+                    labels=np.array([labels[i]]),
+                    predictions=np.array([predictions[i]]),
+                    example_weights=np.array([weights[i]]),
+                    features={F.SHOPPER_ID: np.array([shoppers[i]]), F.TRAIN_CONVERSION_RATE: np.array([rates[i]])},
+                ),
+            )
         results[name] = list(combiner.extract_output(accumulator).values())[0]
     assert metrics.group_auc(shoppers, labels, predictions, weights) == pytest.approx(results["gauc"], abs=1e-12)
     ours = metrics.prior_log_loss_metrics(labels[weights > 0], predictions[weights > 0], rates[weights > 0])
@@ -135,6 +171,7 @@ def test_array_metrics_equal_the_tfma_combiners():
 
 
 # --- The practitioner's baselines on a tiny set.
+
 
 def _clicks(n, rng):
     """Clicks whose conversion depends on a shopper x coarse-category taste, the distance and the hour."""
@@ -145,9 +182,16 @@ def _clicks(n, rng):
     price = rng.normal(0, 1, n).astype(np.float32)
     z = -1.0 + taste[shopper, coarse] - 0.6 * distance - 0.5 * price + 0.4 * ((hour >= 17) & (hour <= 21))
     p = 1 / (1 + np.exp(-z))
-    columns = {F.SHOPPER_ID: shopper, F.COARSE_CATEGORY: coarse, F.CATEGORY: category,
-               F.ITEM_ID: category * 10 + rng.integers(0, 4, n), F.MERCHANT_ID: rng.integers(0, 6, n),
-               F.HOUR: hour, F.DISTANCE_KM: distance, F.PRICE: price}
+    columns = {
+        F.SHOPPER_ID: shopper,
+        F.COARSE_CATEGORY: coarse,
+        F.CATEGORY: category,
+        F.ITEM_ID: category * 10 + rng.integers(0, 4, n),
+        F.MERCHANT_ID: rng.integers(0, 6, n),
+        F.HOUR: hour,
+        F.DISTANCE_KM: distance,
+        F.PRICE: price,
+    }
     return columns, (rng.random(n) < p).astype(float), p
 
 
@@ -193,6 +237,7 @@ def test_target_encodings_of_training_clicks_never_see_their_own_label():
 
 # --- The claims' verdicts.
 
+
 def test_claims_verdicts_follow_the_evidence():
     from sklearn.metrics import roc_auc_score
 
@@ -233,11 +278,26 @@ def experiments(pipeline_run, tiny_dataset, tmp_path_factory):
     prepared = config.replace(outputs_dir=str(outputs / name))
     os.makedirs(os.path.dirname(prepared.metadata_path))
     shutil.copy(config.metadata_path, prepared.metadata_path)
-    base = config.replace(epochs=1, steps_per_epoch=2, validate_each_epoch=False, early_stopping_patience=0,
-                          bless_against_last=False, slice_features=())
-    settings = {"datasets": [name], "dataset_paths": {name: str(tiny_dataset)}, "models": MODELS, "seeds": [0, 1],
-                "size": "tiny", "epochs": {name: 0.2}, "batch_size": 32, "learning_rate": 0.0, "points": 2,
-                "source": ""}
+    base = config.replace(
+        epochs=1,
+        steps_per_epoch=2,
+        validate_each_epoch=False,
+        early_stopping_patience=0,
+        bless_against_last=False,
+        slice_features=(),
+    )
+    settings = {
+        "datasets": [name],
+        "dataset_paths": {name: str(tiny_dataset)},
+        "models": MODELS,
+        "seeds": [0, 1],
+        "size": "tiny",
+        "epochs": {name: 0.2},
+        "batch_size": 32,
+        "learning_rate": 0.0,
+        "points": 2,
+        "source": "",
+    }
     results_dir = outputs / "results"
     results = runner.run_experiments(settings, base, str(outputs), str(results_dir), workers=1)
     return settings, base, outputs, results_dir, results
@@ -260,7 +320,8 @@ def test_every_model_and_seed_is_scored_against_the_oracle(experiments):
     for run in results["runs"]:
         assert run["cvr"]["clicks"] == prepared["eval_clicks"]
         assert run["cvr"]["auc_headroom"] == pytest.approx(
-            (run["cvr"]["auc"] - 0.5) / (prepared["oracle"]["auc"] - 0.5))
+            (run["cvr"]["auc"] - 0.5) / (prepared["oracle"]["auc"] - 0.5)
+        )
         assert run["curve"][-1]["auc"] == pytest.approx(run["cvr"]["auc"], abs=1e-9 if run["kind"] == "neural" else 0)
         seen = [point["clicks_seen"] for point in run["curve"]]
         assert seen == sorted(set(seen))
@@ -304,17 +365,22 @@ def test_a_later_seed_reusing_the_traced_model_trains_as_a_fresh_one(pipeline_ru
     config, summary = pipeline_run
     root = config.pipeline_root
     tft_output = tft.TFTransformOutput(sorted(glob.glob(os.path.join(root, "Transform", "transform_graph", "*")))[-1])
-    clicks = data.read_train_clicks(sorted(glob.glob(os.path.join(root, "Transform", "transformed_examples", "*")))[-1],
-                                    tft_output)
-    settings = configs.TrainerSettings.of(config.replace(model_preset="camenn_tiny", model_options="{}",
-                                                         learning_rate=0.0, hard_negatives=True, batch_size=32))
+    clicks = data.read_train_clicks(
+        sorted(glob.glob(os.path.join(root, "Transform", "transformed_examples", "*")))[-1], tft_output
+    )
+    settings = configs.TrainerSettings.of(
+        config.replace(
+            model_preset="camenn_tiny", model_options="{}", learning_rate=0.0, hard_negatives=True, batch_size=32
+        )
+    )
 
     def evaluate(model):
         return {"sum": float(np.sum(training.predict(model, _probe_dataset(clicks, model))[F.CVR]))}
 
     first = training.train_neural(settings, tft_output, clicks, evaluate, total_steps=6, points=2, seed=0)
-    reused = training.train_neural(settings, tft_output, clicks, evaluate, total_steps=6, points=2, seed=1,
-                                   reuse=first.model)
+    reused = training.train_neural(
+        settings, tft_output, clicks, evaluate, total_steps=6, points=2, seed=1, reuse=first.model
+    )
     fresh = training.train_neural(settings, tft_output, clicks, evaluate, total_steps=6, points=2, seed=1)
     assert [p["sum"] for p in reused.curve] == pytest.approx([p["sum"] for p in fresh.curve], rel=1e-5)
     assert [p["sum"] for p in reused.curve] != pytest.approx([p["sum"] for p in first.curve], rel=1e-5)

@@ -1,5 +1,6 @@
 """Out-of-fold audit scores: each listing is scored by a model that never trained on it, and the fold models
 cannot recognise a listing by its id."""
+
 import numpy as np
 import pytest
 
@@ -26,8 +27,9 @@ def test_every_score_comes_from_a_model_that_did_not_train_on_the_listing():
     def fit(rows):
         trained_on.append(set(rows.tolist()))
         # A model that has seen a listing recognises it (score 1); one that has not, cannot (score 0).
-        return lambda held_out: {task: np.array([float(r in trained_on[-1]) for r in held_out])
-                                 for task in out_of_fold.AUDIT_TASKS}
+        return lambda held_out: {
+            task: np.array([float(r in trained_on[-1]) for r in held_out]) for task in out_of_fold.AUDIT_TASKS
+        }
 
     scores = out_of_fold.out_of_fold_scores(40, folds, fit)
     assert len(trained_on) == 4
@@ -41,10 +43,15 @@ def synthetic_listings(n, seed=0):
     rng = np.random.default_rng(seed)
     category = rng.integers(0, 6, n)
     prototypes = np.random.default_rng(99).normal(size=(6, 16))
-    return {F.ITEM_ID: np.arange(n), F.MERCHANT_ID: rng.integers(0, 4, n), F.CATEGORY: category,
-            F.COARSE_CATEGORY: category // 2, F.PRICE: rng.normal(size=n).astype("float32"),
-            F.TEXT_EMBEDDINGS: (prototypes[category] + 0.3 * rng.normal(size=(n, 16))).astype("float32"),
-            F.PATCH_EMBEDDINGS: (prototypes[category] + 0.3 * rng.normal(size=(n, 16))).astype("float32")}
+    return {
+        F.ITEM_ID: np.arange(n),
+        F.MERCHANT_ID: rng.integers(0, 4, n),
+        F.CATEGORY: category,
+        F.COARSE_CATEGORY: category // 2,
+        F.PRICE: rng.normal(size=n).astype("float32"),
+        F.TEXT_EMBEDDINGS: (prototypes[category] + 0.3 * rng.normal(size=(n, 16))).astype("float32"),
+        F.PATCH_EMBEDDINGS: (prototypes[category] + 0.3 * rng.normal(size=(n, 16))).astype("float32"),
+    }
 
 
 def test_fold_models_learn_alignment_without_the_item_id():
@@ -54,8 +61,15 @@ def test_fold_models_learn_alignment_without_the_item_id():
 
     def build():
         return CameNNMultiTask.from_preset(
-            "camenn_tiny", vocabulary_sizes={name: 64 for name in F.ID_FEATURES}, num_text_tokens=2, text_dim=8,
-            num_patches=2, patch_dim=8, task_names=out_of_fold.AUDIT_TASKS, compile=False)
+            "camenn_tiny",
+            vocabulary_sizes={name: 64 for name in F.ID_FEATURES},
+            num_text_tokens=2,
+            text_dim=8,
+            num_patches=2,
+            patch_dim=8,
+            task_names=out_of_fold.AUDIT_TASKS,
+            compile=False,
+        )
 
     fit = out_of_fold.fit_alignment_model(listings, build, epochs=3, batch_size=16, seed=0)
     score = fit(np.arange(32))

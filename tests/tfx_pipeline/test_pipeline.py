@@ -1,7 +1,8 @@
-"""The TFX pipeline end to end on the tiny preset: one run (tests/conftest.py `pipeline_run`: killed during
-preprocessing, during Transform and mid-training, then completed), then runs against the same outputs and metadata store, which reuse the
-cached components: a rerun with nothing changed, a dataset whose column changed type, and a deliberately
-broken (untrained) model."""
+"""The TFX pipeline end to end on the tiny profile: one run (tests/conftest.py `pipeline_run`: killed during
+preprocessing, during Transform and mid-training, then completed), then runs against the same outputs
+and metadata store, which reuse the cached components: a rerun with nothing changed, a dataset whose
+column changed type, and a deliberately broken (untrained) model."""
+
 import csv
 import functools
 import glob
@@ -19,11 +20,28 @@ from camenn.model import features as F
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
-COMPONENTS = ("PreprocessDataset", "StatisticsGen", "ContractSchemaGen", "ExampleValidator", "AnomaliesGate",
-              "Transform", "ListingAudit", "RetrievalTrainer", "RetrievalIndex",
-              "latest_blessed_retrieval_model_resolver", "RetrievalEvaluator", "RetrievalPusher", "Trainer",
-              "ListingTable", "AlignmentEvalExamples", "latest_blessed_model_resolver", "Evaluator",
-              "EvaluationTensorBoard", "Pusher", "ServingBundle")
+COMPONENTS = (
+    "PreprocessDataset",
+    "StatisticsGen",
+    "ContractSchemaGen",
+    "ExampleValidator",
+    "AnomaliesGate",
+    "Transform",
+    "ListingAudit",
+    "RetrievalTrainer",
+    "RetrievalIndex",
+    "latest_blessed_retrieval_model_resolver",
+    "RetrievalEvaluator",
+    "RetrievalPusher",
+    "Trainer",
+    "ListingTable",
+    "AlignmentEvalExamples",
+    "latest_blessed_model_resolver",
+    "Evaluator",
+    "EvaluationTensorBoard",
+    "Pusher",
+    "ServingBundle",
+)
 RESOLVERS = ("latest_blessed_model_resolver", "latest_blessed_retrieval_model_resolver")
 BROKEN_RUN_FN = "broken_trainer.run_fn"
 
@@ -55,8 +73,16 @@ def test_every_component_ran_and_the_model_was_pushed(pipeline_run):
     assert (pushed / "assets.extra" / "tf_serving_warmup_requests").is_file()
     pre = summary["preprocessing"]
     assert pre["events"]["in"] == pre["events"]["out"] + pre["events"]["quarantined"] > 0
-    for key in (f"{F.CVR}/auc", f"{F.CVR}/gauc", f"{F.CVR}/log_loss", f"{F.CVR}/normalized_entropy",
-                f"{F.CVR}/log_loss_vs_prior", f"{F.CVR}/calibration", f"{F.ITA}/auc", f"{F.TIA}/auc"):
+    for key in (
+        f"{F.CVR}/auc",
+        f"{F.CVR}/gauc",
+        f"{F.CVR}/log_loss",
+        f"{F.CVR}/normalized_entropy",
+        f"{F.CVR}/log_loss_vs_prior",
+        f"{F.CVR}/calibration",
+        f"{F.ITA}/auc",
+        f"{F.TIA}/auc",
+    ):
         assert 0.0 <= summary["metrics"][key] < 10.0, key
     for kind in (F.HARD_NEGATIVE, F.OTHER_COARSE_NEGATIVE):
         assert {f"{F.ITA}/auc", f"{F.TIA}/auc"} <= set(summary["metrics_by_negative_kind"][kind])
@@ -75,27 +101,35 @@ def test_the_pushed_version_holds_every_listing_and_ranks_by_item_id(pipeline_ru
     assert json.loads(Path(pushed, listings.ENCODING_FILE).read_text()) == config.listing_encoding()
     # The table is what the version's own encode_listings makes of the catalog today.
     loaded = tf.saved_model.load(pushed)
-    items = listings.read_listing_features(glob.glob(os.path.join(config.pipeline_root, "PreprocessDataset",
-                                                                   "items", "*"))[0])
+    items = listings.read_listing_features(
+        glob.glob(os.path.join(config.pipeline_root, "PreprocessDataset", "items", "*"))[0]
+    )
     fresh = listings.encode(loaded, items)
     rows = {item_id: row for row, item_id in enumerate(table["item_ids"])}
     order = [rows[i] for i in items[F.ITEM_ID]]
     for name, value in fresh.items():
         np.testing.assert_allclose(table[name][order], value, rtol=1e-4, atol=1e-5, err_msg=name)
-    ranked = loaded.signatures["rank"](item_id=tf.constant(items[F.ITEM_ID][:5]),
-                                       shopper_id=tf.constant([b"s0001"] * 5), hour=tf.constant([18] * 5, tf.int64),
-                                       distance_km=tf.constant([1.5] * 5))
+    ranked = loaded.signatures["rank"](
+        item_id=tf.constant(items[F.ITEM_ID][:5]),
+        shopper_id=tf.constant([b"s0001"] * 5),
+        hour=tf.constant([18] * 5, tf.int64),
+        distance_km=tf.constant([1.5] * 5),
+    )
     assert ranked[F.CVR].shape == (5,) and np.all((ranked[F.CVR].numpy() > 0) & (ranked[F.CVR].numpy() < 1))
 
 
 def test_metrics_are_sliced_and_the_truth_file_only_reaches_the_evaluator(pipeline_run):
     import tensorflow_model_analysis as tfma
+
     from camenn.tfx_pipeline.run_summary import node_runs, open_store
 
     config, summary = pipeline_run
     nodes = node_runs(open_store(config.metadata_path), summary["run_id"])
-    sliced = {key.column for metrics in tfma.load_metrics(nodes["Evaluator"].output("evaluation").uri)
-              for key in metrics.slice_key.single_slice_keys}
+    sliced = {
+        key.column
+        for metrics in tfma.load_metrics(nodes["Evaluator"].output("evaluation").uri)
+        for key in metrics.slice_key.single_slice_keys
+    }
     assert sliced == {F.CATEGORY, F.MERCHANT_SIZE, F.LISTING_QUALITY, F.NEGATIVE_KIND}
     # The model's inputs come from Transform, whose raw schema has no quality feature.
     schema_uri = nodes["ContractSchemaGen"].output("schema").uri
@@ -126,8 +160,17 @@ def test_pushed_model_scores_a_tf_example_in_a_fresh_process(pipeline_run):
         print(json.dumps({k: v.numpy().tolist() for k, v in scores.items()}))
         print(json.dumps(sorted(model.signatures)))
     """)
-    out = subprocess.run([sys.executable, "-c", script, summary["pushed_path"], *examples], capture_output=True,
-                         text=True, timeout=300, check=True).stdout.strip().splitlines()
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", script, summary["pushed_path"], *examples],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()
+    )
     scores, signatures = json.loads(out[-2]), json.loads(out[-1])
     assert set(scores) == set(F.TASKS)
     assert set(signatures) == {"serving_default", "dense", "rank", "listings", "encode_listings"}
@@ -137,8 +180,10 @@ def test_pushed_model_scores_a_tf_example_in_a_fresh_process(pipeline_run):
 
 def test_the_retrieval_model_was_pushed_beside_the_ranker_and_the_bundle_lists_both(pipeline_run):
     config, summary = pipeline_run
-    assert all(summary["components"][c] == "COMPLETE" for c in ("RetrievalTrainer", "RetrievalIndex",
-                                                                  "RetrievalEvaluator", "RetrievalPusher"))
+    assert all(
+        summary["components"][c] == "COMPLETE"
+        for c in ("RetrievalTrainer", "RetrievalIndex", "RetrievalEvaluator", "RetrievalPusher")
+    )
     assert summary["retrieval"]["blessed"] and summary["retrieval_pushed"], summary["retrieval"]["failures"]
     retrieval = Path(summary["retrieval_pushed_path"])
     assert retrieval.parent == Path(config.serving_model_dir) / "camenn_retrieval" and retrieval.name.isdigit()
@@ -163,8 +208,18 @@ def test_pushed_retrieval_model_answers_without_keras_and_beats_random(pipeline_
         print(json.dumps({"shape": out["item_id"].shape.as_list(), "known": out["known_shopper"].numpy().tolist(),
                           "loaded": loaded}))
     """)
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "tests" / "serving" / "without_keras.py"), "-c", script,
-                             summary["retrieval_pushed_path"]], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "tests" / "serving" / "without_keras.py"),
+            "-c",
+            script,
+            summary["retrieval_pushed_path"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["shape"] == [2, config.retrieval_top_k] and out["known"] == [True, False] and out["loaded"] == []
@@ -184,16 +239,27 @@ def test_second_run_with_nothing_changed_reuses_every_output(pipeline_run):
     # to the Trainer is reused.
     local_runner.run(config)
     second = _summary(config)
-    judged_again = ("RetrievalEvaluator", "RetrievalPusher", "Evaluator", "EvaluationTensorBoard", "Pusher",
-                    "ServingBundle")  # the evaluators and what depends on them
+    judged_again = (
+        "RetrievalEvaluator",
+        "RetrievalPusher",
+        "Evaluator",
+        "EvaluationTensorBoard",
+        "Pusher",
+        "ServingBundle",
+    )  # the evaluators and what depends on them
     assert {n: s for n, s in second["components"].items() if s != "CACHED"} == {
-        **{n: "COMPLETE" for n in RESOLVERS}, **{n: "COMPLETE" for n in judged_again}}
+        **{n: "COMPLETE" for n in RESOLVERS},
+        **{n: "COMPLETE" for n in judged_again},
+    }
     store = open_store(config.metadata_path)
     model = node_runs(store, first["run_id"])["ListingTable"].output("table_model")  # what was judged and pushed
     evaluation = node_runs(store, second["run_id"])["Evaluator"].execution
     # (one event per artifact: the same model as `model` and as `baseline_model` is one event, two keys)
-    baseline = [e.artifact_id for e in store.get_events_by_execution_ids([evaluation.id])
-                if e.type == e.INPUT and any(step.key == "baseline_model" for step in e.path.steps)]
+    baseline = [
+        e.artifact_id
+        for e in store.get_events_by_execution_ids([evaluation.id])
+        if e.type == e.INPUT and any(step.key == "baseline_model" for step in e.path.steps)
+    ]
     assert baseline == [model.id]
     # The same model on the same rows (TFMA's sums may differ in the last bits when it runs two models).
     assert second["blessed"] and second["metrics"] == pytest.approx(first["metrics"], rel=1e-6)
@@ -271,8 +337,9 @@ def test_a_killed_trainer_resumed_from_its_checkpoint(pipeline_run):
     # The weights and the optimizer state (its step counter) came back from the killed run's checkpoint.
     assert history["initial_step"] >= config.checkpoint_every_steps
     assert history["final_step"] > history["initial_step"]
-    assert not glob.glob(os.path.join(config.checkpoint_dir, "*", "training_metadata.json")), \
+    assert not glob.glob(os.path.join(config.checkpoint_dir, "*", "training_metadata.json")), (
         "a finished Trainer leaves no checkpoint behind"
+    )
 
 
 def test_runs_killed_in_any_component_left_nothing_running_and_no_partial_output_used(pipeline_run):
@@ -282,7 +349,9 @@ def test_runs_killed_in_any_component_left_nothing_running_and_no_partial_output
     from camenn.tfx_pipeline.run_summary import node_runs, open_store
 
     config, summary = pipeline_run
-    killed_in = [Path(p).stem[len("killed_in_"):] for p in glob.glob(os.path.join(config.outputs_dir, "killed_in_*.log"))]
+    killed_in = [
+        Path(p).stem[len("killed_in_") :] for p in glob.glob(os.path.join(config.outputs_dir, "killed_in_*.log"))
+    ]
     assert {"PreprocessDataset", "Transform", "Trainer"} <= set(killed_in)  # tests/conftest.py KILLED_IN
     store = open_store(config.metadata_path)
     executions = store.get_executions()
@@ -290,8 +359,9 @@ def test_runs_killed_in_any_component_left_nothing_running_and_no_partial_output
     # Each killed attempt left its component's execution RUNNING; the next run cancelled it, saying why.
     assert not [e.id for e in executions if e.last_known_state in (mlmd.Execution.NEW, mlmd.Execution.RUNNING)]
     cancelled = [e for e in executions if e.last_known_state == mlmd.Execution.CANCELED]
-    nodes = [c.name.split(".", 1)[-1] for e in cancelled for c in store.get_contexts_by_execution(e.id)
-             if c.type == "node"]
+    nodes = [
+        c.name.split(".", 1)[-1] for e in cancelled for c in store.get_contexts_by_execution(e.id) if c.type == "node"
+    ]
     assert sorted(nodes) == sorted(killed_in) and all(INTERRUPTED in e.custom_properties for e in cancelled)
     # ... and removed what it had begun to write; no output of it was ever registered.
     for execution, node in zip(cancelled, nodes):
@@ -299,10 +369,16 @@ def test_runs_killed_in_any_component_left_nothing_running_and_no_partial_output
         assert not glob.glob(os.path.join(config.pipeline_root, node, ".system", "stateful_working_dir", "*"))
     # The completed run read only published artifacts of executions that finished.
     run = node_runs(store, summary["run_id"])
-    inputs = [e for e in store.get_events_by_execution_ids([n.execution.id for n in run.values()])
-              if e.type == mlmd.Event.INPUT]
-    producers = {e.artifact_id: e.execution_id for e in store.get_events_by_artifact_ids(
-        [i.artifact_id for i in inputs]) if e.type == mlmd.Event.OUTPUT}
+    inputs = [
+        e
+        for e in store.get_events_by_execution_ids([n.execution.id for n in run.values()])
+        if e.type == mlmd.Event.INPUT
+    ]
+    producers = {
+        e.artifact_id: e.execution_id
+        for e in store.get_events_by_artifact_ids([i.artifact_id for i in inputs])
+        if e.type == mlmd.Event.OUTPUT
+    }
     for artifact in store.get_artifacts_by_id([i.artifact_id for i in inputs]):
         assert artifact.state == mlmd.Artifact.LIVE, artifact
         assert state[producers[artifact.id]] in (mlmd.Execution.COMPLETE, mlmd.Execution.CACHED), artifact
@@ -332,8 +408,7 @@ def test_a_broken_model_is_not_blessed_and_not_pushed(pipeline_run):
     summary = _summary(config)
     assert summary["components"]["Trainer"] == summary["components"]["Evaluator"] == "COMPLETE"
     assert not summary["blessed"] and not summary["pushed"]
-    assert any(failure.startswith(f"{F.CVR}/log_loss_vs_prior") for failure in summary["failures"]), \
-        summary["failures"]
+    assert any(failure.startswith(f"{F.CVR}/log_loss_vs_prior") for failure in summary["failures"]), summary["failures"]
     assert sorted(os.listdir(Path(config.serving_model_dir) / "camenn")) == versions_before
 
 
@@ -341,8 +416,9 @@ def test_compiled_kubeflow_spec_lists_every_component(pipeline_run, tmp_path):
     from camenn.tfx_pipeline import kubeflow_v2_runner
 
     config, _ = pipeline_run
-    path = kubeflow_v2_runner.compile_pipeline(config.replace(outputs_dir="gs://camenn-test/outputs"),
-                                               output=str(tmp_path / "spec.json"), image="camenn:test")
+    path = kubeflow_v2_runner.compile_pipeline(
+        config.replace(outputs_dir="gs://camenn-test/outputs"), output=str(tmp_path / "spec.json"), image="camenn:test"
+    )
     spec = json.loads(Path(path).read_text())["pipelineSpec"]
     tasks = set(spec["root"]["dag"]["tasks"])
     assert {c for c in COMPONENTS if c not in RESOLVERS} <= tasks

@@ -1,5 +1,6 @@
 """Recall@K of the RetrievalEvaluator step equals Recall@K counted by hand on a tiny set, for the model, the
 popularity baseline and random; the blessing follows the bounds."""
+
 import json
 import os
 
@@ -30,10 +31,15 @@ class HandModel(tf.Module):
         super().__init__()
         self.index = RetrievalIndex()
         counts = {item: TRAIN.count(item) for item in LISTINGS}
-        self.index.assign(list(LISTINGS), np.array(list(LISTINGS.values())),
-                          {"popularity": np.array([counts[i] for i in LISTINGS], np.float32)})
-        self.shoppers = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
-            tf.constant(list(SHOPPERS)), tf.range(len(SHOPPERS), dtype=tf.int64)), default_value=-1)
+        self.index.assign(
+            list(LISTINGS),
+            np.array(list(LISTINGS.values())),
+            {"popularity": np.array([counts[i] for i in LISTINGS], np.float32)},
+        )
+        self.shoppers = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(list(SHOPPERS)), tf.range(len(SHOPPERS), dtype=tf.int64)),
+            default_value=-1,
+        )
         self.vectors = tf.Variable(np.array(list(SHOPPERS.values()), np.float32))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.int64)])
@@ -49,9 +55,11 @@ def _examples(path, rows):
     path.mkdir(parents=True)
     with tf.io.TFRecordWriter(str(path / "data.tfrecord.gz"), tf.io.TFRecordOptions(compression_type="GZIP")) as w:
         for shopper, item in rows:
-            feature = {F.SHOPPER_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[shopper])),
-                       F.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[item])),
-                       F.HOUR: tf.train.Feature(int64_list=tf.train.Int64List(value=[12]))}
+            feature = {
+                F.SHOPPER_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[shopper])),
+                F.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[item])),
+                F.HOUR: tf.train.Feature(int64_list=tf.train.Int64List(value=[12])),
+            }
             w.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
 
 
@@ -59,8 +67,11 @@ def _examples(path, rows):
 def hand_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("hand_retrieval")
     model = HandModel()
-    tf.saved_model.save(model, str(root / "model" / "Format-Serving"),
-                        signatures={"serving_default": model.retrieve.get_concrete_function()})
+    tf.saved_model.save(
+        model,
+        str(root / "model" / "Format-Serving"),
+        signatures={"serving_default": model.retrieve.get_concrete_function()},
+    )
     _examples(root / "examples" / "Split-train", [(b"s1", item) for item in TRAIN])
     _examples(root / "examples" / "Split-eval", EVAL)
     return root
@@ -80,14 +91,14 @@ def _run_component(root, out, **parameters):
         artifact.uri = str(out / name)
         os.makedirs(artifact.uri)
     RetrievalEvaluator.EXECUTOR_SPEC.executor_class._FUNCTION(
-        model=model, examples=examples, evaluation=evaluation, blessing=blessing, **parameters)
+        model=model, examples=examples, evaluation=evaluation, blessing=blessing, **parameters
+    )
     with open(out / "evaluation" / METRICS_FILE) as f:
         return json.load(f), blessing
 
 
 def test_recall_at_k_equals_the_hand_count(hand_model, tmp_path):
-    record, blessing = _run_component(hand_model, tmp_path, recall_ks="1,2,3", bless_k=2,
-                                      min_lift_over_popularity=1.0)
+    record, blessing = _run_component(hand_model, tmp_path, recall_ks="1,2,3", bless_k=2, min_lift_over_popularity=1.0)
     metrics = record["metrics"]
     for k in (1, 2, 3):
         assert metrics[f"recall@{k}"] == pytest.approx(MODEL_RECALL[k]), k

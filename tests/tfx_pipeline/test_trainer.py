@@ -1,5 +1,6 @@
 """The Trainer's early stopping: monitors a per-task eval loss, keeps the best epoch's weights, and a
 killed run resumes its state."""
+
 import json
 
 import keras
@@ -27,8 +28,9 @@ def test_stops_on_the_eval_cvr_loss_and_keeps_the_best_epochs_weights(tmp_path):
     stopping = early_stopping(str(tmp_path / "state"), ("cvr", "ita"), patience=2)
     snapshots = []
     record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: snapshots.append(model.get_weights()))
-    history = model.fit(*train, validation_data=validation, epochs=20, batch_size=64, verbose=0,
-                        callbacks=[record, stopping])
+    history = model.fit(
+        *train, validation_data=validation, epochs=20, batch_size=64, verbose=0, callbacks=[record, stopping]
+    )
     losses = history.history["val_cvr_loss"]
     assert len(losses) < 20  # stopped early
     best = int(np.argmin(losses))

@@ -21,6 +21,7 @@ Listing quality, when a per-listing quality file is given (the sample's simulato
 `features.LISTING_QUALITY` for slicing only: it is written here, after Transform and Trainer have read
 their data, and the serving signature parses only model inputs, so no model input ever sees it.
 """
+
 import csv
 import hashlib
 import os
@@ -79,8 +80,10 @@ class _MakePairs(beam.DoFn):
                 beam.metrics.Metrics.counter("camenn", "events_without_hard_negative").inc()
             if not others:
                 beam.metrics.Metrics.counter("camenn", "events_without_other_coarse_negative").inc()
-            partners = {_HARD: hard[_stable_index(key + b"/hard", len(hard))] if hard else None,
-                        _OTHER: others[_stable_index(key + b"/other", len(others))] if others else None}
+            partners = {
+                _HARD: hard[_stable_index(key + b"/hard", len(hard))] if hard else None,
+                _OTHER: others[_stable_index(key + b"/other", len(others))] if others else None,
+            }
             yield from self._rows(event, partners, quality.get(item, UNKNOWN_QUALITY), train_rate)
 
     @staticmethod
@@ -110,9 +113,11 @@ class _MakePairs(beam.DoFn):
 
 
 def _read(pipeline, label, pattern):
-    return (pipeline
-            | f"Read{label}" >> beam.io.ReadFromTFRecord(pattern, compression_type=CompressionTypes.GZIP)
-            | f"Parse{label}" >> beam.Map(tf.train.Example.FromString))
+    return (
+        pipeline
+        | f"Read{label}" >> beam.io.ReadFromTFRecord(pattern, compression_type=CompressionTypes.GZIP)
+        | f"Parse{label}" >> beam.Map(tf.train.Example.FromString)
+    )
 
 
 def _label(example: tf.train.Example) -> float:
@@ -139,17 +144,25 @@ def AlignmentEvalExamples(
         by_coarse = beam.Map(lambda e: (_bytes(e, F.COARSE_CATEGORY), e))
         events = _read(pipeline, "Events", events_pattern) | "EventsByCoarse" >> by_coarse
         listings = _read(pipeline, "Items", os.path.join(items.uri, "*"))
-        pool = (listings
-                | "OtherCoarsePool" >> beam.combiners.Top.Of(
-                    _OTHER_COARSE_POOL, key=lambda e: hashlib.sha256(_bytes(e, F.ITEM_ID)).digest()))
-        train_rate = (_read(pipeline, "Train", train_pattern)
-                      | "TrainLabels" >> beam.Map(_label)
-                      | "TrainRate" >> beam.combiners.Mean.Globally())
-        _ = ({"events": events, "items": listings | "ItemsByCoarse" >> by_coarse}
-             | "GroupByCoarse" >> beam.CoGroupByKey()
-             | "MakePairs" >> beam.ParDo(_MakePairs(), pool=beam.pvalue.AsSingleton(pool), quality=quality,
-                                         train_rate=beam.pvalue.AsSingleton(train_rate))
-             | "Write" >> beam.io.WriteToTFRecord(output, file_name_suffix=".gz",
-                                                  compression_type=CompressionTypes.GZIP))
+        pool = listings | "OtherCoarsePool" >> beam.combiners.Top.Of(
+            _OTHER_COARSE_POOL, key=lambda e: hashlib.sha256(_bytes(e, F.ITEM_ID)).digest()
+        )
+        train_rate = (
+            _read(pipeline, "Train", train_pattern)
+            | "TrainLabels" >> beam.Map(_label)
+            | "TrainRate" >> beam.combiners.Mean.Globally()
+        )
+        _ = (
+            {"events": events, "items": listings | "ItemsByCoarse" >> by_coarse}
+            | "GroupByCoarse" >> beam.CoGroupByKey()
+            | "MakePairs"
+            >> beam.ParDo(
+                _MakePairs(),
+                pool=beam.pvalue.AsSingleton(pool),
+                quality=quality,
+                train_rate=beam.pvalue.AsSingleton(train_rate),
+            )
+            | "Write" >> beam.io.WriteToTFRecord(output, file_name_suffix=".gz", compression_type=CompressionTypes.GZIP)
+        )
     examples_utils.set_payload_format(eval_examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
     examples_utils.set_file_format(eval_examples, "tfrecords_gzip")

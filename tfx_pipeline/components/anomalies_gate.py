@@ -4,6 +4,7 @@ ExampleValidator records anomalies but lets the pipeline go on; Transform runs o
 dataset that breaks the schema (a changed column type, a missing feature, an out-of-range value) fails the
 run here, naming each anomaly, and nothing downstream of it runs or gets pushed.
 """
+
 import os
 
 import tensorflow as tf
@@ -46,8 +47,10 @@ def describe_quarantine(summary: dict) -> list:
     for kind in ("items", "events"):
         counts = summary.get(kind) or {}
         reasons = ", ".join(f"{r} {int(n)}" for r, n in (counts.get("quarantined_by_reason") or {}).items())
-        lines.append(f"preprocessing quarantined {int(counts.get('quarantined', 0))} of {int(counts.get('in', 0))} "
-                     f"{kind}" + (f" ({reasons})" if reasons else ""))
+        lines.append(
+            f"preprocessing quarantined {int(counts.get('quarantined', 0))} of {int(counts.get('in', 0))} "
+            f"{kind}" + (f" ({reasons})" if reasons else "")
+        )
     return lines
 
 
@@ -64,6 +67,8 @@ def AnomaliesGate(
     problems = describe_anomalies(anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
     if problems or not all(blessed.values()):
         lines = (problems or [f"splits not blessed: {blessed}"]) + describe_quarantine(
-            report.get_json_value_custom_property("summary") or {})
+            report.get_json_value_custom_property("summary") or {}
+        )
         raise DataAnomaliesError(
-            "ExampleValidator found anomalies; the run stops before Transform and Trainer:\n  " + "\n  ".join(lines))
+            "ExampleValidator found anomalies; the run stops before Transform and Trainer:\n  " + "\n  ".join(lines)
+        )

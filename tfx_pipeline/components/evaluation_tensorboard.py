@@ -5,6 +5,7 @@ every slice as a scalar, tag `<output>/<metric>` on the whole eval set and
 `<output>/<metric>/<feature>=<value>` on a slice (e.g. `cvr/auc/merchant_size=small`), at the Trainer's
 last step, so `tensorboard --logdir <pipeline root>` shows training curves and model analysis together.
 """
+
 import json
 import math
 import os

@@ -8,12 +8,12 @@ which `camenn audit` reads. With a per-listing quality file (the sample's truth.
 well the scores find the listings the file calls flawed, as the `audit_auc` property; the file is read
 only after the scores exist.
 """
+
 import csv
 import io
 import logging
 import os
 
-import numpy as np
 import tensorflow as tf
 from tfx import v1 as tfx
 
@@ -27,9 +27,13 @@ logger = logging.getLogger(__name__)
 def transformed_listings(tft_output, raw: dict) -> dict:
     """The listing side of the model inputs for raw listing features (as OUT/items holds them)."""
     spec = tft_output.raw_feature_spec()
-    tensors = {name: tf.constant(value.reshape(len(value), *spec[name].shape) if spec[name].shape else value,
-                                 dtype=spec[name].dtype)
-               for name, value in raw.items() if name in spec and name in F.LISTING_INPUTS}
+    tensors = {
+        name: tf.constant(
+            value.reshape(len(value), *spec[name].shape) if spec[name].shape else value, dtype=spec[name].dtype
+        )
+        for name, value in raw.items()
+        if name in spec and name in F.LISTING_INPUTS
+    }
     transformed = tft_output.transform_raw_features(tensors)
     return {name: value.numpy() for name, value in transformed.items() if name in F.LISTING_INPUTS}
 
@@ -65,16 +69,30 @@ def ListingAudit(
     item_ids = list(raw[F.ITEM_ID])
     folds = out_of_fold.assign_folds(item_ids, num_folds, fold_settings.seed)
     fit = out_of_fold.fit_alignment_model(
-        listings, lambda: trainer.build_model(fold_settings, tft_output, "float32"), epochs=epochs,
-        batch_size=fold_settings.batch_size, seed=fold_settings.seed, learning_rate=fold_settings.learning_rate)
+        listings,
+        lambda: trainer.build_model(fold_settings, tft_output, "float32"),
+        epochs=epochs,
+        batch_size=fold_settings.batch_size,
+        seed=fold_settings.seed,
+        learning_rate=fold_settings.learning_rate,
+    )
     scores = out_of_fold.out_of_fold_scores(len(item_ids), folds, fit)
 
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(audit_report.REPORT_COLUMNS)
     for k, item_id in enumerate(item_ids):
-        writer.writerow([item_id.decode(), raw[F.MERCHANT_ID][k].decode(), raw[F.CATEGORY][k].decode(),
-                         raw[F.TITLE][k].decode(), f"{scores[F.ITA][k]:.6f}", f"{scores[F.TIA][k]:.6f}", folds[k]])
+        writer.writerow(
+            [
+                item_id.decode(),
+                raw[F.MERCHANT_ID][k].decode(),
+                raw[F.CATEGORY][k].decode(),
+                raw[F.TITLE][k].decode(),
+                f"{scores[F.ITA][k]:.6f}",
+                f"{scores[F.TIA][k]:.6f}",
+                folds[k],
+            ]
+        )
     with tf.io.gfile.GFile(os.path.join(audit.uri, audit_report.REPORT_FILE), "w") as f:
         f.write(text.getvalue())
     audit.set_int_custom_property("listings", len(item_ids))
@@ -82,5 +100,8 @@ def ListingAudit(
         audits = audit_report.read_report(os.path.join(audit.uri, audit_report.REPORT_FILE))
         result = audit_report.evaluate_audit(audits, audit_report.read_truth(listing_quality_file))
         audit.set_json_value_custom_property("against_truth", result)
-        logger.info("the audit finds the listings %s calls flawed at ROC AUC %.3f", listing_quality_file,
-                    result.get("auc", float("nan")))
+        logger.info(
+            "the audit finds the listings %s calls flawed at ROC AUC %.3f",
+            listing_quality_file,
+            result.get("auc", float("nan")),
+        )

@@ -7,6 +7,7 @@ ITA and TIA scores are then computed once per version, and the `rank` signature 
 item ids. The Evaluator judges, and the Pusher pushes, this model. A model without a listing table (a
 baseline, or the full-attention alternative) is passed on unchanged.
 """
+
 import logging
 import shutil
 

@@ -6,6 +6,7 @@ Transform and the Evaluator), `ItemFeatures` (one tf.Example per good listing) a
 `PreprocessingReport` (summary.json and the quarantine). ExampleGen has no stage for tokenising text and
 encoding texts and photo patches, hence this component instead of ExampleGen over files made outside the pipeline.
 """
+
 import hashlib
 import json
 import os
@@ -80,9 +81,17 @@ def PreprocessDataset(
     del dataset_fingerprint, code_version
     staging = report.uri
     summary = preprocess(
-        dataset_dir=dataset_dir, output_dir=staging, image_encoder=image_encoder, image_preset=image_preset,
-        grid=grid, max_text_length=max_text_length, beam_args=json.loads(beam_args),
-        cache_dir=embedding_cache_dir or None, text_encoder=text_encoder, num_text_tokens=num_text_tokens)
+        dataset_dir=dataset_dir,
+        output_dir=staging,
+        image_encoder=image_encoder,
+        image_preset=image_preset,
+        grid=grid,
+        max_text_length=max_text_length,
+        beam_args=json.loads(beam_args),
+        cache_dir=embedding_cache_dir or None,
+        text_encoder=text_encoder,
+        num_text_tokens=num_text_tokens,
+    )
     examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
     for split in SPLITS:
         _move_children(os.path.join(staging, "examples", split), artifact_utils.get_split_uri([examples], split))

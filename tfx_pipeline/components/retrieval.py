@@ -11,6 +11,7 @@ strategy that finds the last blessed retrieval model.
   LatestBlessedModelStrategy (the ranker's baseline resolver) then never takes a retrieval model for the
   ranker's baseline; `LatestBlessedRetrievalModelStrategy` resolves the retrieval model's own.
 """
+
 import json
 import logging
 import os
@@ -32,8 +33,11 @@ class LatestBlessedRetrievalModelStrategy(LatestBlessedModelStrategy):
     """The latest Model whose ModelBlessing from `RetrievalEvaluator` says blessed (see the module docstring)."""
 
     def _resolve(self, input_dict, model_channel_key, model_blessing_channel_key):
-        blessed = {a.get_int_custom_property(RETRIEVAL_MODEL_ID): a for a in input_dict[model_blessing_channel_key]
-                   if a.get_int_custom_property("blessed") == 1 and a.get_int_custom_property(RETRIEVAL_MODEL_ID)}
+        blessed = {
+            a.get_int_custom_property(RETRIEVAL_MODEL_ID): a
+            for a in input_dict[model_blessing_channel_key]
+            if a.get_int_custom_property("blessed") == 1 and a.get_int_custom_property(RETRIEVAL_MODEL_ID)
+        }
         for model in sorted(input_dict[model_channel_key], key=lambda a: a.id, reverse=True):
             if model.id in blessed:
                 return {model_channel_key: [model], model_blessing_channel_key: [blessed[model.id]]}
@@ -59,12 +63,20 @@ def RetrievalIndex(
     if audit is not None:
         report = os.path.join(audit.uri, audit_report.REPORT_FILE)
         alignment = retrieval_index.read_alignment(report) if os.path.exists(report) else None
-    counts = retrieval_index.write_index(path_utils.serving_model_path(model.uri), read_listing_features(items.uri),
-                                         path_utils.serving_model_dir(indexed_model.uri), alignment)
+    counts = retrieval_index.write_index(
+        path_utils.serving_model_path(model.uri),
+        read_listing_features(items.uri),
+        path_utils.serving_model_dir(indexed_model.uri),
+        alignment,
+    )
     for key, value in counts.items():
         indexed_model.set_int_custom_property(key, value)
-    logger.info("retrieval index: %d listings (%d clicked in training, %d with an audit alignment)",
-                counts["listings"], counts["clicked"], counts["audited"])
+    logger.info(
+        "retrieval index: %d listings (%d clicked in training, %d with an audit alignment)",
+        counts["listings"],
+        counts["clicked"],
+        counts["audited"],
+    )
 
 
 @tfx.dsl.components.component
@@ -95,8 +107,13 @@ def RetrievalEvaluator(
     if baseline_model is not None:
         baseline = ev.evaluate_saved_model(path_utils.serving_model_path(baseline_model.uri), train, clicks, ks)
     failures = ev.judge(result, int(bless_k), min_lift_over_popularity, baseline, max_regression)
-    record = {"metrics": result, "baseline_metrics": baseline, "bless_k": int(bless_k), "failures": failures,
-              "blessed": not failures}
+    record = {
+        "metrics": result,
+        "baseline_metrics": baseline,
+        "bless_k": int(bless_k),
+        "failures": failures,
+        "blessed": not failures,
+    }
     with open(os.path.join(evaluation.uri, METRICS_FILE), "w") as f:
         json.dump(record, f, indent=2, sort_keys=True)
     evaluation.set_json_value_custom_property("metrics", result)
@@ -106,6 +123,11 @@ def RetrievalEvaluator(
     if failures:
         blessing.set_json_value_custom_property("failures", failures)
     open(os.path.join(blessing.uri, "BLESSED" if not failures else "NOT_BLESSED"), "w").close()
-    logger.info("retrieval Recall@%d %.4f (popularity %.4f, random %.4f): %s", bless_k, result[f"recall@{bless_k}"],
-                result[f"popularity_recall@{bless_k}"], result[f"random_recall@{bless_k}"],
-                "blessed" if not failures else "not blessed: " + "; ".join(failures))
+    logger.info(
+        "retrieval Recall@%d %.4f (popularity %.4f, random %.4f): %s",
+        bless_k,
+        result[f"recall@{bless_k}"],
+        result[f"popularity_recall@{bless_k}"],
+        result[f"random_recall@{bless_k}"],
+        "blessed" if not failures else "not blessed: " + "; ".join(failures),
+    )

@@ -7,6 +7,7 @@ a version in the serving base. For each pushed version: warmup requests from rea
 base (camenn.serving.bundle). The listings themselves travel inside the version (its listing table).
 Nothing happens when the Pusher pushed nothing (an unblessed model).
 """
+
 import logging
 import os
 
@@ -39,9 +40,11 @@ def ServingBundle(
     del code_version  # part of the cache key only (code_version.py)
     from camenn.serving import bundle, servables
 
-    pushes = {name: int(pushed.get_string_custom_property("pushed_version"))
-              for name, pushed in ((model_name, pushed_model), (retrieval_model_name, retrieval_pushed_model))
-              if pushed is not None and name and pushed.get_int_custom_property("pushed")}
+    pushes = {
+        name: int(pushed.get_string_custom_property("pushed_version"))
+        for name, pushed in ((model_name, pushed_model), (retrieval_model_name, retrieval_pushed_model))
+        if pushed is not None and name and pushed.get_int_custom_property("pushed")
+    }
     if not pushes:
         logger.info("no model was pushed (none blessed): no serving bundle to write")
         return
@@ -49,8 +52,10 @@ def ServingBundle(
     for name, version in pushes.items():
         if not os.path.exists(os.path.join(serving_base, name, str(version), servables.WARMUP_FILE)):
             bundle.write_warmup_requests(os.path.join(serving_base, name, str(version)), warmup, name)
-    served = [name for name in (model_name, retrieval_model_name)
-              if name and os.path.isdir(os.path.join(serving_base, name))]
+    served = [
+        name for name in (model_name, retrieval_model_name) if name and os.path.isdir(os.path.join(serving_base, name))
+    ]
     written = bundle.write_serving_bundle(serving_base, served[0], more_models=served[1:])
-    logger.info("serving bundle for %s: %s", ", ".join(f"{n} version {v}" for n, v in pushes.items()),
-                written.models_config)
+    logger.info(
+        "serving bundle for %s: %s", ", ".join(f"{n} version {v}" for n, v in pushes.items()), written.models_config
+    )

@@ -21,6 +21,7 @@ compare({0: preds_a0, 1: preds_a1}, {0: preds_b0, 1: preds_b1}, labels)
 ```
 {"mean": 0.012, "low": 0.004, "high": 0.020, "verdict": "supported", ...}
 """
+
 from typing import Dict, Mapping
 
 import numpy as np
@@ -30,8 +31,12 @@ BOOTSTRAP = 300
 Z = 1.96
 MARGIN = 0.005  # CVR AUC: a smaller gain would not change a ranking decision
 MARGIN_FLAWS = 0.05  # flaw-finding AUC: below 0.55 an audit is of no use to a merchant
-SUPPORTED, NOT_SUPPORTED, OPPOSITE, UNDECIDED = "supported", "not supported", "not supported (the opposite holds)", \
-    "undecided at this budget"
+SUPPORTED, NOT_SUPPORTED, OPPOSITE, UNDECIDED = (
+    "supported",
+    "not supported",
+    "not supported (the opposite holds)",
+    "undecided at this budget",
+)
 
 
 def fast_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -54,8 +59,14 @@ def verdict(low: float, high: float, margin: float) -> str:
     return UNDECIDED
 
 
-def compare(a: Mapping[int, np.ndarray], b: Mapping[int, np.ndarray], labels: np.ndarray,
-            bootstrap: int = BOOTSTRAP, seed: int = 0, margin: float = MARGIN) -> Dict[str, object]:
+def compare(
+    a: Mapping[int, np.ndarray],
+    b: Mapping[int, np.ndarray],
+    labels: np.ndarray,
+    bootstrap: int = BOOTSTRAP,
+    seed: int = 0,
+    margin: float = MARGIN,
+) -> Dict[str, object]:
     """Does model A rank the eval clicks better than model B (AUC)?
 
     Args:
@@ -77,18 +88,27 @@ def compare(a: Mapping[int, np.ndarray], b: Mapping[int, np.ndarray], labels: np
     resampled = []
     for _ in range(bootstrap):
         index = rng.integers(0, len(labels), len(labels))
-        resampled.append(np.mean([fast_auc(labels[index], a[s][index]) - fast_auc(labels[index], b[s][index])
-                                  for s in seeds]))
+        resampled.append(
+            np.mean([fast_auc(labels[index], a[s][index]) - fast_auc(labels[index], b[s][index]) for s in seeds])
+        )
     eval_se = float(np.nanstd(resampled, ddof=1))
     mean = float(differences.mean())
     half = Z * float(np.hypot(seed_se, eval_se))
-    return {"seeds": seeds, "per_seed": differences.round(6).tolist(), "mean": mean, "seed_se": seed_se,
-            "eval_se": eval_se, "low": mean - half, "high": mean + half,
-            "verdict": verdict(mean - half, mean + half, margin)}
+    return {
+        "seeds": seeds,
+        "per_seed": differences.round(6).tolist(),
+        "mean": mean,
+        "seed_se": seed_se,
+        "eval_se": eval_se,
+        "low": mean - half,
+        "high": mean + half,
+        "verdict": verdict(mean - half, mean + half, margin),
+    }
 
 
-def flaw_finding(labels: np.ndarray, scores: np.ndarray, bootstrap: int = BOOTSTRAP, seed: int = 0,
-                 margin: float = MARGIN_FLAWS) -> Dict[str, object]:
+def flaw_finding(
+    labels: np.ndarray, scores: np.ndarray, bootstrap: int = BOOTSTRAP, seed: int = 0, margin: float = MARGIN_FLAWS
+) -> Dict[str, object]:
     """Does a score find the flawed listings (`labels` 1) among the ok ones? ROC AUC with a bootstrap
     interval over listings, judged against chance (0.5)."""
     labels = np.asarray(labels) > 0.5
@@ -100,5 +120,11 @@ def flaw_finding(labels: np.ndarray, scores: np.ndarray, bootstrap: int = BOOTST
         index = rng.integers(0, len(labels), len(labels))
         resampled.append(fast_auc(labels[index], scores[index]))
     low, high = (float(q) for q in np.nanpercentile(resampled, [2.5, 97.5]))
-    return {"auc": value, "low": low, "high": high, "flawed": int(labels.sum()), "ok": int((~labels).sum()),
-            "verdict": verdict(low - 0.5, high - 0.5, margin)}
+    return {
+        "auc": value,
+        "low": low,
+        "high": high,
+        "flawed": int(labels.sum()),
+        "ok": int((~labels).sum()),
+        "verdict": verdict(low - 0.5, high - 0.5, margin),
+    }

@@ -16,6 +16,7 @@ rows = read_eval_rows(eval_examples_uri, tft_output)
 predictions = model.predict(rows.dataset(model.input, 1024))      # {"cvr": [N], "ita": [N], ...}
 ```
 """
+
 import dataclasses
 import hashlib
 import os
@@ -51,8 +52,11 @@ def read_train_clicks(transformed_examples_uri: str, tft_output) -> ClickData:
         tft_output: `tft.TFTransformOutput` of the same run.
     """
     spec = tft_output.transformed_feature_spec()
-    batches = _records(_split_files(transformed_examples_uri, "train")).batch(_READ_BATCH).map(
-        lambda serialized: tf.io.parse_example(serialized, spec))
+    batches = (
+        _records(_split_files(transformed_examples_uri, "train"))
+        .batch(_READ_BATCH)
+        .map(lambda serialized: tf.io.parse_example(serialized, spec))
+    )
     return ClickData.read(batches, F.LISTING_INPUTS)
 
 
@@ -94,8 +98,10 @@ class EvalRows:
     def inputs(self, names: Iterable[str], rows: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
         """Model inputs `names` of `rows` (default all), wide features gathered from their tables."""
         rows = np.arange(len(self)) if rows is None else rows
-        return {name: self.tables[name][self.columns[name][rows]] if name in self.tables
-                else self.columns[name][rows] for name in names}
+        return {
+            name: self.tables[name][self.columns[name][rows]] if name in self.tables else self.columns[name][rows]
+            for name in names
+        }
 
     def dataset(self, names: Iterable[str], batch_size: int, rows: Optional[np.ndarray] = None) -> tf.data.Dataset:
         """Batches of model inputs `names` for `rows` (default all), in row order."""
@@ -106,8 +112,10 @@ class EvalRows:
         tables = {name: tf.constant(self.tables[name]) for name in index}
 
         def gather(batch):
-            return {**{k: v for k, v in batch.items() if k in narrow},
-                    **{k: tf.gather(tables[k], batch[k]) for k in index}}
+            return {
+                **{k: v for k, v in batch.items() if k in narrow},
+                **{k: tf.gather(tables[k], batch[k]) for k in index},
+            }
 
         return tf.data.Dataset.from_tensor_slices({**narrow, **index}).batch(batch_size).map(gather)
 
@@ -131,12 +139,16 @@ class _Interner:
 
 def _eval_spec(tft_output) -> dict:
     spec = dict(tft_output.raw_feature_spec())
-    spec.update({F.EVAL_LABELS[F.ITA]: tf.io.FixedLenFeature([1], tf.int64),
-                 F.EVAL_LABELS[F.TIA]: tf.io.FixedLenFeature([1], tf.int64),
-                 **{F.EVAL_WEIGHTS[t]: tf.io.FixedLenFeature([1], tf.float32) for t in F.TASKS},
-                 F.LISTING_QUALITY: tf.io.FixedLenFeature([1], tf.string),
-                 F.NEGATIVE_KIND: tf.io.VarLenFeature(tf.string),
-                 F.TRAIN_CONVERSION_RATE: tf.io.FixedLenFeature([1], tf.float32)})
+    spec.update(
+        {
+            F.EVAL_LABELS[F.ITA]: tf.io.FixedLenFeature([1], tf.int64),
+            F.EVAL_LABELS[F.TIA]: tf.io.FixedLenFeature([1], tf.int64),
+            **{F.EVAL_WEIGHTS[t]: tf.io.FixedLenFeature([1], tf.float32) for t in F.TASKS},
+            F.LISTING_QUALITY: tf.io.FixedLenFeature([1], tf.string),
+            F.NEGATIVE_KIND: tf.io.VarLenFeature(tf.string),
+            F.TRAIN_CONVERSION_RATE: tf.io.FixedLenFeature([1], tf.float32),
+        }
+    )
     for name in (F.REQUEST_ID, F.SHOPPER_ID, F.ITEM_ID):
         spec.setdefault(name, tf.io.FixedLenFeature([1], tf.string))
     return spec
@@ -152,13 +164,22 @@ def read_eval_rows(eval_examples_uri: str, tft_output) -> EvalRows:
         parsed = tf.io.parse_example(serialized, spec)
         kinds = tf.sparse.to_dense(parsed.pop(F.NEGATIVE_KIND), default_value=b"").numpy()
         transformed = tft_output.transform_raw_features({k: v for k, v in parsed.items() if k in raw_names})
-        chunk = {name: value.numpy() for name, value in transformed.items()
-                 if name in F.MODEL_INPUTS or name == F.LABEL}
+        chunk = {
+            name: value.numpy() for name, value in transformed.items() if name in F.MODEL_INPUTS or name == F.LABEL
+        }
         for name in WIDE_FEATURES:
             if name in chunk:
                 chunk[name] = interners[name].add(chunk[name])
-        for name in (F.REQUEST_ID, F.SHOPPER_ID, F.ITEM_ID, F.LISTING_QUALITY, F.TRAIN_CONVERSION_RATE,
-                     F.EVAL_LABELS[F.ITA], F.EVAL_LABELS[F.TIA], *F.EVAL_WEIGHTS.values()):
+        for name in (
+            F.REQUEST_ID,
+            F.SHOPPER_ID,
+            F.ITEM_ID,
+            F.LISTING_QUALITY,
+            F.TRAIN_CONVERSION_RATE,
+            F.EVAL_LABELS[F.ITA],
+            F.EVAL_LABELS[F.TIA],
+            *F.EVAL_WEIGHTS.values(),
+        ):
             chunk[f"raw/{name}"] = parsed[name].numpy().reshape(-1)
         chunk["raw/kinds"] = np.array([tuple(k for k in row if k) for row in kinds], dtype=object)
         for name, value in chunk.items():
@@ -167,15 +188,23 @@ def read_eval_rows(eval_examples_uri: str, tft_output) -> EvalRows:
         raise ValueError(f"{eval_examples_uri} holds no eval rows")
     columns = {name: np.concatenate(chunks) for name, chunks in parts.items()}
     raw = {name[4:]: columns.pop(name) for name in list(columns) if name.startswith("raw/")}
-    labels = {F.CVR: columns.pop(F.LABEL).astype(np.float64),
-              F.ITA: raw[F.EVAL_LABELS[F.ITA]].astype(np.float64), F.TIA: raw[F.EVAL_LABELS[F.TIA]].astype(np.float64)}
+    labels = {
+        F.CVR: columns.pop(F.LABEL).astype(np.float64),
+        F.ITA: raw[F.EVAL_LABELS[F.ITA]].astype(np.float64),
+        F.TIA: raw[F.EVAL_LABELS[F.TIA]].astype(np.float64),
+    }
     return EvalRows(
         columns=columns,
         tables={name: np.stack(i.values) for name, i in interners.items() if i.values},
-        labels=labels, weights={t: raw[F.EVAL_WEIGHTS[t]].astype(np.float64) for t in F.TASKS},
-        request_id=raw[F.REQUEST_ID], item_id=raw[F.ITEM_ID], shopper_id=raw[F.SHOPPER_ID],
-        listing_quality=raw[F.LISTING_QUALITY], negative_kind=raw["kinds"],
-        train_rate=raw[F.TRAIN_CONVERSION_RATE].astype(np.float64))
+        labels=labels,
+        weights={t: raw[F.EVAL_WEIGHTS[t]].astype(np.float64) for t in F.TASKS},
+        request_id=raw[F.REQUEST_ID],
+        item_id=raw[F.ITEM_ID],
+        shopper_id=raw[F.SHOPPER_ID],
+        listing_quality=raw[F.LISTING_QUALITY],
+        negative_kind=raw["kinds"],
+        train_rate=raw[F.TRAIN_CONVERSION_RATE].astype(np.float64),
+    )
 
 
 def attach_oracle(rows: EvalRows, probabilities: Mapping) -> EvalRows:

@@ -12,6 +12,7 @@ probabilities = read_event_probabilities("data/sample/events_truth.csv")
 oracle = attach(request_ids, item_ids, probabilities)   # [N], NaN where a row has no truth
 ```
 """
+
 import csv
 from pathlib import Path
 from typing import Dict, Sequence, Tuple, Union
@@ -53,5 +54,6 @@ def read_event_probabilities(path: Union[str, Path]) -> Dict[Key, float]:
 
 def attach(request_ids: Sequence[bytes], item_ids: Sequence[bytes], probabilities: Dict[Key, float]) -> np.ndarray:
     """The true probability of each (request_id, item_id) row: [N] float64, NaN where the truth has none."""
-    return np.array([probabilities.get((bytes(r), bytes(i)), np.nan) for r, i in zip(request_ids, item_ids)],
-                    dtype=np.float64)
+    return np.array(
+        [probabilities.get((bytes(r), bytes(i)), np.nan) for r, i in zip(request_ids, item_ids)], dtype=np.float64
+    )

@@ -25,6 +25,7 @@ model = logistic_regression(table.train, train_labels, seed=0)
 cvr = model(table.transform(eval_columns))        # [N] probabilities
 ```
 """
+
 import dataclasses
 from typing import Callable, Dict, Mapping
 
@@ -36,10 +37,14 @@ from camenn.tfx_pipeline.training_data import LISTING_ROW
 SMOOTHING = 20.0
 FOLDS = 5
 # Target-encoded keys: one id, or a pair (shopper x coarse category).
-ENCODED = {"item": (F.ITEM_ID,), "shopper": (F.SHOPPER_ID,), "merchant": (F.MERCHANT_ID,),
-           "category": (F.CATEGORY,), "shopper_x_coarse": (F.SHOPPER_ID, F.COARSE_CATEGORY)}
-FEATURES = ("distance", "hour", "night", "morning", "evening", "price_vs_category",
-            *(f"te_{name}" for name in ENCODED))
+ENCODED = {
+    "item": (F.ITEM_ID,),
+    "shopper": (F.SHOPPER_ID,),
+    "merchant": (F.MERCHANT_ID,),
+    "category": (F.CATEGORY,),
+    "shopper_x_coarse": (F.SHOPPER_ID, F.COARSE_CATEGORY),
+}
+FEATURES = ("distance", "hour", "night", "morning", "evening", "price_vs_category", *(f"te_{name}" for name in ENCODED))
 NARROW = (*F.ID_FEATURES, F.HOUR, *F.NUMERIC_FEATURES)
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -107,20 +112,25 @@ class FeatureTable:
 
     def transform(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """[N, len(FEATURES)] features of other clicks, encodings from the whole training split."""
-        encodings = {name: _encode(self.train_keys[name], self.train_labels, _keys(columns, names), self.rate)
-                     for name, names in ENCODED.items()}
+        encodings = {
+            name: _encode(self.train_keys[name], self.train_labels, _keys(columns, names), self.rate)
+            for name, names in ENCODED.items()
+        }
         return self._features(columns, encodings)
 
     def _features(self, columns, encodings) -> np.ndarray:
         hour = columns[F.HOUR].astype(np.int64)
         median = np.array([self.category_median_price.get(int(c), np.nan) for c in columns[F.CATEGORY]])
         price = columns[F.PRICE].astype(np.float64)
-        values = {"distance": columns[F.DISTANCE_KM].astype(np.float64), "hour": hour.astype(np.float64),
-                  "night": ((hour >= 22) | (hour <= 6)).astype(np.float64),
-                  "morning": ((hour >= 7) & (hour <= 10)).astype(np.float64),
-                  "evening": ((hour >= 17) & (hour <= 21)).astype(np.float64),
-                  "price_vs_category": np.where(np.isnan(median), 0.0, price - np.nan_to_num(median)),
-                  **{f"te_{name}": value for name, value in encodings.items()}}
+        values = {
+            "distance": columns[F.DISTANCE_KM].astype(np.float64),
+            "hour": hour.astype(np.float64),
+            "night": ((hour >= 22) | (hour <= 6)).astype(np.float64),
+            "morning": ((hour >= 7) & (hour <= 10)).astype(np.float64),
+            "evening": ((hour >= 17) & (hour <= 21)).astype(np.float64),
+            "price_vs_category": np.where(np.isnan(median), 0.0, price - np.nan_to_num(median)),
+            **{f"te_{name}": value for name, value in encodings.items()},
+        }
         return np.stack([values[name] for name in FEATURES], axis=1)
 
 
@@ -145,7 +155,8 @@ def gradient_boosted_trees(features: np.ndarray, labels: np.ndarray, seed: int) 
     data = table(features)
     data["label"] = np.asarray(labels, np.int64)
     model = ydf.GradientBoostedTreesLearner(label="label", task=ydf.Task.CLASSIFICATION, random_seed=seed).train(
-        data, verbose=0)
+        data, verbose=0
+    )
     return lambda x: np.asarray(model.predict(table(x)), np.float64).reshape(-1)
 
 

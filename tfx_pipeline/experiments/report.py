@@ -10,6 +10,7 @@ Usage:
 render(json.load(open("docs/results.json")), "docs")     # docs/RESULTS.md and docs/*.png
 ```
 """
+
 import datetime
 import os
 from typing import Dict, List
@@ -24,15 +25,26 @@ EXPERT_LOAD_PLOT = "expert_load.png"
 LEARNING_CURVES_PLOT = "learning_curves.png"
 AUDIT_PLOT = "audit_scores.png"
 
-CVR_COLUMNS = (("CVR AUC", "auc"), ("share of headroom", "auc_headroom"), ("GAUC", "gauc"),
-               ("GAUC share of headroom", "gauc_headroom"), ("normalized entropy", "normalized_entropy"),
-               ("log loss / prior's", "log_loss_vs_prior"), ("calibration", "calibration"))
-ALIGNMENT_COLUMNS = tuple((f"{task.upper()} AUC{' ' + label if label else ''}", f"{task}/auc{suffix}")
-                          for task in (F.ITA, F.TIA)
-                          for label, suffix in (("", ""), ("hard", "/hard"), ("other coarse", "/other_coarse")))
-FLAW_COLUMNS = (("low ITA finds inaccurate texts", "ita_finds_inaccurate_text"),
-                ("low TIA finds vague photos", "tia_finds_vague_photo"), ("low min(ITA, TIA) finds any flaw", "any_flaw"),
-                *((f"any flaw, {size} merchants", f"any_flaw/{size}") for size in ("small", "medium", "large")))
+CVR_COLUMNS = (
+    ("CVR AUC", "auc"),
+    ("share of headroom", "auc_headroom"),
+    ("GAUC", "gauc"),
+    ("GAUC share of headroom", "gauc_headroom"),
+    ("normalized entropy", "normalized_entropy"),
+    ("log loss / prior's", "log_loss_vs_prior"),
+    ("calibration", "calibration"),
+)
+ALIGNMENT_COLUMNS = tuple(
+    (f"{task.upper()} AUC{' ' + label if label else ''}", f"{task}/auc{suffix}")
+    for task in (F.ITA, F.TIA)
+    for label, suffix in (("", ""), ("hard", "/hard"), ("other coarse", "/other_coarse"))
+)
+FLAW_COLUMNS = (
+    ("low ITA finds inaccurate texts", "ita_finds_inaccurate_text"),
+    ("low TIA finds vague photos", "tia_finds_vague_photo"),
+    ("low min(ITA, TIA) finds any flaw", "any_flaw"),
+    *((f"any flaw, {size} merchants", f"any_flaw/{size}") for size in ("small", "medium", "large")),
+)
 
 
 def _runs(results: dict, dataset: str) -> Dict[str, List[dict]]:
@@ -65,48 +77,72 @@ def _fmt(value, digits=3) -> str:
 
 def _cvr_table(results, dataset) -> List[str]:
     prepared = results["datasets"].get(dataset, {})
-    lines = ["| model | runs | " + " | ".join(label for label, _ in CVR_COLUMNS) + " |",
-             "|---|---|" + "---|" * len(CVR_COLUMNS)]
-    for name, row in (("**oracle** (the simulator's true probabilities)", prepared.get("oracle")),
-                      ("predict the training rate", prepared.get("prior"))):
+    lines = [
+        "| model | runs | " + " | ".join(label for label, _ in CVR_COLUMNS) + " |",
+        "|---|---|" + "---|" * len(CVR_COLUMNS),
+    ]
+    for name, row in (
+        ("**oracle** (the simulator's true probabilities)", prepared.get("oracle")),
+        ("predict the training rate", prepared.get("prior")),
+    ):
         if row:
-            row = dict(row, auc_headroom=1.0 if "oracle" in name else 0.0, gauc_headroom=1.0 if "oracle" in name else None)
+            row = dict(
+                row, auc_headroom=1.0 if "oracle" in name else 0.0, gauc_headroom=1.0 if "oracle" in name else None
+            )
             lines.append(f"| {name} | - | " + " | ".join(_fmt(row.get(k)) for _, k in CVR_COLUMNS) + " |")
     for model, runs in _runs(results, dataset).items():
-        lines.append(f"| {model} | {len(runs)} | " + " | ".join(_cell([r["cvr"].get(k) for r in runs])
-                                                             for _, k in CVR_COLUMNS) + " |")
+        lines.append(
+            f"| {model} | {len(runs)} | "
+            + " | ".join(_cell([r["cvr"].get(k) for r in runs]) for _, k in CVR_COLUMNS)
+            + " |"
+        )
     return lines
 
 
 def _alignment_table(results, dataset) -> List[str]:
-    lines = ["| model | " + " | ".join(label for label, _ in ALIGNMENT_COLUMNS) + " |",
-             "|---|" + "---|" * len(ALIGNMENT_COLUMNS)]
+    lines = [
+        "| model | " + " | ".join(label for label, _ in ALIGNMENT_COLUMNS) + " |",
+        "|---|" + "---|" * len(ALIGNMENT_COLUMNS),
+    ]
     for model, runs in _runs(results, dataset).items():
         if runs[0].get("alignment"):
-            lines.append(f"| {model} | " + " | ".join(_cell([r["alignment"].get(k) for r in runs])
-                                                    for _, k in ALIGNMENT_COLUMNS) + " |")
+            lines.append(
+                f"| {model} | "
+                + " | ".join(_cell([r["alignment"].get(k) for r in runs]) for _, k in ALIGNMENT_COLUMNS)
+                + " |"
+            )
     return lines
 
 
 def _flaw_table(results) -> List[str]:
-    lines = ["| scores | dataset | " + " | ".join(label for label, _ in FLAW_COLUMNS) + " |",
-             "|---|---|" + "---|" * len(FLAW_COLUMNS)]
+    lines = [
+        "| scores | dataset | " + " | ".join(label for label, _ in FLAW_COLUMNS) + " |",
+        "|---|---|" + "---|" * len(FLAW_COLUMNS),
+    ]
     for dataset in results["settings"]["datasets"]:
         audit = results["datasets"].get(dataset, {}).get("audit")
         if audit:
-            lines.append(f"| **ListingAudit, out of fold** | {dataset} | "
-                         + " | ".join(_fmt(audit.get(k)) for _, k in FLAW_COLUMNS) + " |")
+            lines.append(
+                f"| **ListingAudit, out of fold** | {dataset} | "
+                + " | ".join(_fmt(audit.get(k)) for _, k in FLAW_COLUMNS)
+                + " |"
+            )
     for dataset in results["settings"]["datasets"]:
         for model, runs in _runs(results, dataset).items():
             if runs[0].get("flaws_in_sample"):
-                lines.append(f"| {model}, in sample | {dataset} | " + " | ".join(
-                    _cell([r["flaws_in_sample"].get(k) for r in runs]) for _, k in FLAW_COLUMNS) + " |")
+                lines.append(
+                    f"| {model}, in sample | {dataset} | "
+                    + " | ".join(_cell([r["flaws_in_sample"].get(k) for r in runs]) for _, k in FLAW_COLUMNS)
+                    + " |"
+                )
     return lines
 
 
 def _claims_table(results) -> List[str]:
-    lines = ["| claim | statement | dataset | metric | A | B | A - B (per seed) | 95% interval | verdict |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| claim | statement | dataset | metric | A | B | A - B (per seed) | 95% interval | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for c in results.get("claims", []):
         if "mean" in c:
             diff = f"{c['mean']:+.4f} ({', '.join(f'{d:+.3f}' for d in c['per_seed'])})"
@@ -114,32 +150,49 @@ def _claims_table(results) -> List[str]:
         else:
             diff = f"AUC {c['auc']:.3f} ({c['flawed']} flawed, {c['ok']} ok listings)"
             interval = f"[{c['low']:.3f}, {c['high']:.3f}]"
-        lines.append(f"| ({c['claim']}) | {c['statement']} | {c['dataset']} | {c['metric']} | {c['a']} | {c['b']} | "
-                     f"{diff} | {interval} | **{c['verdict']}** |")
+        lines.append(
+            f"| ({c['claim']}) | {c['statement']} | {c['dataset']} | {c['metric']} | {c['a']} | {c['b']} | "
+            f"{diff} | {interval} | **{c['verdict']}** |"
+        )
     return lines
 
 
 def _time_table(results) -> List[str]:
-    lines = ["| dataset | model | parameters | runs | wall s per run | fit s (first segment, with tracing) | "
-             "clicks seen | clicks/s after tracing | load average (start, end) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | model | parameters | runs | wall s per run | fit s (first segment, with tracing) | "
+        "clicks seen | clicks/s after tracing | load average (start, end) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for dataset in results["settings"]["datasets"]:
         for model, runs in _runs(results, dataset).items():
             fit = mean_spread([r["train_seconds"] for r in runs])
             first = mean_spread([r.get("first_segment_seconds") for r in runs])
-            rate = mean_spread([(r["clicks_seen"] * (1 - 1 / len(r["curve"]))) / max(1e-9, r["train_seconds"]
-                                - r["first_segment_seconds"]) for r in runs if r.get("first_segment_seconds")
-                                and len(r["curve"]) > 1])
+            rate = mean_spread(
+                [
+                    (r["clicks_seen"] * (1 - 1 / len(r["curve"])))
+                    / max(1e-9, r["train_seconds"] - r["first_segment_seconds"])
+                    for r in runs
+                    if r.get("first_segment_seconds") and len(r["curve"]) > 1
+                ]
+            )
             load = [r.get("load_average") for r in runs if r.get("load_average")]
-            load_text = (f"{np.mean([x[0] for x in load]):.1f}, {np.mean([x[1] for x in load]):.1f}" if load else "n/a")
+            load_text = f"{np.mean([x[0] for x in load]):.1f}, {np.mean([x[1] for x in load]):.1f}" if load else "n/a"
             parameters = f"{runs[0]['parameters']:,}" if runs[0].get("parameters") else "-"
-            lines.append(f"| {dataset} | {model} | {parameters} | {len(runs)} | {np.mean([r['wall_seconds'] for r in runs]):.0f} | "
-                         f"{fit[0]:.0f}" + (f" ({first[0]:.0f})" if first else "") + f" | {runs[0]['clicks_seen']:,} | "
-                         + (f"{rate[0]:.0f}" if rate else "n/a") + f" | {load_text} |")
+            lines.append(
+                f"| {dataset} | {model} | {parameters} | {len(runs)} | "
+                f"{np.mean([r['wall_seconds'] for r in runs]):.0f} | "
+                f"{fit[0]:.0f}"
+                + (f" ({first[0]:.0f})" if first else "")
+                + f" | {runs[0]['clicks_seen']:,} | "
+                + (f"{rate[0]:.0f}" if rate else "n/a")
+                + f" | {load_text} |"
+            )
     return lines
 
 
 def plot_learning_curves(results, path) -> bool:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -154,8 +207,17 @@ def plot_learning_curves(results, path) -> bool:
             clicks = [runs[0]["curve"][k]["clicks_seen"] for k in range(length)]
             auc = np.array([[r["curve"][k]["auc"] for k in range(length)] for r in runs])
             style = "--" if runs[0]["kind"] == "practitioner" else "-"
-            axis.errorbar(clicks, auc.mean(0), yerr=auc.std(0, ddof=1) if len(runs) > 1 else None, label=model,
-                          linestyle=style, marker="o", markersize=3, capsize=2, color=colours[i % len(colours)])
+            axis.errorbar(
+                clicks,
+                auc.mean(0),
+                yerr=auc.std(0, ddof=1) if len(runs) > 1 else None,
+                label=model,
+                linestyle=style,
+                marker="o",
+                markersize=3,
+                capsize=2,
+                color=colours[i % len(colours)],
+            )
         oracle = results["datasets"].get(dataset, {}).get("oracle")
         if oracle:
             axis.axhline(oracle["auc"], color="black", linestyle=":", label=f"oracle {oracle['auc']:.3f}")
@@ -176,11 +238,15 @@ def plot_learning_curves(results, path) -> bool:
 
 def plot_audit(results, path) -> bool:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    audits = [(d, results["datasets"][d]["audit"]["scores"]) for d in results["settings"]["datasets"]
-              if results["datasets"].get(d, {}).get("audit", {}).get("scores")]
+    audits = [
+        (d, results["datasets"][d]["audit"]["scores"])
+        for d in results["settings"]["datasets"]
+        if results["datasets"].get(d, {}).get("audit", {}).get("scores")
+    ]
     if not audits:
         return False
     figure, axes = plt.subplots(len(audits), 2, figsize=(11, 3.6 * len(audits)), squeeze=False)
@@ -192,8 +258,14 @@ def plot_audit(results, path) -> bool:
             for q in ("ok", "inaccurate_text", "vague_photo"):
                 chosen = quality == q
                 if chosen.any():
-                    axis.hist(values[chosen], bins=bins, density=True, histtype="step", linewidth=1.6,
-                              label=f"{q} ({chosen.sum()})")
+                    axis.hist(
+                        values[chosen],
+                        bins=bins,
+                        density=True,
+                        histtype="step",
+                        linewidth=1.6,
+                        label=f"{q} ({chosen.sum()})",
+                    )
             axis.set_xlabel(f"out-of-fold {task.upper()} score of the listing's own pair")
             axis.set_ylabel("density")
             axis.set_title(f"{dataset}: ListingAudit {task.upper()}")
@@ -206,6 +278,7 @@ def plot_audit(results, path) -> bool:
 
 def plot_calibration(results, path, dataset) -> bool:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -221,8 +294,13 @@ def plot_calibration(results, path, dataset) -> bool:
     for model, histograms in sources.items():
         binned = np.sum(histograms, axis=0)
         keep = binned[:, 0] > 0
-        axis.plot(binned[keep, 2] / binned[keep, 0], binned[keep, 1] / binned[keep, 0], marker="o", label=model,
-                  linestyle=":" if model == "oracle" else "-")
+        axis.plot(
+            binned[keep, 2] / binned[keep, 0],
+            binned[keep, 1] / binned[keep, 0],
+            marker="o",
+            label=model,
+            linestyle=":" if model == "oracle" else "-",
+        )
     axis.set_xlabel("mean predicted CVR (bin)")
     axis.set_ylabel("observed conversion rate")
     axis.set_title(f"CVR calibration, {dataset} eval split (seeds pooled)")
@@ -235,6 +313,7 @@ def plot_calibration(results, path, dataset) -> bool:
 
 def plot_expert_load(results, path, model="camenn") -> bool:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -274,9 +353,16 @@ def _dataset_lines(results) -> List[str]:
             f"(conversion {d['train_rate']:.3f}) of {d['train_listings']} listings; {d['eval_clicks']:,} eval clicks "
             f"(conversion {d['eval_rate']:.3f}) in {d['eval_rows']:,} eval rows with their ITA/TIA negatives. "
             f"Pipeline run {d['pipeline_seconds']:.0f} s ("
-            + (", ".join(f"{k} {v:.0f} s" for k, v in sorted(d["artifacts"]["component_seconds"].items(),
-                                                             key=lambda kv: -kv[1])[:5]) or "all cached") + ")"
-            + (f"; {_check_text(check)}." if check.get("tfma") else "."))
+            + (
+                ", ".join(
+                    f"{k} {v:.0f} s"
+                    for k, v in sorted(d["artifacts"]["component_seconds"].items(), key=lambda kv: -kv[1])[:5]
+                )
+                or "all cached"
+            )
+            + ")"
+            + (f"; {_check_text(check)}." if check.get("tfma") else ".")
+        )
     return lines
 
 
@@ -285,10 +371,17 @@ def _check_text(check: dict) -> str:
     differences = {k: abs(check["experiments"][k] - v) for k, v in check["tfma"].items() if k in check["experiments"]}
     auc = {k: d for k, d in differences.items() if k.endswith("/auc")}
     exact = {k: d for k, d in differences.items() if k not in auc}
-    return ("the experiments' metric code, run on the preparing pipeline's own model and rows, gives TFMA's "
-            f"{', '.join(sorted(exact))} to within {max(exact.values()):.0e}" if exact else "") + (
-            f", and its AUCs ({', '.join(sorted(auc))}) to within {max(auc.values()):.4f} (TFMA sums AUC over "
-            "10,000 threshold buckets; ours is exact)" if auc else "")
+    return (
+        "the experiments' metric code, run on the preparing pipeline's own model and rows, gives TFMA's "
+        f"{', '.join(sorted(exact))} to within {max(exact.values()):.0e}"
+        if exact
+        else ""
+    ) + (
+        f", and its AUCs ({', '.join(sorted(auc))}) to within {max(auc.values()):.4f} (TFMA sums AUC over "
+        "10,000 threshold buckets; ours is exact)"
+        if auc
+        else ""
+    )
 
 
 def render(results: dict, results_dir: str) -> str:
@@ -303,13 +396,27 @@ def render(results: dict, results_dir: str) -> str:
         f"Rendered by `camenn experiments` from `results.json` on {when}: {len(runs)} of "
         f"{results.get('planned_runs', len(runs))} planned runs ({len(settings['models'])} models x seeds "
         f"{settings['seeds']} x datasets {settings['datasets']})"
-        + (f", in {elapsed / 60:.1f} minutes" if elapsed is not None else
-           (f", over {results['span_seconds'] / 60:.1f} minutes from the first run's start to the last one's end "
-            "(the command was resumed)" if results.get("span_seconds") else ""))
+        + (
+            f", in {elapsed / 60:.1f} minutes"
+            if elapsed is not None
+            else (
+                f", over {results['span_seconds'] / 60:.1f} minutes from the first run's start to the last one's end "
+                "(the command was resumed)"
+                if results.get("span_seconds")
+                else ""
+            )
+        )
         + f", {settings.get('workers', 1)} worker process(es) on this project's 2-core CPU, shared with other "
-          "work while it ran (load averages in the wall-time table).",
-        *(["", f"**Partial: {len(runs)} of {results['planned_runs']} runs.** `camenn experiments` with the same "
-               "settings resumes the rest."] if results.get("planned_runs", len(runs)) > len(runs) else []),
+        "work while it ran (load averages in the wall-time table).",
+        *(
+            [
+                "",
+                f"**Partial: {len(runs)} of {results['planned_runs']} runs.** `camenn experiments` with the same "
+                "settings resumes the rest.",
+            ]
+            if results.get("planned_runs", len(runs)) > len(runs)
+            else []
+        ),
         "",
         "## The paper's claims",
         "",
@@ -329,15 +436,17 @@ def render(results: dict, results_dir: str) -> str:
         "warmup and linear decay, CVR head started at the training rate, seeded batches with in-batch ITA/TIA "
         "negatives) and scored on AlignmentEvalExamples' rows, the rows TFMA judges, with the pipeline's own "
         "metric code (exact AUC, GAUC by shopper, normalized entropy). No early stopping: the eval split is what "
-        "is judged. The practitioner's models are trained on the same training split, all of it whatever the neural budget (their curve points at the clicks a neural model has seen).",
+        "is judged. The practitioner's models are trained on the same training split, all of it whatever the "
+        "neural budget (their curve points at the clicks a neural model has seen).",
         *_dataset_lines(results),
-        f"- Budget: every neural model on a dataset sees the same clicks: "
+        "- Budget: every neural model on a dataset sees the same clicks: "
         + ", ".join(f"{e} epoch(s) on `{d}`" for d, e in settings["epochs"].items())
         + f", batch {settings['batch_size']} clicks (x3 rows with the ITA/TIA negatives), peak learning rate "
-          f"{settings['learning_rate'] or 'the model default (2e-3)'}, `{settings['size']}` presets; the learning curve is measured after each "
-          f"of {settings['points']} equal segments. Seeds set the initial weights, batch order and negatives; "
-          "a model's later seeds reuse its first seed's traced training graph with every variable and the "
-          "optimizer reset (`training.restart`).",
+        f"{settings['learning_rate'] or 'the model default (2e-3)'}, `{settings['size']}` presets; the learning "
+        "curve is measured after each "
+        f"of {settings['points']} equal segments. Seeds set the initial weights, batch order and negatives; "
+        "a model's later seeds reuse its first seed's traced training graph with every variable and the "
+        "optimizer reset (`training.restart`).",
         "- Headroom: (AUC - 0.5) / (oracle AUC - 0.5), the share of what is learnable that the model learned; the "
         "oracle scores each eval click with the probability the simulator drew its label from "
         "(`events_truth.csv`, read only for evaluation).",
@@ -346,21 +455,35 @@ def render(results: dict, results_dir: str) -> str:
     ]
     for dataset in settings["datasets"]:
         lines += [f"## CVR on `{dataset}` (eval clicks)", "", *_cvr_table(results, dataset), ""]
-    lines += ["## Image-text alignment (eval rows: each eval click's true pair against its hard and other-coarse "
-              "negatives)", ""]
+    lines += [
+        "## Image-text alignment (eval rows: each eval click's true pair against its hard and other-coarse negatives)",
+        "",
+    ]
     for dataset in settings["datasets"]:
         lines += [f"`{dataset}`:", "", *_alignment_table(results, dataset), ""]
-    lines += ["## Finding the simulator's flawed listings", "",
-              "ROC AUC of a low score against `truth.csv` (0.5 is chance), each kind against the ok listings. "
-              "**ListingAudit, out of fold**: the pipeline's audit, each listing scored by an alignment model that "
-              "never trained on it (what `camenn audit` reports). **In sample**: each trained model's own ITA/TIA "
-              "of every listing's own pair; those models trained on every listing's pair as a positive, flawed or "
-              "not, so they grade their own homework.", "", *_flaw_table(results), ""]
-    lines += ["## Wall time", "",
-              "Per run: training (the first segment includes tracing the training graph; a model's later seeds "
-              "reuse it) and scoring. Preparation per dataset is in Setup. Compute per click differs between "
-              "the neural models (parameters and clicks/s here): the claims compare them at equal clicks seen, "
-              "not at equal compute.", "", *_time_table(results), ""]
+    lines += [
+        "## Finding the simulator's flawed listings",
+        "",
+        "ROC AUC of a low score against `truth.csv` (0.5 is chance), each kind against the ok listings. "
+        "**ListingAudit, out of fold**: the pipeline's audit, each listing scored by an alignment model that "
+        "never trained on it (what `camenn audit` reports). **In sample**: each trained model's own ITA/TIA "
+        "of every listing's own pair; those models trained on every listing's pair as a positive, flawed or "
+        "not, so they grade their own homework.",
+        "",
+        *_flaw_table(results),
+        "",
+    ]
+    lines += [
+        "## Wall time",
+        "",
+        "Per run: training (the first segment includes tracing the training graph; a model's later seeds "
+        "reuse it) and scoring. Preparation per dataset is in Setup. Compute per click differs between "
+        "the neural models (parameters and clicks/s here): the claims compare them at equal clicks seen, "
+        "not at equal compute.",
+        "",
+        *_time_table(results),
+        "",
+    ]
     lines += ["## Plots", ""]
     if plot_learning_curves(results, os.path.join(results_dir, LEARNING_CURVES_PLOT)):
         lines += [f"![Learning curves]({LEARNING_CURVES_PLOT})", ""]

@@ -19,6 +19,7 @@ The plan runs in `--workers` processes, each with its share of (dataset, model, 
 is appended to its worker's results file at once, so a killed command, started again with the same
 settings, resumes with what is missing. `--render-only` re-renders from results.json.
 """
+
 import json
 import logging
 import os
@@ -52,6 +53,7 @@ PREPARED_FILE = "prepared.json"
 
 # --- Datasets.
 
+
 def dataset_dirs(outputs_dir: str, settings: dict) -> Dict[str, str]:
     """Dataset name -> folder. The sample is the embedded one; the 60k set is built on the fly under
     `outputs_dir/datasets/` (same seed, so the same 480 listings, shoppers and merchants, with 60,000
@@ -78,6 +80,7 @@ def dataset_dirs(outputs_dir: str, settings: dict) -> Dict[str, str]:
 
 # --- Step 1: one pipeline run per dataset.
 
+
 def pipeline_config(base, dataset_dir: str, outputs_dir: str):
     return base.replace(dataset_dir=dataset_dir, outputs_dir=outputs_dir)
 
@@ -96,13 +99,17 @@ def pipeline_artifacts(config) -> dict:
         e = node.execution
         return round(max(0.0, (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000.0), 2)
 
-    return {"transform_graph": uri("Transform", "transform_graph"),
-            "transformed_examples": uri("Transform", "transformed_examples"),
-            "items": uri("PreprocessDataset", "items"), "eval_examples": uri("AlignmentEvalExamples", "eval_examples"),
-            "audit": uri("ListingAudit", "audit"), "table_model": uri("ListingTable", "table_model"),
-            "components": summary["components"],
-            "component_seconds": {n: seconds(node) for n, node in nodes.items() if node.state == "COMPLETE"},
-            "tfma_metrics": summary["metrics"]}
+    return {
+        "transform_graph": uri("Transform", "transform_graph"),
+        "transformed_examples": uri("Transform", "transformed_examples"),
+        "items": uri("PreprocessDataset", "items"),
+        "eval_examples": uri("AlignmentEvalExamples", "eval_examples"),
+        "audit": uri("ListingAudit", "audit"),
+        "table_model": uri("ListingTable", "table_model"),
+        "components": summary["components"],
+        "component_seconds": {n: seconds(node) for n, node in nodes.items() if node.state == "COMPLETE"},
+        "tfma_metrics": summary["metrics"],
+    }
 
 
 def score_serialized(model_dir: str, eval_examples_uri: str, batch_size: int = 512) -> Dict[str, np.ndarray]:
@@ -155,24 +162,37 @@ def describe(name: str, dataset_dir: str, config, pipeline_seconds: float) -> di
         rows = data.attach_oracle(rows, oracle.read_event_probabilities(truth_file))
     train = data.read_train_clicks(artifacts["transformed_examples"], tft_output)
     cvr_rows = rows.task_rows(F.CVR)
-    record = {"name": name, "dataset_dir": dataset_dir, "pipeline": json.loads(config.to_json()),
-              "artifacts": {k: v for k, v in artifacts.items() if k not in ("tfma_metrics",)},
-              "pipeline_seconds": round(pipeline_seconds, 2),
-              "train_clicks": train.num_clicks, "train_listings": len(train.listings[F.ITEM_ID]),
-              "train_rate": train.conversion_rate, "eval_clicks": int(len(cvr_rows)), "eval_rows": len(rows),
-              "eval_rate": float(rows.labels[F.CVR][cvr_rows].mean())}
+    record = {
+        "name": name,
+        "dataset_dir": dataset_dir,
+        "pipeline": json.loads(config.to_json()),
+        "artifacts": {k: v for k, v in artifacts.items() if k not in ("tfma_metrics",)},
+        "pipeline_seconds": round(pipeline_seconds, 2),
+        "train_clicks": train.num_clicks,
+        "train_listings": len(train.listings[F.ITEM_ID]),
+        "train_rate": train.conversion_rate,
+        "eval_clicks": int(len(cvr_rows)),
+        "eval_rows": len(rows),
+        "eval_rate": float(rows.labels[F.CVR][cvr_rows].mean()),
+    }
     record["prior"] = scoring.cvr_metrics(rows, rows.train_rate)  # every click at the training rate
     if rows.oracle is not None:
         record["oracle"] = scoring.oracle_cvr_metrics(rows)
     # The experiments' metric code on the pipeline's own model and rows, against TFMA's numbers.
     model_dir = path_utils.serving_model_path(artifacts["table_model"])
     pipeline_predictions = score_serialized(model_dir, artifacts["eval_examples"])
-    ours = {f"{F.CVR}/{k}": v for k, v in scoring.cvr_metrics(rows, pipeline_predictions[F.CVR]).items()
-            if k in ("auc", "gauc", "log_loss", "normalized_entropy", "log_loss_vs_prior", "calibration")}
+    ours = {
+        f"{F.CVR}/{k}": v
+        for k, v in scoring.cvr_metrics(rows, pipeline_predictions[F.CVR]).items()
+        if k in ("auc", "gauc", "log_loss", "normalized_entropy", "log_loss_vs_prior", "calibration")
+    }
     ours.update(scoring.alignment_metrics(rows, pipeline_predictions))
     tfma = {k: artifacts["tfma_metrics"].get(k) for k in ours if k in artifacts["tfma_metrics"]}
-    record["metric_check"] = {"experiments": ours, "tfma": tfma,
-                              "max_abs_difference": max(abs(ours[k] - v) for k, v in tfma.items()) if tfma else None}
+    record["metric_check"] = {
+        "experiments": ours,
+        "tfma": tfma,
+        "max_abs_difference": max(abs(ours[k] - v) for k, v in tfma.items()) if tfma else None,
+    }
     # The out-of-fold listing audit (ListingAudit) against the truth file, per flaw kind and merchant size.
     truth_csv = os.path.join(dataset_dir, "truth.csv")
     if os.path.exists(truth_csv):
@@ -183,20 +203,29 @@ def describe(name: str, dataset_dir: str, config, pipeline_seconds: float) -> di
         ids = [a.item_id for a in audits]
         ita, tia = np.array([a.ita for a in audits]), np.array([a.tia for a in audits])
         record["audit"] = scoring.flaw_metrics(ids, ita, tia, truth, [size_of.get(i, "") for i in ids])
-        record["audit"]["scores"] = {"item_id": ids, "ita": ita.round(5).tolist(), "tia": tia.round(5).tolist(),
-                                     "quality": [truth.get(i, "") for i in ids]}
+        record["audit"]["scores"] = {
+            "item_id": ids,
+            "ita": ita.round(5).tolist(),
+            "tia": tia.round(5).tolist(),
+            "quality": [truth.get(i, "") for i in ids],
+        }
         record["audit_claims"] = audit_claims(ids, ita, tia, truth, claims)
     os.makedirs(folder, exist_ok=True)
-    np.savez_compressed(os.path.join(folder, "eval_clicks.npz"), labels=rows.labels[F.CVR][cvr_rows],
-                        oracle=rows.oracle[cvr_rows] if rows.oracle is not None else np.array([]))
+    np.savez_compressed(
+        os.path.join(folder, "eval_clicks.npz"),
+        labels=rows.labels[F.CVR][cvr_rows],
+        oracle=rows.oracle[cvr_rows] if rows.oracle is not None else np.array([]),
+    )
     return record
 
 
 def audit_claims(item_ids, ita, tia, truth, claims) -> dict:
     """Claim (d) on out-of-fold scores: low ITA finds inaccurate texts, low TIA vague photos."""
     result = {}
-    for key, flaw, score in (("ita_finds_inaccurate_text", "inaccurate_text", 1 - ita),
-                             ("tia_finds_vague_photo", "vague_photo", 1 - tia)):
+    for key, flaw, score in (
+        ("ita_finds_inaccurate_text", "inaccurate_text", 1 - ita),
+        ("tia_finds_vague_photo", "vague_photo", 1 - tia),
+    ):
         keep = [i for i, item in enumerate(item_ids) if truth.get(item) in ("ok", flaw)]
         labels = np.array([truth[item_ids[i]] == flaw for i in keep])
         result[key] = claims.flaw_finding(labels, np.asarray(score)[keep])
@@ -217,7 +246,9 @@ class Prepared:
         self.train = data.read_train_clicks(artifacts["transformed_examples"], self.tft_output)
         rows = data.read_eval_rows(artifacts["eval_examples"], self.tft_output)
         truth_file = oracle.truth_path(record["dataset_dir"])
-        self.rows = data.attach_oracle(rows, oracle.read_event_probabilities(truth_file)) if truth_file.exists() else rows
+        self.rows = (
+            data.attach_oracle(rows, oracle.read_event_probabilities(truth_file)) if truth_file.exists() else rows
+        )
         self.listings = data.read_listings(artifacts["items"], self.tft_output)
         truth_csv = os.path.join(record["dataset_dir"], "truth.csv")
         from camenn.serving.audit import read_truth
@@ -226,6 +257,7 @@ class Prepared:
 
 
 # --- Step 2: one (dataset, model, seed).
+
 
 def budget_steps(train_clicks: int, epochs: float, batch_size: int) -> int:
     return max(1, int(round(epochs * train_clicks / batch_size)))
@@ -244,13 +276,17 @@ def run_neural(prepared: Prepared, model: str, seed: int, settings: dict, predic
     from camenn.tfx_pipeline.experiments import scoring, training
 
     family, options = NEURAL_MODELS[model]
-    pipeline = prepared.record["pipeline"]
     from camenn.tfx_pipeline import configs
 
     pipeline_config = configs.PipelineConfig.from_json(json.dumps(prepared.record["pipeline"]))
-    config = configs.TrainerSettings.of(pipeline_config.replace(
-        model_preset=f"{family}_{settings['size']}", model_options=json.dumps(options, sort_keys=True),
-        learning_rate=settings["learning_rate"], batch_size=settings["batch_size"]))
+    config = configs.TrainerSettings.of(
+        pipeline_config.replace(
+            model_preset=f"{family}_{settings['size']}",
+            model_options=json.dumps(options, sort_keys=True),
+            learning_rate=settings["learning_rate"],
+            batch_size=settings["batch_size"],
+        )
+    )
     rows = prepared.rows
     cvr_rows = rows.task_rows(F.CVR)
     oracle = prepared.record.get("oracle")
@@ -260,27 +296,42 @@ def run_neural(prepared: Prepared, model: str, seed: int, settings: dict, predic
         full = np.zeros(len(rows))
         full[cvr_rows] = predicted[F.CVR]
         result = scoring.cvr_metrics(rows, full)
-        return {"auc": result["auc"], "normalized_entropy": result["normalized_entropy"],
-                "auc_headroom": scoring.headroom_share(result["auc"], (oracle or {}).get("auc"))}
+        return {
+            "auc": result["auc"],
+            "normalized_entropy": result["normalized_entropy"],
+            "auc_headroom": scoring.headroom_share(result["auc"], (oracle or {}).get("auc")),
+        }
 
     epochs = settings["epochs"][prepared.record["name"]]
     steps = budget_steps(prepared.train.num_clicks, epochs, settings["batch_size"])
-    run = training.train_neural(config, prepared.tft_output, prepared.train, evaluate, steps, settings["points"], seed,
-                                reuse=reuse)
+    run = training.train_neural(
+        config, prepared.tft_output, prepared.train, evaluate, steps, settings["points"], seed, reuse=reuse
+    )
     start = time.perf_counter()
     predicted = training.predict(run.model, rows.dataset(run.model.input, training.PREDICT_BATCH))
     cvr = scoring.with_headroom(scoring.cvr_metrics(rows, predicted[F.CVR]), oracle)
-    record = {"kind": "neural", "model_preset": config.model_preset, "model_options": options,
-              "cvr": cvr, "alignment": scoring.alignment_metrics(rows, predicted), "curve": run.curve,
-              "train_seconds": round(run.train_seconds, 2), "first_segment_seconds": round(run.first_segment_seconds, 2),
-              "parameters": run.parameters, "routing": run.routing, "epochs": epochs,
-              "steps": run.curve[-1]["steps"], "clicks_seen": run.curve[-1]["clicks_seen"],
-              "batch_size": settings["batch_size"]}
+    record = {
+        "kind": "neural",
+        "model_preset": config.model_preset,
+        "model_options": options,
+        "cvr": cvr,
+        "alignment": scoring.alignment_metrics(rows, predicted),
+        "curve": run.curve,
+        "train_seconds": round(run.train_seconds, 2),
+        "first_segment_seconds": round(run.first_segment_seconds, 2),
+        "parameters": run.parameters,
+        "routing": run.routing,
+        "epochs": epochs,
+        "steps": run.curve[-1]["steps"],
+        "clicks_seen": run.curve[-1]["clicks_seen"],
+        "batch_size": settings["batch_size"],
+    }
     if {F.ITA, F.TIA} <= set(predicted) and prepared.truth:
         listing_scores = training.predict(run.model, _listing_dataset(prepared.listings, run.model.input))
         sizes = [s.decode() for s in prepared.listings.raw[F.MERCHANT_SIZE]]
-        record["flaws_in_sample"] = scoring.flaw_metrics(prepared.listings.item_ids, listing_scores[F.ITA],
-                                                         listing_scores[F.TIA], prepared.truth, sizes)
+        record["flaws_in_sample"] = scoring.flaw_metrics(
+            prepared.listings.item_ids, listing_scores[F.ITA], listing_scores[F.TIA], prepared.truth, sizes
+        )
     record["eval_seconds"] = round(time.perf_counter() - start, 2)
     np.savez_compressed(predictions_path, cvr=predicted[F.CVR][cvr_rows])
     return record, run.model
@@ -316,18 +367,39 @@ def run_practitioner(prepared: Prepared, model: str, seed: int, settings: dict, 
     curve = []
     for size in curve_sizes(len(labels), settings, prepared.record["name"])[:-1]:
         result = scoring.cvr_metrics(rows, fit_and_score(np.sort(order[:size])))
-        curve.append({"clicks_seen": size, "auc": result["auc"], "normalized_entropy": result["normalized_entropy"],
-                      "auc_headroom": scoring.headroom_share(result["auc"], (oracle or {}).get("auc"))})
+        curve.append(
+            {
+                "clicks_seen": size,
+                "auc": result["auc"],
+                "normalized_entropy": result["normalized_entropy"],
+                "auc_headroom": scoring.headroom_share(result["auc"], (oracle or {}).get("auc")),
+            }
+        )
     fit_start = time.perf_counter()
     predicted = fit_and_score(np.arange(len(labels)))
     train_seconds = time.perf_counter() - fit_start
     cvr = scoring.with_headroom(scoring.cvr_metrics(rows, predicted), oracle)
-    curve.append({"clicks_seen": len(labels), "auc": cvr["auc"], "normalized_entropy": cvr["normalized_entropy"],
-                  "auc_headroom": cvr.get("auc_headroom")})
+    curve.append(
+        {
+            "clicks_seen": len(labels),
+            "auc": cvr["auc"],
+            "normalized_entropy": cvr["normalized_entropy"],
+            "auc_headroom": cvr.get("auc_headroom"),
+        }
+    )
     np.savez_compressed(predictions_path, cvr=predicted[cvr_rows])
-    return {"kind": "practitioner", "model_preset": model, "model_options": {}, "cvr": cvr, "alignment": {},
-            "curve": curve, "train_seconds": round(train_seconds, 2), "features": list(practitioner.FEATURES),
-            "curve_seconds": round(fit_start - start, 2), "clicks_seen": len(labels)}
+    return {
+        "kind": "practitioner",
+        "model_preset": model,
+        "model_options": {},
+        "cvr": cvr,
+        "alignment": {},
+        "curve": curve,
+        "train_seconds": round(train_seconds, 2),
+        "features": list(practitioner.FEATURES),
+        "curve_seconds": round(fit_start - start, 2),
+        "clicks_seen": len(labels),
+    }
 
 
 def run_one(prepared: Prepared, model: str, seed: int, settings: dict, predictions_dir: str, reuse=None):
@@ -340,13 +412,20 @@ def run_one(prepared: Prepared, model: str, seed: int, settings: dict, predictio
         record, trained = run_neural(prepared, model, seed, settings, path, reuse)
     else:
         record, trained = run_practitioner(prepared, model, seed, settings, path), None
-    record.update(dataset=prepared.record["name"], model=model, seed=seed, started_at=round(started_at, 1),
-                  finished_at=round(time.time(), 1), wall_seconds=round(time.perf_counter() - start, 2),
-                  load_average=[round(load, 2), round(os.getloadavg()[0], 2)])
+    record.update(
+        dataset=prepared.record["name"],
+        model=model,
+        seed=seed,
+        started_at=round(started_at, 1),
+        finished_at=round(time.time(), 1),
+        wall_seconds=round(time.perf_counter() - start, 2),
+        load_average=[round(load, 2), round(os.getloadavg()[0], 2)],
+    )
     return record, trained
 
 
 # --- Plan, workers, resumption.
+
 
 def plan(settings: dict) -> List[tuple]:
     """Every (dataset, model, seed) of the settings."""
@@ -408,8 +487,7 @@ def run_worker(settings: dict, base, outputs_dir: str, shard=(0, 1)) -> dict:
     path = os.path.join(worker_dir, RESULTS_FILE)
     results = _load(path, settings)
     done = {(r["dataset"], r["model"], r["seed"]) for r in results["runs"]}
-    pending = [g for g in assign(settings, count)[index]
-               if any((g[0], g[1], s) not in done for s in settings["seeds"])]
+    pending = [g for g in assign(settings, count)[index] if any((g[0], g[1], s) not in done for s in settings["seeds"])]
     loaded: Dict[str, Prepared] = {}
     while pending:
         ready = [g for g in pending if os.path.exists(os.path.join(outputs_dir, g[0], PREPARED_FILE))]
@@ -427,10 +505,18 @@ def run_worker(settings: dict, base, outputs_dir: str, shard=(0, 1)) -> dict:
             if (dataset, model, seed) in done:
                 continue
             logger.info("worker %d: %s on %s, seed %d", index, model, dataset, seed)
-            record, reuse = run_one(loaded[dataset], model, seed, settings,
-                                    os.path.join(outputs_dir, dataset, "predictions"), reuse)
-            logger.info("  %s on %s seed %d: CVR AUC %.4f (%.0f%% of the headroom), %.0f s", model, dataset, seed,
-                        record["cvr"]["auc"], 100 * record["cvr"].get("auc_headroom", np.nan), record["wall_seconds"])
+            record, reuse = run_one(
+                loaded[dataset], model, seed, settings, os.path.join(outputs_dir, dataset, "predictions"), reuse
+            )
+            logger.info(
+                "  %s on %s seed %d: CVR AUC %.4f (%.0f%% of the headroom), %.0f s",
+                model,
+                dataset,
+                seed,
+                record["cvr"]["auc"],
+                100 * record["cvr"].get("auc_headroom", np.nan),
+                record["wall_seconds"],
+            )
             results["runs"].append(record)
             _save(results, path)
     return results
@@ -440,14 +526,15 @@ def judge(settings: dict, outputs_dir: str, datasets: Dict[str, dict]) -> List[d
     """The paper's claims from the saved eval predictions (`claims`), per dataset."""
     from camenn.tfx_pipeline.experiments import claims
 
-    comparisons = (("a", "CVR improves when the model also learns ITA/TIA", "camenn", "camenn_cvr_only"),
-                   ("b", "the mixture of transformer experts beats the shared bottom alone", "camenn",
-                    "camenn_without_mixture"),
-                   ("b", "the mixture of transformer experts beats MMoE's dense experts", "camenn", "mmoe"),
-                   ("c", "image + text beats text alone", "camenn", "camenn_text_only"),
-                   ("c", "image + text beats image alone", "camenn", "camenn_image_only"),
-                   ("-", "CameNN beats the practitioner's logistic regression", "camenn", "logistic_regression"),
-                   ("-", "CameNN beats the practitioner's gradient-boosted trees", "camenn", "gradient_boosted_trees"))
+    comparisons = (
+        ("a", "CVR improves when the model also learns ITA/TIA", "camenn", "camenn_cvr_only"),
+        ("b", "the mixture of transformer experts beats the shared bottom alone", "camenn", "camenn_without_mixture"),
+        ("b", "the mixture of transformer experts beats MMoE's dense experts", "camenn", "mmoe"),
+        ("c", "image + text beats text alone", "camenn", "camenn_text_only"),
+        ("c", "image + text beats image alone", "camenn", "camenn_image_only"),
+        ("-", "CameNN beats the practitioner's logistic regression", "camenn", "logistic_regression"),
+        ("-", "CameNN beats the practitioner's gradient-boosted trees", "camenn", "gradient_boosted_trees"),
+    )
     judged = []
     for dataset in settings["datasets"]:
         folder = os.path.join(outputs_dir, dataset)
@@ -456,7 +543,7 @@ def judge(settings: dict, outputs_dir: str, datasets: Dict[str, dict]) -> List[d
             continue
         labels = np.load(clicks_path)["labels"]
 
-        def predictions(model):
+        def predictions(model, folder=folder):
             out = {}
             for seed in settings["seeds"]:
                 path = os.path.join(folder, "predictions", f"{model}-{seed}.npz")
@@ -468,18 +555,43 @@ def judge(settings: dict, outputs_dir: str, datasets: Dict[str, dict]) -> List[d
             pa, pb = predictions(a), predictions(b)
             if not (set(pa) & set(pb)):
                 continue
-            judged.append({"claim": claim, "statement": statement, "dataset": dataset, "a": a, "b": b,
-                           "metric": "CVR AUC", **claims.compare(pa, pb, labels)})
+            judged.append(
+                {
+                    "claim": claim,
+                    "statement": statement,
+                    "dataset": dataset,
+                    "a": a,
+                    "b": b,
+                    "metric": "CVR AUC",
+                    **claims.compare(pa, pb, labels),
+                }
+            )
         for key, result in datasets.get(dataset, {}).get("audit_claims", {}).items():
-            judged.append({"claim": "d", "dataset": dataset, "metric": "ROC AUC (out-of-fold audit)",
-                           "statement": {"ita_finds_inaccurate_text": "a low ITA finds inaccurate texts",
-                                         "tia_finds_vague_photo": "a low TIA finds vague photos"}[key],
-                           "a": "ListingAudit", "b": "chance", **result})
+            judged.append(
+                {
+                    "claim": "d",
+                    "dataset": dataset,
+                    "metric": "ROC AUC (out-of-fold audit)",
+                    "statement": {
+                        "ita_finds_inaccurate_text": "a low ITA finds inaccurate texts",
+                        "tia_finds_vague_photo": "a low TIA finds vague photos",
+                    }[key],
+                    "a": "ListingAudit",
+                    "b": "chance",
+                    **result,
+                }
+            )
     return judged
 
 
-def merge(settings: dict, outputs_dir: str, results_dir: str, workers: int, elapsed: Optional[float],
-          started_at: Optional[float]) -> dict:
+def merge(
+    settings: dict,
+    outputs_dir: str,
+    results_dir: str,
+    workers: int,
+    elapsed: Optional[float],
+    started_at: Optional[float],
+) -> dict:
     """Merges the workers' results and the prepared datasets, judges the claims, writes results.json."""
     runs, datasets = [], {}
     for i in range(workers):
@@ -498,9 +610,14 @@ def merge(settings: dict, outputs_dir: str, results_dir: str, workers: int, elap
     runs.sort(key=lambda r: order.get((r["dataset"], r["model"], r["seed"]), len(order)))
     if started_at is not None and any(r["started_at"] < started_at for r in runs):
         elapsed = None  # resumed: this invocation's wall time is not the whole command's
-    results = {"settings": dict(settings, workers=workers), "datasets": datasets, "runs": runs,
-               "claims": judge(settings, outputs_dir, datasets), "planned_runs": len(plan(settings)),
-               "total_seconds": None if elapsed is None else round(elapsed, 2)}
+    results = {
+        "settings": dict(settings, workers=workers),
+        "datasets": datasets,
+        "runs": runs,
+        "claims": judge(settings, outputs_dir, datasets),
+        "planned_runs": len(plan(settings)),
+        "total_seconds": None if elapsed is None else round(elapsed, 2),
+    }
     if runs:
         first = min([r["started_at"] for r in runs] + [d.get("prepared_at", np.inf) for d in datasets.values()])
         results["span_seconds"] = round(max(r["finished_at"] for r in runs) - first, 2)
@@ -523,8 +640,9 @@ def merge_existing(outputs_dir: str, results_dir: str) -> Optional[dict]:
     return merge(settings, outputs_dir, results_dir, workers, None, None)
 
 
-def run_experiments(settings: dict, base, outputs_dir: str, results_dir: str, workers: int = 1,
-                    render: bool = True) -> dict:
+def run_experiments(
+    settings: dict, base, outputs_dir: str, results_dir: str, workers: int = 1, render: bool = True
+) -> dict:
     """The whole command: prepare, run the plan in `workers` processes (this one when 1), merge, render."""
     import subprocess
     import sys
@@ -539,8 +657,20 @@ def run_experiments(settings: dict, base, outputs_dir: str, results_dir: str, wo
     else:
         children = []
         for i in range(workers):
-            args = [sys.executable, "-m", "camenn", "experiments", "--worker", f"{i}/{workers}",
-                    "--settings-json", json.dumps(settings), "--base-json", base.to_json(), "--outputs", outputs_dir]
+            args = [
+                sys.executable,
+                "-m",
+                "camenn",
+                "experiments",
+                "--worker",
+                f"{i}/{workers}",
+                "--settings-json",
+                json.dumps(settings),
+                "--base-json",
+                base.to_json(),
+                "--outputs",
+                outputs_dir,
+            ]
             log = open(os.path.join(outputs_dir, f"worker-{i}.log"), "ab")
             logger.info("worker %d: log in %s", i, log.name)
             children.append((subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT), log))

@@ -17,6 +17,7 @@ cvr = cvr_metrics(rows, predictions["cvr"])        # {"auc": ..., "gauc": ..., .
 headroom_share(cvr["auc"], oracle_cvr["auc"])
 ```
 """
+
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
@@ -33,8 +34,9 @@ MERCHANT_SIZES = ("small", "medium", "large")
 def auc(labels: np.ndarray, scores: np.ndarray, weights: Optional[np.ndarray] = None) -> float:
     """Exact (weighted) ROC AUC, ties counted half; NaN with one class only."""
     weights = np.ones(len(labels)) if weights is None else weights
-    return metrics.weighted_auc(np.asarray(labels, np.float64), np.asarray(scores, np.float64),
-                                np.asarray(weights, np.float64))
+    return metrics.weighted_auc(
+        np.asarray(labels, np.float64), np.asarray(scores, np.float64), np.asarray(weights, np.float64)
+    )
 
 
 def headroom_share(model_auc: float, oracle_auc: float) -> float:
@@ -63,12 +65,14 @@ def cvr_metrics(rows, predictions: np.ndarray, subset: Optional[np.ndarray] = No
     index = rows.task_rows(F.CVR) if subset is None else np.asarray(subset)
     labels, p = rows.labels[F.CVR][index], np.asarray(predictions, np.float64)[index]
     weights = rows.weights[F.CVR][index]
-    result = {"auc": auc(labels, p, weights),
-              "gauc": metrics.group_auc(rows.shopper_id[index], labels, p, weights),
-              **metrics.prior_log_loss_metrics(labels, p, rows.train_rate[index], weights),
-              "mean_label": float(np.average(labels, weights=weights)),
-              "mean_prediction": float(np.average(p, weights=weights)),
-              "clicks": int(len(index))}
+    result = {
+        "auc": auc(labels, p, weights),
+        "gauc": metrics.group_auc(rows.shopper_id[index], labels, p, weights),
+        **metrics.prior_log_loss_metrics(labels, p, rows.train_rate[index], weights),
+        "mean_label": float(np.average(labels, weights=weights)),
+        "mean_prediction": float(np.average(p, weights=weights)),
+        "clicks": int(len(index)),
+    }
     result["calibration"] = result["mean_prediction"] / result["mean_label"]
     result["calibration_histogram"] = calibration_histogram(labels, p)
     return result
@@ -86,8 +90,11 @@ def oracle_cvr_metrics(rows) -> Dict[str, float]:
 def with_headroom(result: Dict[str, float], oracle: Optional[Mapping[str, float]]) -> Dict[str, float]:
     """`result` plus its AUC's and GAUC's share of the oracle's headroom."""
     if oracle:
-        result = dict(result, auc_headroom=headroom_share(result["auc"], oracle["auc"]),
-                      gauc_headroom=headroom_share(result["gauc"], oracle["gauc"]))
+        result = dict(
+            result,
+            auc_headroom=headroom_share(result["auc"], oracle["auc"]),
+            gauc_headroom=headroom_share(result["gauc"], oracle["gauc"]),
+        )
     return result
 
 
@@ -109,8 +116,13 @@ def alignment_metrics(rows, predictions: Mapping[str, np.ndarray]) -> Dict[str, 
     return result
 
 
-def flaw_metrics(item_ids: Sequence[str], ita: np.ndarray, tia: np.ndarray, truth: Mapping[str, str],
-                 merchant_size: Optional[Sequence[str]] = None) -> Dict[str, float]:
+def flaw_metrics(
+    item_ids: Sequence[str],
+    ita: np.ndarray,
+    tia: np.ndarray,
+    truth: Mapping[str, str],
+    merchant_size: Optional[Sequence[str]] = None,
+) -> Dict[str, float]:
     """How well low alignment scores find the listings the truth file calls flawed.
 
     Returns ROC AUCs (0.5 is chance) of 1 - ITA against inaccurate texts (`ita_finds_inaccurate_text`),
@@ -124,8 +136,10 @@ def flaw_metrics(item_ids: Sequence[str], ita: np.ndarray, tia: np.ndarray, trut
     scores = {F.ITA: 1.0 - np.asarray(ita, np.float64)[keep], F.TIA: 1.0 - np.asarray(tia, np.float64)[keep]}
     misalignment = np.maximum(scores[F.ITA], scores[F.TIA])  # 1 - min(ITA, TIA)
     good = quality == GOOD_QUALITY
-    result = {"listings": int(len(keep)), **{f"{q}_listings": int((quality == q).sum())
-                                              for q in (GOOD_QUALITY, *FLAWS.values())}}
+    result = {
+        "listings": int(len(keep)),
+        **{f"{q}_listings": int((quality == q).sum()) for q in (GOOD_QUALITY, *FLAWS.values())},
+    }
     for task, flaw in FLAWS.items():
         chosen = good | (quality == flaw)
         result[f"{task}_finds_{flaw}"] = auc(quality[chosen] == flaw, scores[task][chosen])

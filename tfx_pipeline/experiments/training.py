@@ -15,6 +15,7 @@ run = train_neural(config, tft_output, train_clicks, eval_rows, total_steps=300,
 run.curve        # [{"clicks_seen": 3200, "auc": 0.55, ...}, ...]
 ```
 """
+
 import dataclasses
 import logging
 import time
@@ -68,13 +69,21 @@ class _Curve(keras.callbacks.Callback):
         self.segment_seconds.append(seconds)
         self.fit_seconds += seconds
         steps = int(self.model.optimizer.iterations.numpy())
-        point = {"steps": steps, "clicks_seen": steps * self.batch_size, **self.evaluate(self.model),
-                 "train_cvr_loss": float((logs or {}).get(f"{F.CVR}_loss", np.nan))}
+        point = {
+            "steps": steps,
+            "clicks_seen": steps * self.batch_size,
+            **self.evaluate(self.model),
+            "train_cvr_loss": float((logs or {}).get(f"{F.CVR}_loss", np.nan)),
+        }
         self.points.append(point)
-        self.routing = {k: float(v) for k, v in (logs or {}).items()
-                        if ("_expert_" in k and k.endswith("_load")) or k == "expert_overflow"}
-        logger.info("  %d clicks seen: eval CVR AUC %.4f (%.0f s)", point["clicks_seen"], point.get("auc", np.nan),
-                    seconds)
+        self.routing = {
+            k: float(v)
+            for k, v in (logs or {}).items()
+            if ("_expert_" in k and k.endswith("_load")) or k == "expert_overflow"
+        }
+        logger.info(
+            "  %d clicks seen: eval CVR AUC %.4f (%.0f s)", point["clicks_seen"], point.get("auc", np.nan), seconds
+        )
 
 
 def restart(model: keras.Model, fresh: keras.Model) -> None:
@@ -91,9 +100,17 @@ def restart(model: keras.Model, fresh: keras.Model) -> None:
             variable.assign(tf.zeros(variable.shape, variable.dtype))
 
 
-def train_neural(config: configs.TrainerSettings, tft_output, train_clicks, evaluate: Callable[[keras.Model], Dict[str, float]],
-                 total_steps: int, points: int, seed: int, batch_size: Optional[int] = None,
-                 reuse: Optional[keras.Model] = None) -> NeuralRun:
+def train_neural(
+    config: configs.TrainerSettings,
+    tft_output,
+    train_clicks,
+    evaluate: Callable[[keras.Model], Dict[str, float]],
+    total_steps: int,
+    points: int,
+    seed: int,
+    batch_size: Optional[int] = None,
+    reuse: Optional[keras.Model] = None,
+) -> NeuralRun:
     """Builds, trains and curves one model.
 
     Args:
@@ -120,10 +137,16 @@ def train_neural(config: configs.TrainerSettings, tft_output, train_clicks, eval
         restart(reuse, model)
         model = reuse
     trainer.start_at_the_prior(model, train_clicks.conversion_rate)
-    train = trainer.training_examples(model, train_clicks.dataset(batch_size, seed=seed, repeat=True), seed,
-                                      config.hard_negatives)
+    train = trainer.training_examples(
+        model, train_clicks.dataset(batch_size, seed=seed, repeat=True), seed, config.hard_negatives
+    )
     curve = _Curve(evaluate, batch_size)
     model.fit(train, epochs=points, steps_per_epoch=segment, callbacks=[curve], verbose=0)
-    return NeuralRun(model=model, curve=curve.points, train_seconds=curve.fit_seconds,
-                     first_segment_seconds=curve.segment_seconds[0], parameters=int(model.count_params()),
-                     routing=curve.routing)
+    return NeuralRun(
+        model=model,
+        curve=curve.points,
+        train_seconds=curve.fit_seconds,
+        first_segment_seconds=curve.segment_seconds[0],
+        parameters=int(model.count_params()),
+        routing=curve.routing,
+    )
