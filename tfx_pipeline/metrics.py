@@ -173,11 +173,14 @@ def _gauc(
     key = metric_types.MetricKey(
         name=name, model_name=model_name, output_name=output_name, sub_key=sub_key, example_weighted=example_weighted
     )
+    return _reading_feature(key, group_key, _GAUCCombiner(key, eval_config, group_key, example_weighted))
+
+
+def _reading_feature(key, feature_key: str, combiner) -> list:
+    """The one computation of a metric whose combiner also reads the example feature `feature_key`."""
     return [
         metric_types.MetricComputation(
-            keys=[key],
-            preprocessors=[metric_types.FeaturePreprocessor(feature_keys=[group_key])],
-            combiner=_GAUCCombiner(key, eval_config, group_key, example_weighted),
+            keys=[key], preprocessors=[metric_types.FeaturePreprocessor(feature_keys=[feature_key])], combiner=combiner
         )
     ]
 
@@ -265,13 +268,7 @@ def _prior_metric(
     key = metric_types.MetricKey(
         name=name, model_name=model_name, output_name=output_name, sub_key=sub_key, example_weighted=example_weighted
     )
-    return [
-        metric_types.MetricComputation(
-            keys=[key],
-            preprocessors=[metric_types.FeaturePreprocessor(feature_keys=[rate_key])],
-            combiner=_PriorCombiner(key, eval_config, rate_key, example_weighted),
-        )
-    ]
+    return _reading_feature(key, rate_key, _PriorCombiner(key, eval_config, rate_key, example_weighted))
 
 
 class _PriorCombiner(beam.CombineFn):

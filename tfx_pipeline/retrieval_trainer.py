@@ -20,29 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from camenn.model import features as F
-from camenn.tfx_pipeline import transform
-from camenn.tfx_pipeline.training_data import LISTING_ROW, ClickData
+from camenn.tfx_pipeline.training_data import LISTING_ROW, ClickData, read_split, vocabulary_sizes
 
 logger = logging.getLogger(__name__)
-
-
-def read_split(fn_args, tft_output, files) -> ClickData:
-    """A split's transformed examples in memory, each listing once, in content order."""
-    from tfx_bsl.public import tfxio
-
-    batches = fn_args.data_accessor.tf_dataset_factory(
-        files,
-        tfxio.TensorFlowDatasetOptions(batch_size=1024, shuffle=False, num_epochs=1),
-        tft_output.transformed_metadata.schema,
-    )
-    return ClickData.read(batches, F.LISTING_INPUTS)
-
-
-def vocabulary_sizes(tft_output, num_oov_buckets):
-    return {
-        name: tft_output.vocabulary_size_by_name(transform.vocabulary_name(name)) + num_oov_buckets
-        for name in F.ID_FEATURES
-    }
 
 
 def add_sampling_probability(data: ClickData) -> ClickData:

@@ -30,12 +30,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
-from tfx_bsl.public import tfxio
 
 from camenn.model import features as F
-from camenn.tfx_pipeline import transform
 from camenn.tfx_pipeline.configs import TrainerSettings
-from camenn.tfx_pipeline.training_data import ClickData
+from camenn.tfx_pipeline.training_data import read_split, vocabulary_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -74,23 +72,6 @@ def checkpoint_dir(fn_args) -> str:
 def settings_of(fn_args) -> TrainerSettings:
     """The Trainer's settings (configs.TrainerSettings) from the component's custom_config."""
     return TrainerSettings.from_json(fn_args.custom_config["settings"])
-
-
-def read_split(fn_args, tft_output, files) -> ClickData:
-    """A split's transformed examples, in memory, each listing once, in content order."""
-    batches = fn_args.data_accessor.tf_dataset_factory(
-        files,
-        tfxio.TensorFlowDatasetOptions(batch_size=1024, shuffle=False, num_epochs=1),
-        tft_output.transformed_metadata.schema,
-    )
-    return ClickData.read(batches, F.LISTING_INPUTS)
-
-
-def vocabulary_sizes(tft_output, num_oov_buckets):
-    return {
-        name: tft_output.vocabulary_size_by_name(transform.vocabulary_name(name)) + num_oov_buckets
-        for name in F.ID_FEATURES
-    }
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):

@@ -101,3 +101,26 @@ class ClickData:
             return {**batch, **{name: tf.gather(value, rows) for name, value in listings.items()}}
 
         return dataset.batch(batch_size).map(with_listings, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def read_split(fn_args, tft_output, files) -> ClickData:
+    """A TFX Trainer's split (`fn_args.train_files` or `eval_files`) of transformed examples, in memory,
+    each listing once, in content order."""
+    from tfx_bsl.public import tfxio
+
+    batches = fn_args.data_accessor.tf_dataset_factory(
+        files,
+        tfxio.TensorFlowDatasetOptions(batch_size=1024, shuffle=False, num_epochs=1),
+        tft_output.transformed_metadata.schema,
+    )
+    return ClickData.read(batches, F.LISTING_INPUTS)
+
+
+def vocabulary_sizes(tft_output, num_oov_buckets: int) -> Dict[str, int]:
+    """Each id feature's embedding table size: Transform's vocabulary plus its OOV buckets."""
+    from camenn.tfx_pipeline import transform
+
+    return {
+        name: tft_output.vocabulary_size_by_name(transform.vocabulary_name(name)) + num_oov_buckets
+        for name in F.ID_FEATURES
+    }
