@@ -180,10 +180,10 @@ def test_pushed_model_scores_a_tf_example_in_a_fresh_process(pipeline_run):
 
 def test_the_retrieval_model_was_pushed_beside_the_ranker_and_the_bundle_lists_both(pipeline_run):
     config, summary = pipeline_run
-    assert all(
-        summary["components"][c] == "COMPLETE"
-        for c in ("RetrievalTrainer", "RetrievalIndex", "RetrievalEvaluator", "RetrievalPusher")
-    )
+    # Each ran in this run, or in the killed runs before it and was reused (the retrieval Trainer finishes
+    # before the ranker's Trainer, where the last kill lands).
+    steps = ("RetrievalTrainer", "RetrievalIndex", "RetrievalEvaluator", "RetrievalPusher")
+    assert {summary["components"][c] for c in steps} <= {"COMPLETE", "CACHED"}, summary["components"]
     assert summary["retrieval"]["blessed"] and summary["retrieval_pushed"], summary["retrieval"]["failures"]
     retrieval = Path(summary["retrieval_pushed_path"])
     assert retrieval.parent == Path(config.serving_model_dir) / "camenn_retrieval" and retrieval.name.isdigit()
@@ -280,7 +280,8 @@ def test_a_fix_under_serving_reruns_the_serving_bundle_and_nothing_upstream(pipe
     monkeypatch.setattr(pipeline, "code_version", functools.partial(code_version.code_version, repo=tmp_path))
     local_runner.run(config)
     ran = {n: s for n, s in _summary(config)["components"].items() if s != "CACHED"}
-    assert ran == {"latest_blessed_model_resolver": "COMPLETE", "ServingBundle": "COMPLETE"}
+    resolvers = {"latest_blessed_model_resolver": "COMPLETE", "latest_blessed_retrieval_model_resolver": "COMPLETE"}
+    assert ran == {**resolvers, "ServingBundle": "COMPLETE"}  # resolvers always run; they read ML Metadata
 
 
 def test_a_column_that_changed_type_stops_the_run_before_training(pipeline_run, tiny_dataset, tmp_path):
