@@ -20,7 +20,7 @@ def grocery_store_dir():
     return path
 
 
-# --- The TFX pipeline, run once per session on the tiny preset (tests/tfx_pipeline; serving tests may
+# --- The TFX pipeline, run once per session on the tiny profile (tests/tfx_pipeline; serving tests may
 # reuse its pushed model). Its first attempts are killed (SIGKILL) while a component runs: during
 # PreprocessDataset, then during Transform, then once the Trainer wrote a checkpoint; each rerun goes on
 # from what the killed one completed, and the run that completes resumes the Trainer from its checkpoint.
@@ -111,7 +111,7 @@ def run_pipeline_killed(config, component, trainer_run_fn=None, extra_path=None,
 
 @pytest.fixture(scope="session")
 def pipeline_run(tiny_dataset, tmp_path_factory):
-    """The TFX pipeline (tiny preset) on `tiny_dataset`: killed in each of KILLED_IN, then run to the end.
+    """The TFX pipeline (tiny profile) on `tiny_dataset`: killed in each of KILLED_IN, then run to the end.
 
     Returns (config, summary): the PipelineConfig (outputs, metadata and serving base under a session temp
     folder) and `camenn.tfx_pipeline.run_summary.summarize` of the completed run; the pushed model is
