@@ -140,7 +140,8 @@ def main():
         )
     print(
         f"goal: >= 200 clicks/s for the first row; op determinism costs "
-        f"{1 - figures[3]['clicks_per_s'] / figures[0]['clicks_per_s']:.0%} of it"
+        f"{1 - figures[3]['clicks_per_cpu_s'] / figures[0]['clicks_per_cpu_s']:.0%} of its clicks per CPU-second "
+        "(wall rates of separate rows also move with how many cores TensorFlow kept busy)"
     )
     if args.json:
         with open(args.json, "w") as f:
