@@ -170,17 +170,24 @@ def _gauc(
     sub_key=None,
     example_weighted: bool = False,
 ):
+    return _reading_feature(
+        _GAUCCombiner, group_key, name, eval_config, model_name, output_name, sub_key, example_weighted
+    )
+
+
+def _reading_feature(
+    combiner_class, feature_key: str, name, eval_config, model_name, output_name, sub_key, example_weighted
+) -> list:
+    """The one computation of a metric whose combiner (`combiner_class(key, eval_config, feature_key,
+    example_weighted)`) also reads the example feature `feature_key`."""
     key = metric_types.MetricKey(
         name=name, model_name=model_name, output_name=output_name, sub_key=sub_key, example_weighted=example_weighted
     )
-    return _reading_feature(key, group_key, _GAUCCombiner(key, eval_config, group_key, example_weighted))
-
-
-def _reading_feature(key, feature_key: str, combiner) -> list:
-    """The one computation of a metric whose combiner also reads the example feature `feature_key`."""
     return [
         metric_types.MetricComputation(
-            keys=[key], preprocessors=[metric_types.FeaturePreprocessor(feature_keys=[feature_key])], combiner=combiner
+            keys=[key],
+            preprocessors=[metric_types.FeaturePreprocessor(feature_keys=[feature_key])],
+            combiner=combiner_class(key, eval_config, feature_key, example_weighted),
         )
     ]
 
@@ -265,10 +272,9 @@ def _prior_metric(
     sub_key=None,
     example_weighted: bool = False,
 ):
-    key = metric_types.MetricKey(
-        name=name, model_name=model_name, output_name=output_name, sub_key=sub_key, example_weighted=example_weighted
+    return _reading_feature(
+        _PriorCombiner, rate_key, name, eval_config, model_name, output_name, sub_key, example_weighted
     )
-    return _reading_feature(key, rate_key, _PriorCombiner(key, eval_config, rate_key, example_weighted))
 
 
 class _PriorCombiner(beam.CombineFn):

@@ -75,12 +75,19 @@ def _fmt(value, digits=3) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _row(cells) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _header(leading: List[str], columns) -> List[str]:
+    """A markdown table's header and rule: the `leading` labels, then each (label, key) of `columns`."""
+    labels = [*leading, *(label for label, _ in columns)]
+    return [_row(labels), "|" + "---|" * len(labels)]
+
+
 def _cvr_table(results, dataset) -> List[str]:
     prepared = results["datasets"].get(dataset, {})
-    lines = [
-        "| model | runs | " + " | ".join(label for label, _ in CVR_COLUMNS) + " |",
-        "|---|---|" + "---|" * len(CVR_COLUMNS),
-    ]
+    lines = _header(["model", "runs"], CVR_COLUMNS)
     for name, row in (
         ("**oracle** (the simulator's true probabilities)", prepared.get("oracle")),
         ("predict the training rate", prepared.get("prior")),
@@ -89,52 +96,33 @@ def _cvr_table(results, dataset) -> List[str]:
             row = dict(
                 row, auc_headroom=1.0 if "oracle" in name else 0.0, gauc_headroom=1.0 if "oracle" in name else None
             )
-            lines.append(f"| {name} | - | " + " | ".join(_fmt(row.get(k)) for _, k in CVR_COLUMNS) + " |")
+            lines.append(_row([name, "-", *(_fmt(row.get(k)) for _, k in CVR_COLUMNS)]))
     for model, runs in _runs(results, dataset).items():
-        lines.append(
-            f"| {model} | {len(runs)} | "
-            + " | ".join(_cell([r["cvr"].get(k) for r in runs]) for _, k in CVR_COLUMNS)
-            + " |"
-        )
+        lines.append(_row([model, str(len(runs)), *(_cell([r["cvr"].get(k) for r in runs]) for _, k in CVR_COLUMNS)]))
     return lines
 
 
 def _alignment_table(results, dataset) -> List[str]:
-    lines = [
-        "| model | " + " | ".join(label for label, _ in ALIGNMENT_COLUMNS) + " |",
-        "|---|" + "---|" * len(ALIGNMENT_COLUMNS),
-    ]
+    lines = _header(["model"], ALIGNMENT_COLUMNS)
     for model, runs in _runs(results, dataset).items():
         if runs[0].get("alignment"):
-            lines.append(
-                f"| {model} | "
-                + " | ".join(_cell([r["alignment"].get(k) for r in runs]) for _, k in ALIGNMENT_COLUMNS)
-                + " |"
-            )
+            lines.append(_row([model, *(_cell([r["alignment"].get(k) for r in runs]) for _, k in ALIGNMENT_COLUMNS)]))
     return lines
 
 
 def _flaw_table(results) -> List[str]:
-    lines = [
-        "| scores | dataset | " + " | ".join(label for label, _ in FLAW_COLUMNS) + " |",
-        "|---|---|" + "---|" * len(FLAW_COLUMNS),
-    ]
+    lines = _header(["scores", "dataset"], FLAW_COLUMNS)
     for dataset in results["settings"]["datasets"]:
         audit = results["datasets"].get(dataset, {}).get("audit")
         if audit:
             lines.append(
-                f"| **ListingAudit, out of fold** | {dataset} | "
-                + " | ".join(_fmt(audit.get(k)) for _, k in FLAW_COLUMNS)
-                + " |"
+                _row(["**ListingAudit, out of fold**", dataset, *(_fmt(audit.get(k)) for _, k in FLAW_COLUMNS)])
             )
     for dataset in results["settings"]["datasets"]:
         for model, runs in _runs(results, dataset).items():
             if runs[0].get("flaws_in_sample"):
-                lines.append(
-                    f"| {model}, in sample | {dataset} | "
-                    + " | ".join(_cell([r["flaws_in_sample"].get(k) for r in runs]) for _, k in FLAW_COLUMNS)
-                    + " |"
-                )
+                cells = (_cell([r["flaws_in_sample"].get(k) for r in runs]) for _, k in FLAW_COLUMNS)
+                lines.append(_row([f"{model}, in sample", dataset, *cells]))
     return lines
 
 
