@@ -84,15 +84,11 @@ def _list(args) -> int:
 
 def model_presets() -> dict:
     """Model preset name -> its description, for every family a Trainer can build."""
-    from camenn.model.baselines import DNNRanker, MMoE
-    from camenn.model.camenn import CameNNMultiTask
     from camenn.model.retrieval import retrieval_presets
+    from camenn.model.task_models import task_classes
 
     found = {}
-    for presets in (
-        *(cls.backbone_cls.preset_configs for cls in (CameNNMultiTask, DNNRanker, MMoE)),
-        retrieval_presets,
-    ):
+    for presets in (*(cls.backbone_cls.preset_configs for cls in task_classes()), retrieval_presets):
         found.update({name: preset["metadata"]["description"] for name, preset in presets.items()})
     return found
 

@@ -32,6 +32,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from camenn.model import features as F
+from camenn.model.task_models import task_class
 from camenn.tfx_pipeline.configs import TrainerSettings
 from camenn.tfx_pipeline.training_data import read_split, vocabulary_sizes
 
@@ -190,17 +191,6 @@ def early_stopping(directory: str, task_names, patience: int) -> ResumableEarlyS
     monitor = f"val_{F.CVR}_loss" if F.CVR in task_names else "val_loss"
     # Keras cannot tell the direction of a per-output loss by its name: lower is better.
     return ResumableEarlyStopping(directory, monitor=monitor, mode="min", patience=patience)
-
-
-def task_class(preset):
-    """The task model class whose family names `preset`: CameNN's, or a baseline's (camenn.model.baselines)."""
-    from camenn.model.baselines import DNNRanker, MMoE
-    from camenn.model.camenn import CameNNMultiTask
-
-    for cls in (CameNNMultiTask, DNNRanker, MMoE):
-        if preset in cls.backbone_cls.preset_configs:
-            return cls
-    raise ValueError(f"unknown model preset {preset!r}")
 
 
 def build_model(settings: TrainerSettings, tft_output, policy):
