@@ -61,7 +61,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
         tfma.MetricConfig(
             class_name="GAUC", module="camenn.tfx_pipeline.metrics", config=json.dumps({"group_key": F.SHOPPER_ID})
         ),
-        tfma.MetricConfig(class_name="BinaryCrossentropy", config=json.dumps({"name": "log_loss"})),
+        tfma.MetricConfig(class_name="LogLoss", module="camenn.tfx_pipeline.metrics"),
         # Blessed only when the log loss beats predicting the training rate on these rows, and the
         # normalized entropy is below its bound (both strictly below 1 by default).
         tfma.MetricConfig(

@@ -12,13 +12,20 @@ log loss of always predicting p. Below 1 the model knows more than the prior; th
 that, since what a useless model scores depends on the rate (0.60 at 29% conversion, 0.20 at 5%).
 The rate comes from each row's `features.TRAIN_CONVERSION_RATE` (AlignmentEvalExamples writes it).
 
+LogLoss: the weighted log loss itself, computed like the two above.
+
 LogLossVsPrior: the log loss over the log loss of predicting the training conversion rate for every row
 of the same eval set. Below 1 the model beats the prior on these rows whatever the rate, and also when
 the eval period converts at another rate than the training one, where normalized entropy alone misleads:
 on the sample (22.5% in training, 24.4% in the eval period) the prior scores NE 1.048, and at 25% in
 training and 20% in the eval period it would score NE 0.90 while knowing nothing.
+
+Every metric here comes out bit for bit the same whatever order Beam adds rows and merges accumulators
+in (TFMA's input batches are sized by timing, so that order changes between runs): sums are kept exact
+until read, and GAUC reads its groups and rows in sorted order. So the same model gives the same metrics.
 """
 
+import math
 from collections import defaultdict
 from typing import Dict, Iterable, Mapping, Optional
 
@@ -33,6 +40,7 @@ from camenn.model import features as F
 GAUC_NAME = "gauc"
 NORMALIZED_ENTROPY_NAME = "normalized_entropy"
 LOG_LOSS_VS_PRIOR_NAME = "log_loss_vs_prior"
+LOG_LOSS_NAME = "log_loss"
 _EPSILON = 1e-7  # predictions are clipped to [eps, 1 - eps], as Keras' binary cross-entropy does
 
 
@@ -40,6 +48,23 @@ def binary_entropy(rate: float) -> float:
     """-(p log p + (1 - p) log(1 - p)) in nats: the log loss of predicting the rate p for every example."""
     p = min(max(float(rate), _EPSILON), 1.0 - _EPSILON)
     return float(-(p * np.log(p) + (1.0 - p) * np.log(1.0 - p)))
+
+
+def add_exactly(partials: list, x: float) -> list:
+    """Adds x to a sum kept exactly as non-overlapping float partials (Shewchuk's algorithm, which
+    `math.fsum` uses); `math.fsum(partials)` reads it, correctly rounded whatever the order of additions."""
+    i = 0
+    for y in partials:
+        if abs(x) < abs(y):
+            x, y = y, x
+        high = x + y
+        low = y - (high - x)
+        if low:
+            partials[i] = low
+            i += 1
+        x = high
+    partials[i:] = [x]
+    return partials
 
 
 def weighted_auc(labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray) -> float:
@@ -64,9 +89,11 @@ def weighted_auc(labels: np.ndarray, predictions: np.ndarray, weights: np.ndarra
 
 def weighted_group_auc(rows_by_group: Mapping) -> float:
     """GAUC from each group's (labels, predictions, weights) arrays: the groups' AUCs averaged with each
-    group weighted by its summed weight; groups with one class only are left out (NaN when none is left)."""
+    group weighted by its summed weight; groups with one class only are left out (NaN when none is left).
+    Groups are read in sorted order, so the result does not depend on the mapping's order."""
     total, weighted = 0.0, 0.0
-    for labels, predictions, weights in rows_by_group.values():
+    for group in sorted(rows_by_group):
+        labels, predictions, weights = rows_by_group[group]
         labels, predictions, weights = (
             np.asarray(column, dtype=np.float64) for column in (labels, predictions, weights)
         )
@@ -141,6 +168,8 @@ def _prior_ratio(name: str, loss: float, weight: float, rate: float, prior_loss:
     """From summed weighted log loss, weight, weighted rate and weighted log loss of the rate."""
     if weight <= 0:
         return float("nan")
+    if name == LOG_LOSS_NAME:
+        return loss / weight
     if name == LOG_LOSS_VS_PRIOR_NAME:
         return loss / prior_loss
     return (loss / weight) / binary_entropy(rate / weight)
@@ -226,7 +255,9 @@ class _GAUCCombiner(beam.CombineFn):
         return merged
 
     def extract_output(self, accumulator) -> Dict[metric_types.MetricKey, Optional[float]]:
-        return {self._key: weighted_group_auc({group: tuple(zip(*rows)) for group, rows in accumulator.items()})}
+        # Each group's rows sorted: tied predictions sum their weights in one order, however they arrived.
+        rows_by_group = {group: tuple(zip(*sorted(rows))) for group, rows in accumulator.items()}
+        return {self._key: weighted_group_auc(rows_by_group)}
 
 
 def _cross_entropy(label: float, prediction: float) -> float:
@@ -259,8 +290,22 @@ class LogLossVsPrior(tfma.metrics.Metric):
         super().__init__(metric_util.merge_per_key_computations(_prior_metric), name=name, rate_key=rate_key)
 
 
+class LogLoss(tfma.metrics.Metric):
+    """Weighted log loss (binary cross-entropy, predictions clipped as Keras clips them), in float64 and
+    independent of the order rows arrive in, unlike TFMA's Keras `BinaryCrossentropy` (float32 batches).
+
+    Args:
+        name: metric name.
+        rate_key: the feature that holds the training split's conversion rate (read with the others).
+    """
+
+    def __init__(self, name: str = LOG_LOSS_NAME, rate_key: str = F.TRAIN_CONVERSION_RATE):
+        super().__init__(metric_util.merge_per_key_computations(_prior_metric), name=name, rate_key=rate_key)
+
+
 metric_types.register_metric(NormalizedEntropy)
 metric_types.register_metric(LogLossVsPrior)
+metric_types.register_metric(LogLoss)
 
 
 def _prior_metric(
@@ -278,15 +323,16 @@ def _prior_metric(
 
 
 class _PriorCombiner(beam.CombineFn):
-    """Accumulates [weighted log loss, weight, weighted rate, weighted log loss of the rate]; extracts the
-    metric its key names: normalized entropy, or the log loss relative to the prior's."""
+    """Accumulates exact sums of [weighted log loss, weight, weighted rate, weighted log loss of the rate];
+    extracts the metric its key names: the log loss, normalized entropy, or the log loss relative to the
+    prior's."""
 
     def __init__(self, key, eval_config, rate_key: str, example_weighted: bool):
         self._key, self._eval_config = key, eval_config
         self._rate_key, self._example_weighted = rate_key, example_weighted
 
     def create_accumulator(self):
-        return [0.0, 0.0, 0.0, 0.0]
+        return [[], [], [], []]
 
     def add_input(self, accumulator, element: metric_types.StandardMetricInputs):
         rates = util.get_by_keys(element.features, [self._rate_key]).flatten()
@@ -301,15 +347,25 @@ class _PriorCombiner(beam.CombineFn):
         for rate, (label, prediction, weight) in zip(rates, values):
             weight = float(weight)
             if weight > 0:
-                accumulator[0] += weight * _cross_entropy(float(label), prediction)
-                accumulator[1] += weight
-                accumulator[2] += weight * float(rate)
-                accumulator[3] += weight * _cross_entropy(float(label), rate)
+                terms = (
+                    weight * _cross_entropy(float(label), prediction),
+                    weight,
+                    weight * float(rate),
+                    weight * _cross_entropy(float(label), rate),
+                )
+                for partials, term in zip(accumulator, terms):
+                    add_exactly(partials, term)
         return accumulator
 
     def merge_accumulators(self, accumulators):
-        return [sum(column) for column in zip(*accumulators)]
+        accumulators = iter(accumulators)
+        merged = next(accumulators)
+        for accumulator in accumulators:
+            for partials, other in zip(merged, accumulator):
+                for term in other:
+                    add_exactly(partials, term)
+        return merged
 
     def extract_output(self, accumulator) -> Dict[metric_types.MetricKey, Optional[float]]:
-        loss, weight, rate, prior_loss = accumulator
+        loss, weight, rate, prior_loss = (math.fsum(partials) for partials in accumulator)
         return {self._key: _prior_ratio(self._key.name, loss, weight, rate, prior_loss)}

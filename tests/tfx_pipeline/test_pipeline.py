@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from camenn.model import features as F
@@ -429,7 +430,21 @@ def test_compiled_kubeflow_spec_lists_every_component(pipeline_run, tmp_path):
     assert images == {"camenn:test"}
 
 
+def _variables(saved_model_dir) -> dict:
+    """Every variable of a pushed SavedModel by name: the weights and the listing table (keras'
+    ExportArchive tracks all of them in `_all_variables`, in an order that may differ between runs)."""
+    import tensorflow as tf
+
+    variables = tf.saved_model.load(saved_model_dir)._all_variables
+    by_name = {v.name: v.numpy() for v in variables}
+    assert len(by_name) == len(variables), "two variables share a name"
+    return by_name
+
+
 def test_the_same_data_and_seed_give_the_same_model_and_metrics(twin_runs):
     first, second = (_summary(config) for config in twin_runs)
     assert first["metrics"] and first["metrics"] == second["metrics"]  # exactly, not approximately
     assert first["metrics_by_negative_kind"] == second["metrics_by_negative_kind"]
+    ours, theirs = _variables(first["pushed_path"]), _variables(second["pushed_path"])
+    assert len(ours) > 100 and ours.keys() == theirs.keys()
+    assert [name for name in ours if not np.array_equal(ours[name], theirs[name])] == []
