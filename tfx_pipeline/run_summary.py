@@ -204,7 +204,8 @@ def format_summary(summary: dict) -> str:
     if pre:
         for kind in ("items", "events"):
             c = pre[kind]
-            reasons = ", ".join(f"{r} {int(n)}" for r, n in c["quarantined_by_reason"].items())
+            # Sorted: ML Metadata keeps a struct property's keys in no fixed order.
+            reasons = ", ".join(f"{r} {int(n)}" for r, n in sorted(c["quarantined_by_reason"].items()))
             lines.append(
                 f"  {kind}: {int(c['in'])} rows in, {int(c['out'])} out, {int(c['quarantined'])} quarantined"
                 + (f" ({reasons})" if reasons else "")
