@@ -158,7 +158,7 @@ def prior_log_loss_metrics(
     prior_loss = float((weights * cross_entropy(rates)).sum())
     weight, rate = float(weights.sum()), float((weights * rates).sum())
     return {
-        "log_loss": loss / weight,
+        LOG_LOSS_NAME: _prior_ratio(LOG_LOSS_NAME, loss, weight, rate, prior_loss),
         NORMALIZED_ENTROPY_NAME: _prior_ratio(NORMALIZED_ENTROPY_NAME, loss, weight, rate, prior_loss),
         LOG_LOSS_VS_PRIOR_NAME: _prior_ratio(LOG_LOSS_VS_PRIOR_NAME, loss, weight, rate, prior_loss),
     }

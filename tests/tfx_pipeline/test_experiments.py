@@ -114,62 +114,6 @@ def test_a_model_given_the_true_probabilities_scores_the_oracle():
         scoring.oracle_cvr_metrics(_rows(labels[:2], attached))
 
 
-def test_array_metrics_equal_the_tfma_combiners():
-    """The experiments score models with `group_auc` and `prior_log_loss_metrics`: the same numbers the
-    Evaluator's TFMA combiners give for the same rows (weight 0 rows left out)."""
-    from tensorflow_model_analysis.metrics import metric_types
-
-    from camenn.tfx_pipeline import metrics
-
-    rng = np.random.default_rng(0)
-    n = 300
-    shoppers = rng.integers(0, 12, n).astype(str).astype("S")
-    labels, predictions = (rng.random(n) < 0.3).astype(float), rng.random(n)
-    weights = np.where(rng.random(n) < 0.2, 0.0, 1.0)
-    rates = np.full(n, 0.27)
-    results = {}
-    for name, combiner in (
-        (
-            "gauc",
-            metrics._GAUCCombiner(metric_types.MetricKey(name="gauc", example_weighted=True), None, F.SHOPPER_ID, True),
-        ),
-        (
-            metrics.NORMALIZED_ENTROPY_NAME,
-            metrics._PriorCombiner(
-                metric_types.MetricKey(name=metrics.NORMALIZED_ENTROPY_NAME, example_weighted=True),
-                None,
-                F.TRAIN_CONVERSION_RATE,
-                True,
-            ),
-        ),
-        (
-            metrics.LOG_LOSS_VS_PRIOR_NAME,
-            metrics._PriorCombiner(
-                metric_types.MetricKey(name=metrics.LOG_LOSS_VS_PRIOR_NAME, example_weighted=True),
-                None,
-                F.TRAIN_CONVERSION_RATE,
-                True,
-            ),
-        ),
-    ):
-        accumulator = combiner.create_accumulator()
-        for i in range(n):
-            accumulator = combiner.add_input(
-                accumulator,
-                metric_types.StandardMetricInputs(
-                    labels=np.array([labels[i]]),
-                    predictions=np.array([predictions[i]]),
-                    example_weights=np.array([weights[i]]),
-                    features={F.SHOPPER_ID: np.array([shoppers[i]]), F.TRAIN_CONVERSION_RATE: np.array([rates[i]])},
-                ),
-            )
-        results[name] = list(combiner.extract_output(accumulator).values())[0]
-    assert metrics.group_auc(shoppers, labels, predictions, weights) == pytest.approx(results["gauc"], abs=1e-12)
-    ours = metrics.prior_log_loss_metrics(labels[weights > 0], predictions[weights > 0], rates[weights > 0])
-    for name in (metrics.NORMALIZED_ENTROPY_NAME, metrics.LOG_LOSS_VS_PRIOR_NAME):
-        assert ours[name] == pytest.approx(results[name], rel=1e-9)
-
-
 # --- The practitioner's baselines on a tiny set.
 
 

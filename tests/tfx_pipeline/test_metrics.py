@@ -79,3 +79,20 @@ def test_add_exactly_reads_the_correctly_rounded_sum_in_any_order():
     for v in reversed(values):
         metrics.add_exactly(backwards, v)
     assert math.fsum(partials) == math.fsum(backwards) == math.fsum(values)
+
+
+def test_array_metrics_equal_the_tfma_combiners():
+    """The experiments score models with `group_auc` and `prior_log_loss_metrics`: the same numbers the
+    Evaluator's TFMA combiners give for the same rows (weight 0 rows left out)."""
+    rng = np.random.default_rng(0)
+    n = 300
+    shoppers = rng.integers(0, 12, n).astype(str).astype("S")
+    labels, predictions = (rng.random(n) < 0.3).astype(float), rng.random(n)
+    weights = np.where(rng.random(n) < 0.2, 0.0, 1.0)
+    rates = np.full(n, 0.27)
+    rows = shoppers, labels, predictions, weights, rates
+    gauc = _metric(metrics.GAUC_NAME, np.arange(n), 1, [0], rows)
+    assert metrics.group_auc(shoppers, labels, predictions, weights) == pytest.approx(gauc, abs=1e-12)
+    ours = metrics.prior_log_loss_metrics(labels[weights > 0], predictions[weights > 0], rates[weights > 0])
+    for name in (metrics.LOG_LOSS_NAME, metrics.NORMALIZED_ENTROPY_NAME, metrics.LOG_LOSS_VS_PRIOR_NAME):
+        assert ours[name] == pytest.approx(_metric(name, np.arange(n), 1, [0], rows), rel=1e-9)
